@@ -1,0 +1,108 @@
+"""The vocabulary of the sync core: what Storeganise wants, what PTI has, and the operations between them.
+
+Plain frozen dataclasses, shared by the pure core (which computes) and the adapters (which fetch and apply).
+Nothing here imports Flask, Redis or httpx.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# --- what PTI holds (actual state) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PtiUser:
+    """A PTI user: anyone who uses a keypad. `marker` is our customer id when this product created it."""
+
+    id: str
+    email: str | None
+    access_code: int | None
+    access_level: int | None
+    time_zone: int | None
+    first_name: str = ""
+    last_name: str = ""
+    marker: str | None = None
+    units: tuple[str, ...] = ()
+
+
+class UnitStatus(StrEnum):
+    VACANT = "vacant"
+    RENTED = "rented"
+
+
+@dataclass(frozen=True)
+class PtiUnit:
+    """A unit as PTI sees it. Units are pre-created in PTI; integrations never create them."""
+
+    name: str
+    status: UnitStatus
+    locked: bool
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AccessLevel:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class TimeZone:
+    """A PTI time zone: a numbered access-hours profile ("24 hours", "business hours"), not a clock zone."""
+
+    id: int
+    name: str
+
+
+# --- operations the core asks the adapters to apply, in order ---------------------------------------------
+
+# Stands for "the user the CreateUser earlier in this plan made": its PTI id is only known once PTI answers.
+NEW_USER = "@new"
+
+
+@dataclass(frozen=True)
+class CreateUser:
+    email: str
+    first_name: str
+    last_name: str
+    access_code: int
+    access_level: int
+    time_zone: int
+    marker: str
+
+
+@dataclass(frozen=True)
+class UpdateUser:
+    user_id: str
+    changes: tuple[tuple[str, object], ...] = field(default_factory=tuple)  # (("access_code", 123456), ...)
+
+
+@dataclass(frozen=True)
+class RemoveUser:
+    user_id: str
+
+
+@dataclass(frozen=True)
+class RentUnit:
+    unit_name: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class VacateUnit:
+    unit_name: str
+
+
+@dataclass(frozen=True)
+class LockUnit:
+    unit_name: str
+
+
+@dataclass(frozen=True)
+class UnlockUnit:
+    unit_name: str
+
+
+Operation = CreateUser | UpdateUser | RemoveUser | RentUnit | VacateUnit | LockUnit | UnlockUnit
