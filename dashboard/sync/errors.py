@@ -1,0 +1,73 @@
+"""The error catalogue: every problem an operator can meet, in plain words, with the fix.
+
+One place for the words staff read on a rental page, in a Storeganise task and in docs/errors.md. Adapters
+raise or record a `reason` key; pages and write-back look the words up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str  # stable key stored in the database and journal
+    message: str  # what happened, in the operators' words
+    fix: str  # what an operator should do about it
+    retryable: bool = False  # True: the product retries on its own before parking the item
+
+
+CATALOGUE: dict[str, Problem] = {
+    p.reason: p
+    for p in [
+        Problem("unit_unmapped", "The unit has no PTI Unit Name, so it is not synced.",
+                "Set the unit's PTI Unit Name in Storeganise to the unit's name in the PTI dashboard."),
+        Problem("invalid_unit_name", "PTI rejected the unit name (PTI result -3).",
+                "PTI unit names are at most 10 characters with no spaces: rename the unit in PTI or fix its "
+                "PTI Unit Name in Storeganise."),
+        Problem("unit_not_found", "PTI has no unit with this name (PTI result -404).",
+                "The unit was renamed or deleted in PTI: make the unit's PTI Unit Name in Storeganise match the "
+                "PTI dashboard."),
+        Problem("user_not_found", "PTI has no user with this id or access code (PTI result -404).",
+                "The PTI user was deleted in PTI. Press Resync: the product creates the user again."),
+        Problem("already_vacant", "The unit was already vacant in PTI (PTI result -22).",
+                "Nothing to do: this counts as success."),
+        Problem("invalid_credentials", "PTI refused the site's credentials.",
+                "Check the site's PTI Site Code, Site Key, Username and Password in the site settings."),
+        Problem("duplicate_access_code", "PTI already has another user with this access code.",
+                "Press Regenerate code for this customer, or remove the other PTI user holding the code."),
+        Problem("duplicate_pti_users",
+                "Two different PTI users match this customer (one by e-mail, another by access code).",
+                "Merge the two PTI users in the PTI dashboard, then press Resync."),
+        Problem("unit_rented_to_other",
+                "PTI has this unit rented to a user this product did not create.",
+                "Check the unit in PTI: vacate it there if that user should no longer have it, then press Resync."),
+        Problem("no_access_level", "The customer has no PTI access level (neither their own nor the site's).",
+                "Set the site's PTI Access Level, or the customer's own, in Storeganise."),
+        Problem("no_zone", "The customer has no PTI zone (neither their own nor the site's).",
+                "Set the site's PTI zone, or the customer's own, in Storeganise."),
+        Problem("site_not_configured", "The site has no PTI connection settings.",
+                "Fill in the site's PTI Site Code, Site Key, Username and Password."),
+        Problem("pti_unreachable", "PTI did not answer (time-out or connection error).",
+                "Usually passes on its own; the product retries. If it persists, check the site's PTI URL.",
+                retryable=True),
+        Problem("pti_server_error", "PTI answered with a server error.",
+                "Usually passes on its own; the product retries. If it persists, contact PTI support.",
+                retryable=True),
+        Problem("pti_rate_limited", "PTI asked us to slow down (429).",
+                "Nothing to do: the product waits as PTI asked and retries.", retryable=True),
+        Problem("circuit_open", "PTI has been failing for this site, so calls are paused for a moment.",
+                "Nothing to do: the product tries again when the pause ends. Check PTI if it lasts.",
+                retryable=True),
+        Problem("pti_rejected", "PTI rejected the request.",
+                "Read the PTI result in the journal; contact support with it if the fix is not clear."),
+        Problem("storeganise_unreachable", "Storeganise did not answer.",
+                "Usually passes on its own; the product retries.", retryable=True),
+    ]
+}
+
+
+def problem(reason: str) -> Problem:
+    """The catalogue entry for `reason`; an unknown reason still reads as a clear (generic) problem."""
+    return CATALOGUE.get(reason) or Problem(reason, f"Sync problem: {reason}.",
+                                            "Contact support with this reason.")
