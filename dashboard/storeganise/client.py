@@ -1,0 +1,320 @@
+"""Storeganise Admin API client: the subset the product reads and writes, with retries for transient failures.
+
+Storeganise is the source of truth; this module only fetches its records (in the API's own shape: camelCase
+dicts with `customFields`) and writes our `pti_*` custom fields and staff-facing tasks back. It never logs,
+raises or reprs the API key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_PAGE_SIZE = 100
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
+# A Retry-After longer than this is not slept through inside a job: the caller is told to come back later.
+MAX_RETRY_AFTER_S = 60.0
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Errors raised before the request left this machine: safe to retry even for a non-idempotent POST.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+REASON_UNREACHABLE = "storeganise_unreachable"
+REASON_AUTH_FAILED = "storeganise_auth_failed"
+REASON_NOT_FOUND = "storeganise_not_found"
+REASON_REJECTED = "storeganise_rejected"
+REASON_BAD_RESPONSE = "storeganise_bad_response"
+
+TASK_TARGET_TYPES = ("unit", "user", "addon")
+
+
+class StoreganiseError(Exception):
+    """A Storeganise call failed. `reason` is a stable key; `retryable` says whether trying later may help."""
+
+    def __init__(self, message: str, *, reason: str, status: int | None = None, endpoint: str | None = None,
+                 retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.status = status
+        self.endpoint = endpoint
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+def format_timestamp(value: datetime | str) -> str:
+    """ISO-8601 in UTC with milliseconds and a Z, the way Storeganise writes timestamps."""
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        raise ValueError("timestamps sent to Storeganise must be timezone-aware")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class StoreganiseClient:
+    """A synchronous client for one Storeganise business's Admin API (`https://<biz>.storeganise.com/api/v1/admin`).
+
+    Authenticate with an API key (`ApiKey <key>`) or as an add-on (`Addon <addonId>|<key>`). Transient failures
+    (429, 5xx, timeouts, connection errors) are retried with capped exponential backoff and jitter, honouring
+    Retry-After; `sleep` is injectable so tests need not wait.
+    """
+
+    def __init__(self, api_url: str, *, api_key: str | None = None, addon_id: str | None = None,
+                 addon_key: str | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, page_size: int = DEFAULT_PAGE_SIZE,
+                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
+                 jitter: Callable[[], float] = random.random) -> None:
+        if api_key and (addon_id or addon_key):
+            raise ValueError("give either api_key or addon_id + addon_key, not both")
+        if api_key:
+            self._auth_scheme = "ApiKey"
+            authorization = f"ApiKey {api_key}"
+        elif addon_id and addon_key:
+            self._auth_scheme = "Addon"
+            authorization = f"Addon {addon_id}|{addon_key}"
+        else:
+            raise ValueError("Storeganise needs an api_key, or an addon_id and addon_key")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.api_url = api_url.rstrip("/")
+        self.max_attempts = max_attempts
+        self.page_size = page_size
+        self._sleep = sleep
+        self._jitter = jitter
+        self._http = httpx.Client(
+            base_url=self.api_url + "/",
+            headers={"Authorization": authorization, "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"StoreganiseClient(api_url={self.api_url!r}, auth={self._auth_scheme!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> StoreganiseClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- reads ---------------------------------------------------------------------------------------------
+
+    def list_sites(self) -> list[dict]:
+        return self._list("sites", {})
+
+    def list_units(self, site_id: str | None = None) -> list[dict]:
+        return self._list("units", {"siteId": site_id})
+
+    def list_users(self, *, ids: Iterable[str] | None = None, search: str | None = None) -> list[dict]:
+        """Customers, optionally only those with the given ids or matching `search` (e.g. an e-mail address)."""
+        if ids is not None:
+            ids = list(ids)
+            if not ids:
+                return []
+        return self._list("users", {"ids": _join(ids), "search": search})
+
+    def list_unit_rentals(self, site_id: str | None = None, state: str | Iterable[str] | None = None,
+                          updated_after: datetime | str | None = None, *, owner_id: str | None = None) -> list[dict]:
+        """Unit rentals; `state` is one state or several (e.g. ("reserved", "occupied") for the active ones)."""
+        params = {
+            "siteId": site_id,
+            "state": state if isinstance(state, str) else _join(state),
+            "updatedAfter": format_timestamp(updated_after) if updated_after is not None else None,
+            "ownerId": owner_id,
+        }
+        return self._list("unit-rentals", params)
+
+    def get_site(self, site_id: str) -> dict:
+        return self._get(f"sites/{_seg(site_id)}", {"include": "customFields"})
+
+    def get_unit(self, unit_id: str) -> dict:
+        return self._get(f"units/{_seg(unit_id)}", {"include": "customFields"})
+
+    def get_user(self, user_id: str) -> dict:
+        return self._get(f"users/{_seg(user_id)}", {"include": "customFields"})
+
+    def get_unit_rental(self, rental_id: str, include: Iterable[str] = ("unit", "owner", "customFields")) -> dict:
+        """One rental; `include` embeds related records (`unit`, `owner`) and custom fields."""
+        return self._get(f"unit-rentals/{_seg(rental_id)}", {"include": _join(include)})
+
+    def get_job(self, job_id: str) -> dict:
+        return self._get(f"jobs/{_seg(job_id)}", {})
+
+    # --- writes --------------------------------------------------------------------------------------------
+
+    def update_unit_rental_custom_fields(self, rental_id: str, fields: dict[str, Any]) -> dict:
+        """Set only the given custom fields of a rental (Storeganise leaves the others untouched)."""
+        return self._request("PUT", f"unit-rentals/{_seg(rental_id)}", json={"customFields": dict(fields)})
+
+    def update_user_custom_fields(self, user_id: str, fields: dict[str, Any]) -> dict:
+        """Set only the given custom fields of a customer."""
+        return self._request("PUT", f"users/{_seg(user_id)}", json={"customFields": dict(fields)})
+
+    def create_task(self, target_type: str, target_id: str | None, title: str, desc: str) -> dict:
+        """Raise a task for staff inside Storeganise (how an add-on shows a problem on a unit or customer).
+
+        Creating a job is not idempotent, so it is retried only when the request cannot have reached Storeganise
+        (connection refused, 429): a duplicate task is noise staff have to clear.
+        """
+        if target_type not in TASK_TARGET_TYPES:
+            raise ValueError(f"target_type must be one of {', '.join(TASK_TARGET_TYPES)}")
+        body = {
+            "type": "task",
+            "ownerId": None,
+            "data": {"targetType": target_type, "targetId": target_id, "title": title, "desc": desc},
+        }
+        return self._request("POST", "jobs", json=body, idempotent=False)
+
+    # --- plumbing ------------------------------------------------------------------------------------------
+
+    def _list(self, path: str, filters: dict[str, Any]) -> list[dict]:
+        """Every record of a list endpoint: page with limit/offset until a page comes back short."""
+        records: list[dict] = []
+        offset = 0
+        while True:
+            params = {**filters, "include": "customFields", "limit": self.page_size, "offset": offset}
+            page = self._request("GET", path, params=params)
+            if not isinstance(page, list):
+                raise StoreganiseError(f"Storeganise answered GET {path} with something other than a list.",
+                                       reason=REASON_BAD_RESPONSE, endpoint=f"GET {path}")
+            records.extend(page)
+            if len(page) < self.page_size:
+                return records
+            offset += len(page)
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict:
+        return self._request("GET", path, params=params)
+
+    def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
+                 idempotent: bool = True) -> Any:
+        endpoint = f"{method} {path}"
+        clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= self.max_attempts
+            try:
+                response = self._http.request(method, path, params=clean_params, json=json)
+            except httpx.TransportError as exc:
+                retry = idempotent or isinstance(exc, NOT_SENT_ERRORS)
+                what = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
+                if last or not retry:
+                    raise StoreganiseError(
+                        f"Storeganise {what} ({endpoint}, {type(exc).__name__}) after {attempt} attempt(s).",
+                        reason=REASON_UNREACHABLE, endpoint=endpoint, retryable=True) from None
+                self._back_off(endpoint, attempt, type(exc).__name__, None)
+                continue
+
+            status = response.status_code
+            if status < 400:
+                return _decode(response, endpoint)
+            if status in RETRYABLE_STATUS:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry = idempotent or status == 429
+                too_long = retry_after is not None and retry_after > MAX_RETRY_AFTER_S
+                if last or not retry or too_long:
+                    raise StoreganiseError(
+                        f"Storeganise answered {endpoint} with HTTP {status} after {attempt} attempt(s).",
+                        reason=REASON_UNREACHABLE, status=status, endpoint=endpoint, retryable=True,
+                        retry_after=retry_after)
+                self._back_off(endpoint, attempt, f"HTTP {status}", retry_after)
+                continue
+            raise _permanent_error(response, endpoint)
+
+    def _back_off(self, endpoint: str, attempt: int, cause: str, retry_after: float | None) -> None:
+        if retry_after is not None:
+            delay = retry_after
+        else:
+            ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+            delay = ceiling / 2 + self._jitter() * ceiling / 2
+        log.warning("Storeganise %s failed (%s), attempt %d of %d; retrying in %.2fs",
+                    endpoint, cause, attempt, self.max_attempts, delay)
+        self._sleep(delay)
+
+
+def _permanent_error(response: httpx.Response, endpoint: str) -> StoreganiseError:
+    status = response.status_code
+    detail = _error_detail(response)
+    suffix = f": {detail}" if detail else ""
+    if status in (401, 403):
+        message = f"Storeganise refused the API key for {endpoint} (HTTP {status}){suffix}."
+        reason = REASON_AUTH_FAILED
+    elif status == 404:
+        message = f"Storeganise has no such record: {endpoint} (HTTP 404){suffix}."
+        reason = REASON_NOT_FOUND
+    else:
+        message = f"Storeganise rejected {endpoint} (HTTP {status}){suffix}."
+        reason = REASON_REJECTED
+    return StoreganiseError(message, reason=reason, status=status, endpoint=endpoint)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The message of a Storeganise error body, shortened; never echoes request headers."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200]
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(body.get(key), str):
+                return body[key][:200]
+    return ""
+
+
+def _decode(response: httpx.Response, endpoint: str) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise StoreganiseError(f"Storeganise answered {endpoint} with a body that is not JSON.",
+                               reason=REASON_BAD_RESPONSE, status=response.status_code, endpoint=endpoint) from None
+
+
+def _join(values: Iterable[str] | None) -> str | None:
+    if values is None:
+        return None
+    joined = ",".join(values)
+    return joined or None
+
+
+def _seg(record_id: str) -> str:
+    """A record id as one path segment: an id can never step into another endpoint."""
+    if not record_id:
+        raise ValueError("a Storeganise record id cannot be empty")
+    return quote(str(record_id), safe="")
