@@ -1,0 +1,30 @@
+"""PTI Storlogix: the client of the contract in docs/pti-contract.md, its errors and the site connection check."""
+
+from dashboard.pti.check import SiteCheck, check_site
+from dashboard.pti.client import (
+    MAX_ACCESS_CODE,
+    MIN_ACCESS_CODE,
+    PtiClient,
+    PtiClientRegistry,
+    PtiConnection,
+    get_client,
+    is_valid_unit_name,
+    parse_retry_after,
+)
+from dashboard.pti.errors import PtiError, PtiPermanentError, PtiRetryableError
+
+__all__ = [
+    "MAX_ACCESS_CODE",
+    "MIN_ACCESS_CODE",
+    "PtiClient",
+    "PtiClientRegistry",
+    "PtiConnection",
+    "PtiError",
+    "PtiPermanentError",
+    "PtiRetryableError",
+    "SiteCheck",
+    "check_site",
+    "get_client",
+    "is_valid_unit_name",
+    "parse_retry_after",
+]
