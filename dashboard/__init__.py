@@ -1,0 +1,48 @@
+"""PTI Sync: keeps a Storeganise business and its PTI Storlogix access control in agreement.
+
+`create_app()` builds the web app (and the app context jobs run in); importing this package does nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from . import config as settings
+from . import queue
+from .extensions import csrf, db, htmx, login_manager, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("PTI_SYNC_INSTANCE") or str(ROOT / "instance"),
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    app.config.update(settings.BASE)
+    app.config.update(settings.from_env(app.instance_path))
+    if test_config:
+        app.config.update(test_config)
+    settings.check(app.config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    csrf.init_app(app)
+    htmx.init_app(app)
+    login_manager.init_app(app)
+    queue.init_app(app)
+
+    from . import cli, security, views
+
+    security.init_app(app)
+    views.init_app(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,72 @@
+"""`flask` commands for operators: users, the demo, the worker and the key rotation."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from .extensions import db
+from .models import Role, Site, StaffUser
+
+users = AppGroup("users", help="Staff accounts.")
+demo = AppGroup("demo", help="The demo business and accounts (demo mode only).")
+keys = AppGroup("keys", help="Encryption keys for PTI credentials.")
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.STAFF.value, show_default=True)
+@click.option("--name", default="")
+@click.password_option(help="Prompted for when not given.")
+def create_user(email: str, role: str, name: str, password: str) -> None:
+    """Create a staff account (or reset its password and role)."""
+    email = email.strip().lower()
+    user = db.session.scalar(select(StaffUser).where(StaffUser.email == email))
+    verb = "Updated"
+    if user is None:
+        user, verb = StaffUser(email=email), "Created"
+        db.session.add(user)
+    user.role, user.name = role, name or user.name
+    user.set_password(password)
+    db.session.commit()
+    click.echo(f"{verb} {email} ({role}).")
+
+
+@demo.command("seed")
+def seed() -> None:
+    """Create the demo accounts and load the demo business (idempotent)."""
+    from .demo import ensure_demo_accounts, seed_demo_business
+
+    if not current_app.config.get("DEMO_MODE"):
+        raise click.ClickException("Demo data is only loaded in demo mode: set PTI_SYNC_DEMO=1.")
+    created = ensure_demo_accounts()
+    counts = seed_demo_business()
+    click.echo(f"Demo ready: {created} new accounts; " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
+
+
+@keys.command("rotate")
+def rotate_keys() -> None:
+    """Re-encrypt every site's PTI credentials under the first key of ENCRYPTION_KEYS."""
+    from .crypto import rotate
+
+    sites = db.session.scalars(select(Site).where(Site.pti_credentials.is_not(None))).all()
+    for site in sites:
+        site.pti_credentials = rotate(current_app.config["ENCRYPTION_KEYS"], site.pti_credentials)
+    db.session.commit()
+    click.echo(f"Re-encrypted the PTI credentials of {len(sites)} sites.")
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+def worker(burst: bool) -> None:
+    """Run an RQ worker (with the scheduler) on the urgent, default and bulk queues, in that order."""
+    from jobs.worker import run_worker
+
+    run_worker(burst=burst)
+
+
+def init_app(app) -> None:
+    for command in (users, demo, keys, worker):
+        app.cli.add_command(command)

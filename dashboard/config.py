@@ -1,0 +1,84 @@
+"""Configuration read from the environment, with the defaults `make run` needs and the checks production needs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEMO_SECRET_KEY = "demo-secret-key-not-for-production"
+# A fixed Fernet key, only ever used in demo and test mode: production must set ENCRYPTION_KEYS.
+DEMO_ENCRYPTION_KEY = "ZGVtby1vbmx5LWtleS1kZW1vLW9ubHkta2V5LWRlbW8="
+DEMO_STOREGANISE_API_KEY = "demo-api-key"
+DEMO_WEBHOOK_SECRET = "demo-webhook-secret"
+
+WEB_PORT = 5000
+PTI_SIM_PORT = 5001
+SG_SIM_PORT = 5002
+
+
+class ConfigError(RuntimeError):
+    """Start-up stops with this when a setting production needs is missing."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def from_env(instance_path: str) -> dict:
+    """Build the settings mapping from environment variables; see README's configuration table."""
+    demo = _bool(os.environ.get("PTI_SYNC_DEMO"))
+    sqlite_path = Path(instance_path) / "pti-sync.sqlite3"
+    sg_sim_port = _int("SG_SIM_PORT", SG_SIM_PORT)
+    pti_sim_port = _int("PTI_SIM_PORT", PTI_SIM_PORT)
+    return {
+        "DEMO_MODE": demo,
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or (DEMO_SECRET_KEY if demo else None),
+        "ENCRYPTION_KEYS": os.environ.get("ENCRYPTION_KEYS") or (DEMO_ENCRYPTION_KEY if demo else None),
+        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL") or f"sqlite:///{sqlite_path}",
+        "REDIS_URL": os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        "STOREGANISE_API_URL": os.environ.get("STOREGANISE_API_URL")
+        or (f"http://127.0.0.1:{sg_sim_port}/api/v1/admin" if demo else None),
+        "STOREGANISE_API_KEY": os.environ.get("STOREGANISE_API_KEY") or (DEMO_STOREGANISE_API_KEY if demo else None),
+        "STOREGANISE_WEBHOOK_SECRET": os.environ.get("STOREGANISE_WEBHOOK_SECRET")
+        or (DEMO_WEBHOOK_SECRET if demo else None),
+        "PTI_SIM_URL": os.environ.get("PTI_SIM_URL") or f"http://127.0.0.1:{pti_sim_port}",
+        "METRICS_PUBLIC": _bool(os.environ.get("METRICS_PUBLIC"), default=True),
+        "SESSION_COOKIE_SECURE": _bool(os.environ.get("SESSION_COOKIE_SECURE"), default=not demo),
+        "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5),
+        "LOGIN_LOCKOUT_SECONDS": _int("LOGIN_LOCKOUT_SECONDS", 900),
+        "MAX_CONTENT_LENGTH": _int("MAX_UPLOAD_BYTES", 5 * 1024 * 1024),
+    }
+
+
+BASE = {
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "WTF_CSRF_TIME_LIMIT": None,
+    "TESTING": False,
+}
+
+
+def check(config) -> None:
+    """Refuse to start outside demo and test mode without the secrets production needs."""
+    if config.get("DEMO_MODE") or config.get("TESTING"):
+        return
+    missing = [name for name in ("SECRET_KEY", "ENCRYPTION_KEYS") if not config.get(name)]
+    if missing:
+        raise ConfigError(
+            "PTI Sync cannot start: " + ", ".join(missing) + " must be set (see README, Configuration). "
+            "For a local trial, run `make run`, which starts the demo."
+        )

@@ -1,0 +1,60 @@
+"""PTI credentials at rest: MultiFernet-encrypted, bound to their site, never shown back.
+
+ENCRYPTION_KEYS is a comma-separated list of Fernet keys, newest first: the first encrypts, all decrypt,
+so a key is rotated by putting the new one in front and running `flask keys rotate`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+
+class CredentialError(RuntimeError):
+    """The stored credentials cannot be read with the configured keys, or belong to another site."""
+
+
+@dataclass(frozen=True)
+class PtiCredentials:
+    site_key: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return "PtiCredentials(<hidden>)"
+
+    __str__ = __repr__
+
+
+def _fernet(keys: str) -> MultiFernet:
+    parts = [k.strip() for k in keys.split(",") if k.strip()]
+    if not parts:
+        raise CredentialError("ENCRYPTION_KEYS is empty")
+    try:
+        return MultiFernet([Fernet(k) for k in parts])
+    except ValueError as exc:
+        raise CredentialError("ENCRYPTION_KEYS holds a key that is not a valid Fernet key") from exc
+
+
+def seal(keys: str, site_sg_id: str, creds: PtiCredentials) -> str:
+    """Encrypt the credentials together with the site they belong to."""
+    body = json.dumps({"site": site_sg_id, "k": creds.site_key, "u": creds.username, "p": creds.password})
+    return _fernet(keys).encrypt(body.encode()).decode()
+
+
+def unseal(keys: str, site_sg_id: str, token: str) -> PtiCredentials:
+    """Decrypt; refuse credentials sealed for another site (a copied column must not work elsewhere)."""
+    try:
+        data = json.loads(_fernet(keys).decrypt(token.encode()))
+    except InvalidToken as exc:
+        raise CredentialError("the site's PTI credentials cannot be decrypted with ENCRYPTION_KEYS") from exc
+    if data.get("site") != site_sg_id:
+        raise CredentialError("the stored PTI credentials belong to another site")
+    return PtiCredentials(data["k"], data["u"], data["p"])
+
+
+def rotate(keys: str, token: str) -> str:
+    """Re-encrypt under the newest key."""
+    return _fernet(keys).rotate(token.encode()).decode()

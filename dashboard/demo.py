@@ -1,0 +1,61 @@
+"""Demo mode: the four demo accounts and the demo business (never created outside demo or test mode)."""
+
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import select
+
+from .extensions import db
+from .mirror import upsert_customer, upsert_rental, upsert_site, upsert_unit
+from .models import Role, Site, StaffUser
+
+DEMO_PASSWORD = "demo"
+DEMO_ACCOUNTS = [
+    ("admin@demo.test", "Ada Admin", Role.ADMIN),
+    ("manager@demo.test", "Morgan Manager", Role.MANAGER),
+    ("staff@demo.test", "Sasha Staff", Role.STAFF),
+    ("support@demo.test", "Sam Support", Role.SUPPORT),
+]
+
+
+class NotDemoMode(RuntimeError):
+    pass
+
+
+def ensure_demo_accounts() -> int:
+    """Create the demo accounts that are missing; returns how many were created."""
+    if not (current_app.config.get("DEMO_MODE") or current_app.config.get("TESTING")):
+        raise NotDemoMode("demo accounts are only created in demo mode (PTI_SYNC_DEMO=1)")
+    created = 0
+    for email, name, role in DEMO_ACCOUNTS:
+        if db.session.scalar(select(StaffUser).where(StaffUser.email == email)) is None:
+            user = StaffUser(email=email, name=name, role=role)
+            user.set_password(DEMO_PASSWORD)
+            db.session.add(user)
+            created += 1
+    db.session.commit()
+    return created
+
+
+def load_business(business) -> dict[str, int]:
+    """Upsert a DemoBusiness-shaped set of Storeganise records into the mirror (idempotent)."""
+    sites = {s["id"]: upsert_site(s)[0] for s in business.sites}
+    db.session.flush()
+    units = {u["id"]: upsert_unit(u, sites[u["siteId"]])[0] for u in business.units}
+    customers = {c["id"]: upsert_customer(c)[0] for c in business.users}
+    db.session.flush()
+    for r in business.unit_rentals:
+        upsert_rental(r, sites[r["siteId"]], units[r["unitId"]], customers[r["ownerId"]])
+    db.session.commit()
+    return {"sites": len(sites), "units": len(units), "customers": len(customers),
+            "rentals": len(business.unit_rentals)}
+
+
+def seed_demo_business() -> dict[str, int]:
+    from sim.demo_data import build_demo_business
+
+    return load_business(build_demo_business(current_app.config["PTI_SIM_URL"]))
+
+
+def has_business() -> bool:
+    return db.session.scalar(select(Site.id).limit(1)) is not None

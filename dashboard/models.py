@@ -1,0 +1,245 @@
+"""The database: a mirror of the parts of Storeganise that matter to PTI, plus sync state, staff and audit.
+
+Storeganise ids are kept as `sg_id`; our own integer ids are for joins. Per customer and site a `PtiAccount`
+holds the desired PTI identity (access code, PTI user id), a generation counter and the sync status.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, func, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"  # sites, users, roles
+    MANAGER = "manager"  # reads everything
+    STAFF = "staff"  # acts on rentals and customers
+    SUPPORT = "support"  # CSV uploads and acts on rentals and customers
+
+
+class SyncState(enum.StrEnum):
+    IN_SYNC = "in_sync"
+    PENDING = "pending"
+    SYNCING = "syncing"
+    FAILED = "failed"
+    UNMAPPED = "unmapped"  # the unit has no (valid) PTI Unit Name: never pushed
+    DISABLED = "disabled"  # the rental is not active, or its site is not synced
+
+    @property
+    def label(self) -> str:
+        return {
+            "in_sync": "In sync", "pending": "Pending", "syncing": "Syncing", "failed": "Failed",
+            "unmapped": "Not mapped", "disabled": "Not synced",
+        }[self.value]
+
+
+ACTIVE_RENTAL_STATES = ("reserved", "occupied")
+
+
+class Site(db.Model):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    code: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(200))
+    pti_base_url: Mapped[str | None] = mapped_column(String(500))
+    pti_site_code: Mapped[str | None] = mapped_column(String(64))
+    # Site key, username and password, encrypted together and bound to this site (dashboard/crypto.py).
+    pti_credentials: Mapped[str | None] = mapped_column(Text)
+    default_access_level: Mapped[int | None]
+    default_zone: Mapped[int | None]
+    code_length: Mapped[int] = mapped_column(default=6)
+    sync_enabled: Mapped[bool] = mapped_column(default=True)
+    last_import_at: Mapped[datetime | None]
+    last_sweep_at: Mapped[datetime | None]
+
+    units: Mapped[list[Unit]] = relationship(back_populates="site")
+
+    def __repr__(self) -> str:  # never shows credentials
+        return f"<Site {self.code}>"
+
+
+class Unit(db.Model):
+    __tablename__ = "units"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(32), default="available")
+    pti_unit_name: Mapped[str | None] = mapped_column(String(100))
+
+    site: Mapped[Site] = relationship(back_populates="units")
+
+
+class Customer(db.Model):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    overdue: Mapped[bool] = mapped_column(default=False)
+    # Storeganise custom fields (domain.md): overrides set by staff, results written back by us.
+    access_level_override: Mapped[int | None]
+    zone_override: Mapped[int | None]
+    pti_access_code: Mapped[int | None] = mapped_column(BigInteger)
+    pti_user_id: Mapped[str | None] = mapped_column(String(64))
+
+    rentals: Mapped[list[Rental]] = relationship(back_populates="customer")
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip() or self.email
+
+
+class Rental(db.Model):
+    __tablename__ = "rentals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    state: Mapped[str] = mapped_column(String(32))
+    overdue: Mapped[bool] = mapped_column(default=False)
+    overlocked: Mapped[bool] = mapped_column(default=False)  # pti_overlocked
+    pti_synced: Mapped[datetime | None]  # time of the last successful push
+    sg_updated: Mapped[datetime | None]  # Storeganise's `updated`
+    sync_state: Mapped[str] = mapped_column(String(16), default=SyncState.PENDING, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(64))  # a reason key of dashboard/sync/errors.py
+
+    site: Mapped[Site] = relationship()
+    unit: Mapped[Unit] = relationship()
+    customer: Mapped[Customer] = relationship(back_populates="rentals")
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_RENTAL_STATES
+
+
+class PtiAccount(db.Model):
+    """A customer's PTI identity at one site, and where its sync stands.
+
+    `generation` counts changes of intent; a reconcile records the generation it pushed in `synced_generation`,
+    so a stale job can never mark newer intent as done, and anything with generation > synced_generation is
+    still owed to PTI (the relay re-enqueues it if Redis lost the job).
+    """
+
+    __tablename__ = "pti_accounts"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "site_id"),
+        UniqueConstraint("site_id", "access_code", name="uq_pti_accounts_site_code"),
+        Index("ix_pti_accounts_owed", "generation", "synced_generation"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    access_code: Mapped[int | None] = mapped_column(BigInteger)
+    pti_user_id: Mapped[str | None] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(default=1)
+    synced_generation: Mapped[int] = mapped_column(default=0)
+    state: Mapped[str] = mapped_column(String(16), default=SyncState.PENDING, index=True)
+    urgent: Mapped[bool] = mapped_column(default=False)  # a lock or unlock is owed: jump the bulk queue
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    last_error_detail: Mapped[str | None] = mapped_column(Text)
+    last_attempt_at: Mapped[datetime | None]
+    last_synced_at: Mapped[datetime | None]
+
+    customer: Mapped[Customer] = relationship()
+    site: Mapped[Site] = relationship()
+
+
+class StaffUser(UserMixin, db.Model):
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(16), default=Role.STAFF)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return self.active
+
+    def has_role(self, *roles: str) -> bool:
+        return self.role in roles
+
+
+class AuditEntry(db.Model):
+    """Append-only: who did what to which rental, customer or site, when, and the outcome."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    actor: Mapped[str] = mapped_column(String(320))  # e-mail, or "system", "storeganise", "csv"
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32), default="ok")
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class WebhookDelivery(db.Model):
+    """Each Storeganise delivery, by its id: a replay finds its row and does nothing."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued, processed, ignored, failed
+    payload: Mapped[dict] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SyncAttempt(db.Model):
+    """The journal: one row per reconcile attempt of a PTI account."""
+
+    __tablename__ = "sync_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("pti_accounts.id"), index=True)
+    trigger: Mapped[str] = mapped_column(String(64))  # event type, "staff:<email>", "csv:<upload>", "sweep"...
+    rq_job_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    duration_ms: Mapped[int | None]
+    generation: Mapped[int]
+    operations: Mapped[list | None] = mapped_column(JSON)  # op names and targets; never access codes
+    outcome: Mapped[str] = mapped_column(String(16))  # ok, noop, retry, failed
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    account: Mapped[PtiAccount] = relationship()
+
+
+def count(stmt) -> int:
+    """Number of rows a select would return."""
+    return db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0

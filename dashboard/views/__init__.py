@@ -1,0 +1,62 @@
+"""The dashboard's blueprints, one per area, and the error pages."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import render_template
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..extensions import db
+from ..sync.errors import problem
+
+
+log = logging.getLogger(__name__)
+
+
+def masked_code(code: int | None) -> str:
+    """Access codes are never listed in full (domain.md): •••456."""
+    from ..sync.codes import mask
+
+    return mask(code) if code else "—"
+
+
+def init_app(app) -> None:
+    from . import activity, auth, customers, health, overview, rentals, settings, sites, uploads
+
+    for module in (auth, overview, sites, rentals, customers, activity, uploads, settings, health):
+        app.register_blueprint(module.bp)
+    app.add_template_filter(problem, "problem")
+    app.add_template_filter(lambda reason: problem(reason).message, "problem_message")
+    app.add_template_filter(masked_code, "masked_code")
+
+    @app.errorhandler(403)
+    def forbidden(exc):
+        return render_template("errors/error.html", code=403, title="Not allowed",
+                               message="Your role does not allow this page or action."), 403
+
+    @app.errorhandler(404)
+    def not_found(exc):
+        return render_template("errors/error.html", code=404, title="Page not found",
+                               message="There is no page at this address."), 404
+
+    @app.errorhandler(SQLAlchemyError)
+    def database_down(exc):
+        log.error("database error: %s", exc.__class__.__name__)
+        db.session.rollback()
+        return render_template("errors/plain.html", code=503, title="The database is not answering",
+                               message="PTI Sync cannot reach its database right now. Nothing was changed. "
+                                       "Try again in a minute; see /healthz for details."), 503
+
+    @app.errorhandler(redis.exceptions.RedisError)
+    def redis_down(exc):
+        log.error("redis error: %s", exc.__class__.__name__)
+        return render_template("errors/plain.html", code=503, title="The job queue is not answering",
+                               message="PTI Sync cannot reach Redis right now, so it cannot start work. "
+                                       "Try again in a minute; see /healthz for details."), 503
+
+    @app.errorhandler(500)
+    def server_error(exc):
+        return render_template("errors/plain.html", code=500, title="Something went wrong",
+                               message="The error was logged and the change was not saved; try again."), 500

@@ -1,0 +1,30 @@
+"""Sites: their PTI connection (never the secrets) and their rentals' sync health."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, render_template
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import Site, Unit
+from ..security import EVERYONE, roles_required
+from .overview import site_health
+
+bp = Blueprint("sites", __name__, url_prefix="/sites")
+
+
+@bp.route("/")
+@roles_required(*EVERYONE)
+def index():
+    return render_template("sites/index.html", sites=site_health())
+
+
+@bp.route("/<int:site_id>")
+@roles_required(*EVERYONE)
+def show(site_id: int):
+    site = db.session.get(Site, site_id) or abort(404)
+    health = next(h for h in site_health() if h.site.id == site.id)
+    unmapped = db.session.scalars(
+        select(Unit).where(Unit.site_id == site.id, Unit.pti_unit_name.is_(None)).order_by(Unit.name)
+    ).all()
+    return render_template("sites/show.html", site=site, health=health, unmapped=unmapped)
