@@ -33,6 +33,8 @@ from flask import Flask, Response, jsonify, request
 from sim.demo_data import build_demo_business
 
 DEFAULT_PORT = 5001
+API_PREFIX = "/api/v1"
+SITE_HEADER = "X-PTI-Site"
 DEFAULT_TOKEN_TTL_S = 900.0
 DEFAULT_TIMEOUT_MS = 3000  # how long a simulated time-out holds the request before it answers late
 DEFAULT_ERROR_STATUS = 503
@@ -456,13 +458,11 @@ def create_app(pti_sites: dict | None = None, *, token_ttl_s: float = DEFAULT_TO
     app = Flask(__name__)
     sim = PtiSimulator(pti_sites, token_ttl_s=token_ttl_s, seed=seed)
     app.extensions["pti_sim"] = sim
-    base = "/api/v1/sites/<site>"
-
     def route(rule: str, operation: str, action, methods: list[str]) -> None:
-        def view(site: str, **targets):
-            return sim.run(site, operation, action, **targets)
+        def view(**targets):
+            return sim.run(request.headers.get(SITE_HEADER, ""), operation, action, **targets)
 
-        app.add_url_rule(base + rule, f"{operation}_{rule}", view, methods=methods)
+        app.add_url_rule(API_PREFIX + rule, f"{operation}_{rule}", view, methods=methods)
 
     route("/login", "login", op_login, ["POST"])
     route("/units", "list_units", op_list_units, ["GET"])

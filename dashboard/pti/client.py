@@ -43,7 +43,8 @@ DEFAULT_CONNECT_TIMEOUT = 3.0  # seconds
 DEFAULT_READ_TIMEOUT = 10.0  # seconds
 DEFAULT_MAX_CONNECTIONS = 10  # per site: the job layer's per-site concurrency limit should not exceed it
 DEFAULT_PAGE_SIZE = 100  # PTI's largest page (contract)
-TOKEN_RENEW_MARGIN = 30.0  # seconds: renew a token this long before PTI says it expires
+TOKEN_RENEW_MARGIN = 30.0  # seconds: renew a token this long before PTI says it expires (at most a tenth of its life)
+SITE_HEADER = "X-PTI-Site"  # the site code travels in a header, not the URL: URLs end up in logs
 DEFAULT_RETRY_AFTER = 1.0  # seconds, when a 429 carries no usable Retry-After
 
 MAX_UNIT_NAME_LENGTH = 10
@@ -161,7 +162,7 @@ class PtiClient:
         self._password = _Secret(password)
         self._clock = clock
         self._http = httpx.Client(
-            base_url=f"{self.base_url}/api/v1/sites/{quote(site_code, safe='')}",
+            base_url=f"{self.base_url}/api/v1",
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
                                   pool=connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -198,7 +199,8 @@ class PtiClient:
                 "password": self._password.reveal()}
         data = self._send("login", "POST", "/login", json=body, token=None)
         self._token = _Secret(str(data["token"]))
-        self._token_expires = self._clock() + float(data.get("expires_in") or 0) - TOKEN_RENEW_MARGIN
+        lifetime = float(data.get("expires_in") or 0)
+        self._token_expires = self._clock() + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
 
     def _current_token(self) -> _Secret:
         with self._token_lock:
@@ -239,7 +241,9 @@ class PtiClient:
               token: _Secret | None, target: str | None = None, accept: frozenset[int] = frozenset()) -> Any:
         write = operation in WRITE_OPERATIONS
         self._check_rate_limit(operation, target)
-        headers = {"Authorization": f"Bearer {token.reveal()}"} if token is not None else None
+        headers = {SITE_HEADER: self._site_code.reveal()}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.reveal()}"
         started = time.monotonic()
         try:
             response = self._http.request(method, path, json=json, params=params, headers=headers)
