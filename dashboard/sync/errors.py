@@ -46,6 +46,8 @@ CATALOGUE: dict[str, Problem] = {
                 "Set the site's PTI Access Level, or the customer's own, in Storeganise."),
         Problem("no_zone", "The customer has no PTI zone (neither their own nor the site's).",
                 "Set the site's PTI zone, or the customer's own, in Storeganise."),
+        Problem("no_access_code", "The customer has no PTI access code yet, so no PTI user can be created.",
+                "Press Resync: the product chooses and stores a code before it creates the PTI user."),
         Problem("site_not_configured", "The site has no PTI connection settings.",
                 "Fill in the site's PTI Site Code, Site Key, Username and Password."),
         Problem("pti_unreachable", "PTI did not answer (time-out or connection error).",

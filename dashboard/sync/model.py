@@ -6,6 +6,7 @@ Nothing here imports Flask, Redis or httpx.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -54,6 +55,32 @@ class TimeZone:
 
     id: int
     name: str
+
+
+@dataclass(frozen=True)
+class ActualAccess:
+    """What PTI holds for one customer: the PTI user chosen for them (see identity.py) and every unit that matters.
+
+    `units` holds the desired units and the units PTI has rented to `user`; a desired unit missing from it does
+    not exist in PTI. `holder_markers` gives the marker of every *other* user holding one of those units (user id
+    → marker or None); a holder missing from it counts as a user this product did not create.
+    """
+
+    user: PtiUser | None
+    units: Mapping[str, PtiUnit] = field(default_factory=dict)
+    holder_markers: Mapping[str, str | None] = field(default_factory=dict)
+
+
+# --- findings the core reports next to its operations -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A problem the core found, by its `errors.CATALOGUE` reason, tied to a rental and/or unit when it has one."""
+
+    reason: str
+    rental_id: str | None = None
+    unit_name: str | None = None
 
 
 # --- operations the core asks the adapters to apply, in order ---------------------------------------------
