@@ -1,0 +1,332 @@
+"""The PTI simulator's own promises: control endpoints, PTI's rules, fault injection and the call log."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from dashboard.pti import PtiPermanentError, PtiRetryableError
+from sim.pti import create_app
+from sim.server import serve_in_thread
+from tests.pti.conftest import SITES
+
+NG = SITES["NG01"]
+
+
+def login(sim, site="NG01") -> dict:
+    seed = SITES[site]
+    body = {"site_key": seed["site_key"], "username": seed["username"], "password": seed["password"]}
+    token = sim.control.post("/api/v1/login", json=body, headers={"X-PTI-Site": site}).json()["data"]["token"]
+    return {"X-PTI-Site": site, "Authorization": f"Bearer {token}"}
+
+
+def create(sim, headers, **overrides) -> httpx.Response:
+    body = {"first_name": "Ava", "last_name": "Adams", "email": "ava@example.com", "access_code": 482913,
+            "access_level": 1, "time_zone": 1, "marker": "cust-1", **overrides}
+    return sim.control.post("/api/v1/users", json=body, headers=headers)
+
+
+# --- control endpoints ---------------------------------------------------------------------------------------
+
+
+def test_state_starts_with_every_seeded_unit_vacant_and_no_users(sim):
+    state = sim.control.get("/_sim/state").json()
+    assert set(state["sites"]) == {"NG01", "RS02"}
+    assert state["sites"]["NG01"]["users"] == []
+    assert state["sites"]["RS02"]["units"] == [
+        {"name": "R101", "status": "vacant", "locked": False, "user_id": None},
+        {"name": "R102", "status": "vacant", "locked": False, "user_id": None}]
+    assert state["calls"]["total"] == 0
+
+
+def test_state_shows_users_with_their_units_code_and_marker(sim):
+    with sim.client() as client:
+        user = client.create_user(email="ava@example.com", first_name="Ava", last_name="Adams", access_code=482913,
+                                  access_level=2, time_zone=3, marker="cust-1")
+        client.rent_unit("A103", user.id)
+        client.lock_unit("A103")
+    site = sim.state()["NG01"]
+    assert {k: site["users"][0][k] for k in ("id", "email", "access_code", "access_level", "time_zone", "units",
+                                             "marker")} == {
+        "id": user.id, "email": "ava@example.com", "access_code": 482913, "access_level": 2, "time_zone": 3,
+        "units": ["A103"], "marker": "cust-1"}
+    assert {"name": "A103", "status": "rented", "locked": True, "user_id": user.id} in site["units"]
+
+
+def test_call_counts_split_reads_writes_and_logins_by_operation_and_site(sim):
+    with sim.client() as ng, sim.client("RS02") as rs:
+        ng.list_units()
+        ng.lock_unit("A101")
+        ng.unlock_unit("A101")
+        rs.find_user_by_email("x@example.com")
+    calls = sim.control.get("/_sim/state").json()["calls"]
+    assert {k: calls[k] for k in ("total", "reads", "writes", "logins")} == {
+        "total": 6, "reads": 2, "writes": 2, "logins": 2}
+    assert calls["by_operation"] == {"login": 2, "list_units": 1, "lock_unit": 1, "unlock_unit": 1,
+                                     "find_user_by_email": 1}
+    assert calls["by_site"] == {"NG01": 4, "RS02": 2}
+
+
+def test_the_call_log_names_the_targets_and_times_of_each_call(sim):
+    with sim.client() as client:
+        user = client.create_user(email="ava@example.com", first_name="Ava", last_name="Adams", access_code=482913,
+                                  access_level=1, time_zone=1, marker="cust-1")
+        client.rent_unit("B201", user.id)
+        client.lock_unit("B201")
+    calls = sim.calls()
+    assert [c["operation"] for c in calls] == ["login", "create_user", "rent_unit", "lock_unit"]
+    assert [(c["user_id"], c["unit_name"]) for c in calls[1:]] == [(user.id, None), (user.id, "B201"),
+                                                                   (user.id, "B201")]
+    assert calls[1]["access_code"] == 482913
+    assert all(c["start"] <= c["end"] and c["status"] == 200 and c["site"] == "NG01" for c in calls)
+    assert calls[0]["access_code"] is None  # a login never records credentials as targets
+
+
+def test_reset_restores_the_seed_and_clears_faults_and_calls(sim):
+    with sim.client() as client:
+        user = client.create_user(email="a@example.com", first_name="A", last_name="B", access_code=111222,
+                                  access_level=1, time_zone=1, marker="c")
+        client.rent_unit("A101", user.id)
+    sim.faults(error_rate=1)
+    sim.control.post("/_sim/reset").raise_for_status()
+    state = sim.control.get("/_sim/state").json()
+    assert state["sites"]["NG01"]["users"] == []
+    assert all(u["status"] == "vacant" for u in state["sites"]["NG01"]["units"])
+    assert state["calls"]["total"] == 0 and sim.calls() == []
+    assert sim.control.get("/_sim/faults").json()["default"]["error_rate"] == 0
+    with sim.client() as client:
+        assert len(client.list_units()) == 5
+
+
+def test_unknown_fault_keys_are_refused(sim):
+    answer = sim.control.post("/_sim/faults", json={"error_rat": 0.5})
+    assert answer.status_code == 400 and "error_rat" in answer.json()["error"]
+
+
+# --- PTI's rules -----------------------------------------------------------------------------------------------
+
+
+def test_calls_without_a_valid_token_answer_401_minus_2(sim):
+    answer = sim.control.get("/api/v1/units", headers={"X-PTI-Site": "NG01", "Authorization": "Bearer forged"})
+    assert (answer.status_code, answer.json()["result"]) == (401, -2)
+
+
+def test_tokens_expire_after_their_lifetime():
+    seed = {"NG01": NG}
+    server = serve_in_thread(create_app(seed, token_ttl_s=0.3))
+    try:
+        body = {"site_key": NG["site_key"], "username": NG["username"], "password": NG["password"]}
+        data = httpx.post(f"{server.url}/api/v1/login", json=body, headers={"X-PTI-Site": "NG01"}).json()["data"]
+        headers = {"X-PTI-Site": "NG01", "Authorization": f"Bearer {data['token']}"}
+        assert data["expires_in"] == 0.3
+        assert httpx.get(f"{server.url}/api/v1/units", headers=headers).json()["result"] == 0
+        time.sleep(0.35)
+        assert httpx.get(f"{server.url}/api/v1/units", headers=headers).json()["result"] == -2
+    finally:
+        server.stop()
+
+
+def test_a_token_of_one_site_does_not_open_another(sim):
+    headers = {**login(sim, "NG01"), "X-PTI-Site": "RS02"}
+    assert sim.control.get("/api/v1/units", headers=headers).json()["result"] == -2
+
+
+@pytest.mark.parametrize("body", [{"access_code": True}, {"access_code": "123456"}, {"access_code": 12.5},
+                                  {"email": None}, {"access_level": None}])
+def test_malformed_user_values_are_minus_4(sim, body):
+    assert create(sim, login(sim), **body).json()["result"] == -4
+
+
+def test_creating_a_user_with_a_missing_field_is_minus_4(sim):
+    headers = login(sim)
+    body = {"first_name": "Ava", "last_name": "Adams", "email": "a@example.com", "access_code": 5}
+    assert sim.control.post("/api/v1/users", json=body, headers=headers).json()["result"] == -4
+
+
+def test_access_codes_are_unique_per_site_not_across_sites(sim):
+    assert create(sim, login(sim, "NG01")).json()["result"] == 0
+    assert create(sim, login(sim, "RS02")).json()["result"] == 0
+    assert create(sim, login(sim, "NG01"), email="b@example.com").json()["result"] == -5
+
+
+def test_units_cannot_be_created_or_renamed_through_the_api(sim):
+    headers = login(sim)
+    assert sim.control.post("/api/v1/units", json={"name": "NEW1"}, headers=headers).status_code == 405
+    assert sim.control.get("/api/v1/units/NEW1", headers=headers).json() == {
+        "result": -404, "message": "unit not found", "item": "unit"}
+
+
+def test_a_unit_name_longer_than_10_characters_is_minus_3_even_if_otherwise_fine(sim):
+    assert sim.control.get("/api/v1/units/ABCDEFGHIJK", headers=login(sim)).json()["result"] == -3
+    assert sim.control.get("/api/v1/units/ABCDEFGHIJ", headers=login(sim)).json()["result"] == -404
+
+
+def test_paging_limits_are_enforced(sim):
+    headers = login(sim)
+    assert sim.control.get("/api/v1/users?limit=101", headers=headers).json()["result"] == -4
+    assert sim.control.get("/api/v1/users?offset=x", headers=headers).json()["result"] == -4
+
+
+def test_concurrent_creates_with_one_code_make_exactly_one_user(sim):
+    headers = login(sim)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(lambda i: create(sim, headers, email=f"p{i}@example.com").json()["result"],
+                                range(24)))
+    assert sorted(results) == [-5] * 23 + [0]
+    assert len(sim.state()["NG01"]["users"]) == 1
+
+
+def test_concurrent_creates_get_distinct_ids(sim):
+    headers = login(sim)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        ids = list(pool.map(lambda i: create(sim, headers, access_code=600000 + i).json()["data"]["id"], range(24)))
+    assert len(set(ids)) == 24
+
+
+# --- faults ----------------------------------------------------------------------------------------------------
+
+
+def test_latency_delays_every_call(sim):
+    with sim.client(read_timeout=2) as client:
+        client.login()
+        sim.faults(latency_ms=150)
+        started = time.monotonic()
+        client.list_units()
+        assert time.monotonic() - started >= 0.15
+
+
+def test_error_rate_fails_about_that_share_of_calls_without_applying_them(sim):
+    with sim.client() as client:
+        client.login()
+        sim.faults(error_rate=0.5, error_status=500, seed=3)
+        outcomes = []
+        for i in range(60):
+            try:
+                client.lock_unit("A101")
+                outcomes.append("ok")
+            except PtiRetryableError as exc:
+                assert exc.http_status == 500
+                outcomes.append("failed")
+    assert 15 <= outcomes.count("failed") <= 45
+    calls = [c for c in sim.calls() if c["operation"] == "lock_unit"]
+    assert [c["fault"] == "error" for c in calls] == [o == "failed" for o in outcomes]
+    assert all(not c["applied"] for c in calls if c["fault"] == "error")
+
+
+def test_a_simulated_timeout_holds_for_timeout_ms_and_then_answers_504(sim):
+    with sim.client(read_timeout=2) as client:
+        client.login()
+        sim.faults(timeout_rate=1, timeout_ms=300)
+        started = time.monotonic()
+        with pytest.raises(PtiRetryableError) as info:
+            client.get_unit("A101")
+        assert time.monotonic() - started >= 0.3
+    assert (info.value.reason, info.value.http_status) == ("pti_server_error", 504)
+
+
+def test_apply_then_timeout_applies_the_write_before_the_client_gives_up(sim):
+    with sim.client() as client:
+        client.login()
+        sim.faults(apply_then_timeout_rate=1, timeout_ms=400)
+        with pytest.raises(PtiRetryableError) as info:
+            client.lock_unit("A101")
+    assert info.value.uncertain
+    assert {"name": "A101", "status": "vacant", "locked": True, "user_id": None} in sim.state()["NG01"]["units"]
+    time.sleep(0.25)  # the simulator finishes holding the answer
+    call = [c for c in sim.calls() if c["operation"] == "lock_unit"][0]
+    assert (call["fault"], call["applied"], call["end"] - call["start"] >= 0.4) == ("apply_then_timeout", True, True)
+
+
+def test_faults_scoped_to_one_site_leave_the_others_healthy(sim):
+    with sim.client("NG01") as ng, sim.client("RS02") as rs:
+        sim.faults(site="NG01", error_rate=1, error_status=503)
+        with pytest.raises(PtiRetryableError):
+            ng.list_units()
+        assert [u.name for u in rs.list_units()] == ["R101", "R102"]
+        faults = sim.control.get("/_sim/faults").json()
+        assert faults["sites"]["NG01"]["error_rate"] == 1 and faults["default"]["error_rate"] == 0
+        sim.faults(error_rate=1)  # every other site now fails too
+        with pytest.raises(PtiRetryableError):
+            rs.list_time_zones()
+
+
+def test_a_site_profile_replaces_the_default_profile_for_that_site(sim):
+    with sim.client("NG01") as ng:
+        ng.login()
+        sim.faults(error_rate=1)
+        sim.faults(site="NG01", latency_ms=1)
+        assert len(ng.list_units()) == 5
+
+
+def test_retry_after_answers_429_until_it_expires_and_records_early_calls(sim):
+    headers = login(sim)
+    sim.faults(retry_after_s=0.6)
+    first = sim.control.get("/api/v1/units", headers=headers)
+    second = sim.control.get("/api/v1/units", headers=headers)
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "1")
+    assert second.status_code == 429
+    time.sleep(0.65)
+    assert sim.control.get("/api/v1/units", headers=headers).json()["result"] == 0
+    calls = sim.control.get("/_sim/state").json()["calls"]
+    assert (calls["rate_limited"], calls["early"]) == (2, 1)
+    assert [c["early"] for c in sim.calls()[1:]] == [False, True, False]
+
+
+def test_a_client_that_honours_retry_after_makes_no_early_call(sim):
+    with sim.client() as client:
+        client.login()
+        sim.faults(retry_after_s=0.5)
+        outcomes = []
+        for _ in range(5):
+            try:
+                client.list_units()
+                outcomes.append("ok")
+            except PtiRetryableError:
+                outcomes.append("wait")
+        assert outcomes == ["wait"] * 5
+    assert sim.control.get("/_sim/state").json()["calls"]["early"] == 0
+
+
+def test_the_simulator_runs_from_the_command_line():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PTI_SIM_PORT": str(port)}
+    with subprocess.Popen([sys.executable, "-m", "sim.pti"], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as process:
+        try:
+            assert "PTI simulator on" in process.stdout.readline()
+            state = httpx.get(f"http://127.0.0.1:{port}/_sim/state", timeout=5).json()
+            assert set(state["sites"]) == {"NG01", "RS02", "HT03"}
+            assert len(state["sites"]["NG01"]["units"]) == 105
+        finally:
+            process.terminate()
+
+
+def test_the_simulator_serves_many_threads_at_once(sim):
+    with sim.client() as client:
+        client.login()
+        sim.faults(latency_ms=200)
+        started = time.monotonic()
+        threads = [threading.Thread(target=client.list_units) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert time.monotonic() - started < 1.0  # 8 × 200 ms in series would take 1.6 s
+
+
+def test_wrong_site_code_at_login_is_minus_1(sim):
+    body = {"site_key": NG["site_key"], "username": NG["username"], "password": NG["password"]}
+    answer = sim.control.post("/api/v1/login", json=body, headers={"X-PTI-Site": "XX99"})
+    assert (answer.status_code, answer.json()["result"]) == (401, -1)
+    with sim.client(password="nope") as client, pytest.raises(PtiPermanentError):
+        client.login()
