@@ -67,13 +67,15 @@ def plan(desired: DesiredAccess, actual: ActualAccess) -> Plan:
             ops.append(RemoveUser(user.id))
         return Plan(tuple(ops), tuple(issues))
 
+    # Without a code, level or zone no user can be created: nothing is written, but unit problems still show.
+    blocked = False
     if user is None:
         create = _create(desired.user)
-        if create is None:
-            if desired.user.access_code is None:
-                issues.append(Issue("no_access_code"))
-            return Plan((), tuple(issues))
-        ops.append(create)
+        blocked = create is None
+        if create is not None:
+            ops.append(create)
+        elif desired.user.access_code is None:
+            issues.append(Issue("no_access_code"))
         user_id = NEW_USER
     else:
         changes = _changes(desired.user, user)
@@ -89,7 +91,7 @@ def plan(desired: DesiredAccess, actual: ActualAccess) -> Plan:
     if user is not None:
         stale = _rented_to(user, actual) - set(desired.unit_names)
         ops += [VacateUnit(name) for name in sorted(stale)]
-    return Plan(tuple(ops), tuple(issues))
+    return Plan(() if blocked else tuple(ops), tuple(issues))
 
 
 def _create(want: DesiredUser) -> CreateUser | None:
