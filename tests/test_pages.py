@@ -1,0 +1,58 @@
+"""The pages staff and managers read: every site on the Overview, rentals with their sync state."""
+
+from dashboard.extensions import db
+from dashboard.models import Rental, Site, SyncState
+
+
+def test_overview_lists_every_site_as_a_tile(client, auth, demo_business):
+    auth.login("manager")
+    html = client.get("/").get_data(as_text=True)
+    for site in db.session.query(Site):
+        assert f'data-site-id="{site.id}"' in html
+        assert site.title in html
+
+
+def test_overview_counts_failed_rentals_per_site(client, auth, demo_business):
+    rental = db.session.query(Rental).filter(Rental.state == "occupied").first()
+    rental.sync_state, rental.last_error = SyncState.FAILED, "invalid_unit_name"
+    db.session.commit()
+    auth.login("manager")
+    html = client.get("/").get_data(as_text=True)
+    assert "Needs attention" in html
+
+
+def test_rentals_carry_the_html_hooks_tests_rely_on(client, auth, demo_business):
+    auth.login("staff")
+    html = client.get("/rentals/").get_data(as_text=True)
+    rental = db.session.query(Rental).order_by(Rental.site_id).first()
+    assert html.count("data-rental-id=") == 50
+    assert 'data-sync-state="pending"' in html
+    page = client.get(f"/rentals/{rental.id}").get_data(as_text=True)
+    assert f'data-rental-id="{rental.id}"' in page and f'data-sync-state="{rental.sync_state}"' in page
+
+
+def test_rental_search_answers_htmx_with_the_results_fragment_only(client, auth, demo_business):
+    auth.login("staff")
+    rental = db.session.query(Rental).first()
+    response = client.get(f"/rentals/?q={rental.unit.name}", headers={"HX-Request": "true",
+                                                                        "HX-Target": "rental-results"})
+    html = response.get_data(as_text=True)
+    assert "<html" not in html and "<table" in html
+    assert f'data-rental-id="{rental.id}"' in html
+
+
+def test_failed_rental_shows_the_problem_and_its_fix(client, auth, demo_business):
+    rental = db.session.query(Rental).first()
+    rental.sync_state, rental.last_error = SyncState.FAILED, "invalid_unit_name"
+    db.session.commit()
+    auth.login("staff")
+    html = client.get(f"/rentals/{rental.id}").get_data(as_text=True)
+    assert "PTI rejected the unit name" in html and "at most 10 characters" in html
+
+
+def test_site_page_never_shows_credentials(client, auth, demo_business):
+    auth.login("admin")
+    site = db.session.query(Site).filter_by(code="northgate").one()
+    html = client.get(f"/sites/{site.id}").get_data(as_text=True)
+    assert "ng-pass-41" not in html and "ng-site-key-7c1e" not in html
+    assert "stored (encrypted, never shown)" in html
