@@ -11,7 +11,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..extensions import db
 from ..sync.errors import problem
 
-
 log = logging.getLogger(__name__)
 
 
