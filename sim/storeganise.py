@@ -266,7 +266,7 @@ class StoreganiseSim:
         if not isinstance(fields, dict) or not fields:
             raise SimError("customFields must be a non-empty object.")
         with self.lock:
-            record = self.find(entity, record_id)
+            record = self.find(entity, record_id, field="id")
             changed = self.set_custom_fields(entity, record, fields)
             return {f"{entity}Id": record["id"], "changedKeys": changed}
 
