@@ -361,6 +361,7 @@ class StoreganiseSim:
                 with self.lock:
                     if self._outbox and self._outbox[0] is record:
                         self._outbox.popleft()
+                        self._bodies.pop(record["id"], None)
                     self.lock.notify_all()
 
     def _deliver(self, http: httpx.Client, record: dict, body: bytes, url: str, secret: str) -> None:
@@ -370,9 +371,7 @@ class StoreganiseSim:
             status, error = None, None
             try:
                 status = http.post(url, content=body, headers=headers).status_code
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # the thread must survive anything a bad URL can raise
+            except Exception as exc:  # a network error or a malformed URL: recorded, and the thread lives on
                 error = f"{type(exc).__name__}: {exc}"
             delivered = status is not None and 200 <= status < 300
             with self.lock:
@@ -397,6 +396,10 @@ def _check_faults(faults: Any) -> dict:
         clean[key] = allowed[key](value)
     if not 0 <= clean.get("error_rate", 0) <= 1:
         raise SimError("error_rate must be between 0 and 1.")
+    if not 400 <= clean.get("error_status", 503) <= 599:
+        raise SimError("error_status must be an HTTP error status (400-599).")
+    if clean.get("latency_ms", 0) < 0:
+        raise SimError("latency_ms cannot be negative.")
     return clean
 
 
