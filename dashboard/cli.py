@@ -13,6 +13,7 @@ from .models import Role, Site, StaffUser
 users = AppGroup("users", help="Staff accounts.")
 demo = AppGroup("demo", help="The demo business and accounts (demo mode only).")
 keys = AppGroup("keys", help="Encryption keys for PTI credentials.")
+pti = AppGroup("pti", help="PTI Storlogix connections.")
 
 
 @users.command("create")
@@ -58,6 +59,32 @@ def rotate_keys() -> None:
     click.echo(f"Re-encrypted the PTI credentials of {len(sites)} sites.")
 
 
+@pti.command("check")
+@click.argument("site")
+def check_pti(site: str) -> None:
+    """Check SITE's PTI connection (site code or Storeganise id): reachable, credentials, unit names."""
+    from sqlalchemy import or_
+
+    from .connections import current_credentials
+    from .pti import PtiClient, check_site
+    from .sync.errors import problem
+
+    record = db.session.scalar(select(Site).where(or_(Site.code == site, Site.sg_id == site)))
+    if record is None:
+        raise click.ClickException(f"No site {site!r}.")
+    creds = current_credentials(record)
+    if not (record.pti_base_url and record.pti_site_code and creds):
+        entry = problem("site_not_configured")
+        raise click.ClickException(f"{entry.message} {entry.fix}")
+    with PtiClient(record.pti_base_url, record.pti_site_code, creds.site_key, creds.username, creds.password,
+                   label=record.code) as client:
+        result = check_site(client, [unit.pti_unit_name for unit in record.units])
+    for line in result.lines:
+        click.echo(line)
+    if not result.ok:
+        raise SystemExit(1)
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 def worker(burst: bool) -> None:
@@ -68,5 +95,5 @@ def worker(burst: bool) -> None:
 
 
 def init_app(app) -> None:
-    for command in (users, demo, keys, worker):
+    for command in (users, demo, keys, pti, worker):
         app.cli.add_command(command)
