@@ -1,17 +1,9 @@
 """PTI Storlogix: the client of the contract in docs/pti-contract.md, its errors and the site connection check."""
 
 from dashboard.pti.check import SiteCheck, check_site
-from dashboard.pti.client import (
-    MAX_ACCESS_CODE,
-    MIN_ACCESS_CODE,
-    PtiClient,
-    PtiClientRegistry,
-    PtiConnection,
-    get_client,
-    is_valid_unit_name,
-    parse_retry_after,
-)
+from dashboard.pti.client import MAX_ACCESS_CODE, MIN_ACCESS_CODE, PtiClient, is_valid_unit_name, parse_retry_after
 from dashboard.pti.errors import PtiError, PtiPermanentError, PtiRetryableError
+from dashboard.pti.registry import PtiClientRegistry, PtiConnection, get_client
 
 __all__ = [
     "MAX_ACCESS_CODE",

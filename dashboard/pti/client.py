@@ -7,13 +7,11 @@ threads. It makes one attempt per call: retries, backoff and the circuit breaker
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -421,64 +419,3 @@ def _unit_path(name: str, action: str | None = None) -> str:
 
 def _user_path(user_id: str) -> str:
     return f"/users/{quote(str(user_id), safe='')}"
-
-
-# --- one client per site, per process --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PtiConnection:
-    """A site's PTI settings. Secrets are hidden from repr; `fingerprint` tells two settings apart."""
-
-    base_url: str
-    site_code: str = field(repr=False)
-    site_key: str = field(repr=False)
-    username: str = field(repr=False)
-    password: str = field(repr=False)
-    label: str | None = None
-
-    @property
-    def fingerprint(self) -> str:
-        raw = "\0".join((self.base_url, self.site_code, self.site_key, self.username, self.password))
-        return hashlib.sha256(raw.encode()).hexdigest()
-
-    def client(self, **options: Any) -> PtiClient:
-        return PtiClient(self.base_url, self.site_code, self.site_key, self.username, self.password,
-                         label=self.label, **options)
-
-
-class PtiClientRegistry:
-    """Get-or-build the client of a site, so each site keeps one pool and one token per process.
-
-    Changed settings (a new password) build a new client and close the old one.
-    """
-
-    def __init__(self, **client_options: Any) -> None:
-        self._options = client_options
-        self._lock = threading.Lock()
-        self._clients: dict[str, tuple[str, PtiClient]] = {}
-
-    def get(self, key: str, connection: PtiConnection) -> PtiClient:
-        with self._lock:
-            current = self._clients.get(key)
-            if current and current[0] == connection.fingerprint:
-                return current[1]
-            client = connection.client(**self._options)
-            self._clients[key] = (connection.fingerprint, client)
-        if current:
-            current[1].close()
-        return client
-
-    def close_all(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for _, client in clients:
-            client.close()
-
-
-clients = PtiClientRegistry()
-
-
-def get_client(key: str, connection: PtiConnection) -> PtiClient:
-    """The process-wide client for site `key` (e.g. the site's database id)."""
-    return clients.get(key, connection)
