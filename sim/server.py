@@ -27,6 +27,7 @@ class RunningServer:
 def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start a threaded WSGI server for `app` (port 0 picks a free one) and return once it accepts requests."""
     server = make_server(host, port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"wsgi-{server.server_port}", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name=f"wsgi-{server.server_port}", daemon=True)
     thread.start()
     return RunningServer(server, thread)
