@@ -50,6 +50,7 @@ ALREADY_VACANT, NO_SUCH_CODE, NOT_FOUND = -22, -24, -404
 
 WRITES = {"create_user", "update_user", "remove_user", "rent_unit", "vacate_unit", "lock_unit", "unlock_unit"}
 USER_FIELDS = ("first_name", "last_name", "email", "access_code", "access_level", "time_zone")
+UPDATABLE_FIELDS = (*USER_FIELDS, "marker")  # a user found by e-mail is adopted by writing our marker
 
 
 @dataclass
@@ -400,7 +401,7 @@ def op_create_user(site: Site, call: dict) -> dict:
 def op_update_user(site: Site, call: dict) -> dict:
     user = site.user(call["user_id"])
     body = _body()
-    unknown = set(body) - set(USER_FIELDS)
+    unknown = set(body) - set(UPDATABLE_FIELDS)
     if unknown:
         raise Rejected(BAD_VALUE, f"cannot update {', '.join(sorted(unknown))}")
     _check_user_fields(site, body, user["id"])

@@ -69,7 +69,8 @@ RESULT_REASONS = {
     NO_USER_WITH_CODE: "user_not_found",
 }
 
-UPDATABLE_USER_FIELDS = frozenset({"access_code", "access_level", "time_zone", "first_name", "last_name", "email"})
+UPDATABLE_USER_FIELDS = frozenset({"access_code", "access_level", "time_zone", "first_name", "last_name", "email",
+                                   "marker"})
 WRITE_OPERATIONS = frozenset({"create_user", "update_user", "remove_user", "rent_unit", "vacate_unit", "lock_unit",
                               "unlock_unit"})
 UNIT_OPERATIONS = frozenset({"get_unit", "rent_unit", "vacate_unit", "lock_unit", "unlock_unit"})

@@ -174,7 +174,7 @@ class FakePti:
         user = site["users"].get(q["uid"])
         if user is None:
             return _fail(-404, "user")
-        changes = {k: v for k, v in q.items() if k in FIELDS}
+        changes = {k: v for k, v in q.items() if k in (*FIELDS, "marker")}
         error = self._invalid(site, changes, user["id"])
         if error:
             return error

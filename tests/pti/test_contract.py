@@ -173,9 +173,17 @@ def test_update_of_an_unknown_user_is_user_not_found(client):
 
 
 def test_update_refuses_fields_pti_users_do_not_have_without_calling_pti(pti, client):
-    with pytest.raises(ValueError, match="marker"):
-        client.update_user("u1", marker="x")
+    with pytest.raises(ValueError, match="pin"):
+        client.update_user("u1", pin="x")
     assert pti.count() == 0
+
+
+def test_update_adopts_a_user_by_writing_our_marker(client):
+    user = client.create_user(email="walk-in@example.com", first_name="Walk", last_name="In", access_code=583920,
+                              access_level=1, time_zone=1, marker="")
+    assert user.marker is None
+    assert client.update_user(user.id, marker="cust-7").marker == "cust-7"
+    assert client.get_user(user.id).marker == "cust-7"
 
 
 def test_remove_user_deletes_it_and_vacates_its_units(client):
