@@ -117,6 +117,7 @@ def _unit_ops(unit: DesiredUnit, user_id: str, actual: ActualAccess) -> tuple[li
     if have is None:
         return [], "unit_not_found"
     ops: list[Operation] = []
+    locked = have.locked
     if have.status is not UnitStatus.RENTED or have.user_id != user_id:
         if have.status is UnitStatus.RENTED:
             # Storeganise says the unit is this customer's now: take it from another of our customers, but never
@@ -124,8 +125,9 @@ def _unit_ops(unit: DesiredUnit, user_id: str, actual: ActualAccess) -> tuple[li
             if have.user_id is None or actual.holder_markers.get(have.user_id) is None:
                 return [], "unit_rented_to_other"
             ops.append(VacateUnit(unit.name))
+            locked = False  # vacating clears the overlock (docs/pti-contract.md)
         ops.append(RentUnit(unit.name, user_id))
-    if have.locked != unit.locked:
+    if locked != unit.locked:
         ops.append(LockUnit(unit.name) if unit.locked else UnlockUnit(unit.name))
     return ops, None
 

@@ -111,8 +111,9 @@ def apply(state: PtiState, ops: tuple[Operation, ...] | list[Operation]) -> tupl
                     raise Rejected("unit_rented_to_other", op)
                 set_holder(op.unit_name, uid)
             case VacateUnit():
-                unit(op, op.unit_name)
-                set_holder(op.unit_name, None)
+                if unit(op, op.unit_name).status is UnitStatus.RENTED:  # -22 on a vacant unit changes nothing
+                    set_holder(op.unit_name, None)
+                    units[op.unit_name] = replace(units[op.unit_name], locked=False)  # vacating clears the overlock
             case LockUnit() | UnlockUnit():
                 units[op.unit_name] = replace(unit(op, op.unit_name), locked=isinstance(op, LockUnit))
     return PtiState(users, units, next_id), new_id

@@ -243,8 +243,14 @@ def test_unit_missing_in_pti_is_reported_as_not_found_and_the_other_units_still_
 
 def test_unit_rented_to_another_of_our_customers_is_vacated_and_rented_to_this_one():
     world = actual(pti_user(), rented("A101", user_id="pti-9", locked=True), holders={"pti-9": "cus-bob"})
-    assert plan_for([rental("A101")], world).ops == (
-        VacateUnit("A101"), RentUnit("A101", USER_ID), UnlockUnit("A101"))
+    # Vacating clears the overlock (docs/pti-contract.md), so the other customer's lock needs no unlock.
+    assert plan_for([rental("A101")], world).ops == (VacateUnit("A101"), RentUnit("A101", USER_ID))
+
+
+def test_a_taken_over_unit_that_must_stay_locked_is_locked_again_after_the_vacate():
+    world = actual(pti_user(), rented("A101", user_id="pti-9", locked=True), holders={"pti-9": "cus-bob"})
+    assert plan_for([rental("A101", overlocked=True)], world).ops == (
+        VacateUnit("A101"), RentUnit("A101", USER_ID), LockUnit("A101"))
 
 
 @pytest.mark.parametrize("holders", [{"pti-9": None}, {}], ids=["holder without marker", "holder unknown"])
