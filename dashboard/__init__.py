@@ -9,16 +9,17 @@ import logging
 import os
 from pathlib import Path
 
-from flask import Flask
-
-from . import config as settings
-from . import queue
-from .extensions import csrf, db, htmx, login_manager, migrate
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def create_app(test_config: dict | None = None) -> Flask:
+def create_app(test_config: dict | None = None):
+    """Build the Flask app. Imports live here so `import dashboard.sync` (the pure core) never loads Flask."""
+    from flask import Flask
+
+    from . import cli, queue, security, views
+    from . import config as settings
+    from .extensions import csrf, db, htmx, login_manager, migrate
+
     app = Flask(
         __name__,
         instance_path=os.environ.get("PTI_SYNC_INSTANCE") or str(ROOT / "instance"),
@@ -39,8 +40,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     htmx.init_app(app)
     login_manager.init_app(app)
     queue.init_app(app)
-
-    from . import cli, security, views
 
     security.init_app(app)
     views.init_app(app)

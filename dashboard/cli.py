@@ -94,6 +94,28 @@ def worker(burst: bool) -> None:
     run_worker(burst=burst)
 
 
+RELAY_EVERY_S = 15  # how soon a job Redis lost is re-enqueued
+PULL_EVERY_S = 300  # the incremental pull that catches a webhook Storeganise never delivered
+SWEEP_EVERY_S = 3600  # the drift sweep of every site's PTI users and units
+
+
+@click.command("cron")
+def cron() -> None:
+    """Run the periodic jobs: relay every 15 s, Storeganise pull every 5 min, PTI drift sweep every hour."""
+    from rq.cron import CronScheduler
+
+    from jobs.maintenance import relay_owed, sweep_all
+    from jobs.pull import pull_changes
+
+    from .queue import BULK, DEFAULT, get_redis
+
+    scheduler = CronScheduler(connection=get_redis(), name="pti-sync-cron")
+    scheduler.register(relay_owed, DEFAULT, interval=RELAY_EVERY_S)
+    scheduler.register(pull_changes, DEFAULT, interval=PULL_EVERY_S)
+    scheduler.register(sweep_all, BULK, interval=SWEEP_EVERY_S)
+    scheduler.start()
+
+
 def init_app(app) -> None:
-    for command in (users, demo, keys, pti, worker):
+    for command in (users, demo, keys, pti, worker, cron):
         app.cli.add_command(command)

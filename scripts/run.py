@@ -90,7 +90,7 @@ def main() -> None:
         flask("demo", "seed", env=env)
         say(f"Open http://127.0.0.1:{env['WEB_PORT']}/ and log in as manager@demo.test "
             "(or admin@, staff@, support@demo.test), password: demo. Ctrl-C stops everything.")
-        processes = ["web", "worker", "ptisim", "sgsim"]
+        processes = ["web", "worker", "cron", "ptisim", "sgsim"]
         subprocess.run([str(VENV_BIN / "honcho"), "start", "-f", "Procfile.dev", *processes], env=env, cwd=ROOT)
     except KeyboardInterrupt:
         pass

@@ -1,0 +1,432 @@
+"""Reconcile one customer's PTI access at one site: read the mirror and PTI, plan with the core, apply, record.
+
+The adapter around the pure core (dashboard/sync): it builds the snapshots from the database, looks the
+customer up in PTI, asks `plan` for the operations, applies them through the PTI client under the site's
+guard (concurrency limit, Retry-After, circuit breaker), and records the outcome per account and rental.
+At most one reconcile per account runs at a time (a Redis lock); the account's generation tells whether newer
+intent arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from .connections import current_credentials
+from .extensions import db
+from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, utcnow
+from .pti import PtiClient, PtiConnection, PtiError, PtiPermanentError, PtiRetryableError, get_client
+from .queue import DEFAULT, URGENT, enqueue, get_queue, get_redis
+from .site_guard import SiteGuard
+from .sync import (
+    ActualAccess,
+    CreateUser,
+    CustomerSnapshot,
+    DesiredAccess,
+    Identity,
+    LockUnit,
+    NoFreeCode,
+    Operation,
+    Outcome,
+    PtiUnit,
+    PtiUser,
+    RemoveUser,
+    RentalSnapshot,
+    RentalStatus,
+    RentUnit,
+    SiteSettings,
+    UnlockUnit,
+    UpdateUser,
+    VacateUnit,
+    derive_desired,
+    generate_code,
+    plan,
+    resolve,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_CALL_ATTEMPTS = 4  # tries of one PTI call inside an attempt (timeouts, 5xx, short 429s)
+CALL_BACKOFF_BASE_S = 0.1
+CALL_BACKOFF_CAP_S = 2.0
+MAX_INLINE_WAIT_S = 5.0  # a longer Retry-After or breaker pause ends the attempt; the job is rescheduled
+MAX_ATTEMPTS = 5  # attempts of a whole reconcile before the account is parked as failed
+ATTEMPT_BACKOFF_BASE_S = 5.0
+ATTEMPT_BACKOFF_CAP_S = 300.0
+LOCK_TTL_S = 300
+LOCK_WAIT_S = 30
+RECONCILE_JOB = "jobs.reconcile.reconcile_account"
+
+# Problems the core reports for the customer as a whole: no rental can be pushed until they are fixed.
+ACCOUNT_REASONS = {"no_access_level", "no_zone", "no_access_code"}
+UNIT_STATUS_REASONS = {RentalStatus.UNIT_UNMAPPED: "unit_unmapped", RentalStatus.INVALID_UNIT_NAME: "invalid_unit_name"}
+
+
+class Retry(Exception):
+    """This attempt ends without harm; try again later (after `retry_after` seconds when PTI said so)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, counts: bool = True) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after, self.counts = reason, retry_after, counts
+
+
+class Park(Exception):
+    """A person must act: the account is parked as failed with this reason until its intent changes."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class Result:
+    outcome: str  # ok, noop, retry, failed, busy
+    reason: str | None = None
+    operations: list[str] = field(default_factory=list)
+    retry_in: float | None = None
+
+
+def describe(op: Operation) -> str:
+    """The journal's words for an operation: units and fields, never an access code."""
+    match op:
+        case CreateUser():
+            return "create user"
+        case UpdateUser():
+            return "update user (" + ", ".join(name.replace("_", " ") for name, _ in op.changes) + ")"
+        case RemoveUser():
+            return "remove user"
+        case RentUnit():
+            return f"rent {op.unit_name}"
+        case VacateUnit():
+            return f"vacate {op.unit_name}"
+        case LockUnit():
+            return f"lock {op.unit_name}"
+        case UnlockUnit():
+            return f"unlock {op.unit_name}"
+    return type(op).__name__
+
+
+def pti_connection(site: Site) -> PtiConnection | None:
+    creds = current_credentials(site)
+    if creds is None or not site.pti_base_url or not site.pti_site_code:
+        return None
+    return PtiConnection(site.pti_base_url, site.pti_site_code, creds.site_key, creds.username, creds.password,
+                         label=site.code)
+
+
+def ms(moment):
+    """Storeganise keeps milliseconds: our timestamps too, so a write-back echo compares equal."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+class Caller:
+    """Runs PTI calls under the site guard, retrying retryable failures a few times with capped backoff."""
+
+    def __init__(self, client: PtiClient, guard: SiteGuard, sleep=time.sleep) -> None:
+        self.client, self.guard, self.sleep = client, guard, sleep
+        self.calls = 0
+
+    def __call__(self, operation: str, fn, *args, **kwargs):
+        for attempt in range(1, MAX_CALL_ATTEMPTS + 1):
+            self.calls += 1
+            try:
+                return self.guard.call(operation, fn, *args, **kwargs)
+            except PtiRetryableError as exc:
+                if exc.uncertain and operation == "create_user":
+                    raise  # create_user() looks the user up before creating again
+                wait = backoff(attempt, CALL_BACKOFF_BASE_S, CALL_BACKOFF_CAP_S, exc.retry_after)
+                if attempt == MAX_CALL_ATTEMPTS or wait > MAX_INLINE_WAIT_S:
+                    raise Retry(exc.reason, exc.retry_after, counts=exc.reason != "circuit_open") from exc
+                self.sleep(wait)
+        raise AssertionError("unreachable")
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Capped exponential backoff with full jitter, never shorter than PTI's Retry-After."""
+    wait = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+    return max(wait, retry_after or 0.0)
+
+
+# --- reading the mirror ---------------------------------------------------------------------------------------
+
+
+def snapshot(account: PtiAccount) -> tuple[list[Rental], DesiredAccess]:
+    site, customer = account.site, account.customer
+    rentals = db.session.scalars(
+        select(Rental).where(Rental.customer_id == customer.id, Rental.site_id == site.id)
+        .options(joinedload(Rental.unit))
+    ).all()
+    desired = derive_desired(
+        SiteSettings(site.sg_id, site.default_access_level, site.default_zone, site.code_length),
+        CustomerSnapshot(customer.sg_id, customer.email, customer.first_name, customer.last_name,
+                         account.access_code, account.pti_user_id, customer.access_level_override,
+                         customer.zone_override),
+        [RentalSnapshot(r.sg_id, r.unit.pti_unit_name, r.state, r.overlocked) for r in rentals],
+    )
+    return list(rentals), desired
+
+
+def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
+    """A new access code for the account, unique at its site; stored (committed) before any PTI call uses it.
+
+    The customer's code at another site is reused when free here, so one customer keeps one code.
+    """
+    taken = set(db.session.scalars(
+        select(PtiAccount.access_code).where(PtiAccount.site_id == account.site_id,
+                                             PtiAccount.access_code.is_not(None))
+    )) | set(exclude)
+    preferred = account.customer.pti_access_code
+    if preferred and preferred not in taken and len(str(preferred)) == account.site.code_length:
+        return preferred
+    try:
+        return generate_code(account.site.code_length, taken)
+    except NoFreeCode as exc:
+        raise Park("duplicate_access_code", str(exc)) from exc
+
+
+# --- reading PTI ----------------------------------------------------------------------------------------------
+
+
+def observe(call: Caller, client: PtiClient, desired: DesiredAccess, account: PtiAccount) -> tuple[Identity,
+                                                                                                   ActualAccess]:
+    """Look the customer up in PTI (stored id; e-mail and code when needed) and read the units that matter."""
+    by_id = call("get_user", client.get_user, account.pti_user_id) if account.pti_user_id else None
+    marker = desired.customer_id
+    if by_id is not None and by_id.marker == marker and (account.access_code in (None, by_id.access_code)):
+        identity = Identity(Outcome.FOUND, by_id)  # known user, our code: no need for the other lookups
+    else:
+        email = desired.user.email if desired.user else account.customer.email
+        by_email = call("find_user_by_email", client.find_user_by_email, email) if email else None
+        code = account.access_code
+        by_code = call("find_user_by_access_code", client.find_user_by_access_code, code) if code else None
+        identity = resolve(marker, by_id, by_email, by_code)
+    user = identity.user
+    names = set(desired.unit_names) | set(user.units if user else ())
+    units: dict[str, PtiUnit] = {}
+    for name in sorted(names):
+        try:
+            units[name] = call("get_unit", client.get_unit, name)
+        except PtiPermanentError as exc:
+            if exc.reason not in ("unit_not_found", "invalid_unit_name"):
+                raise
+    holders = {u.user_id for u in units.values() if u.user_id and (user is None or u.user_id != user.id)}
+    holder_markers = {}
+    for holder_id in sorted(holders):
+        holder = call("get_user", client.get_user, holder_id)
+        holder_markers[holder_id] = holder.marker if holder else None
+    return identity, ActualAccess(user, units, {k: v for k, v in holder_markers.items() if v is not None})
+
+
+# --- applying -------------------------------------------------------------------------------------------------
+
+
+def create_user(call: Caller, client: PtiClient, op: CreateUser, marker: str) -> PtiUser:
+    """Create the user; after an uncertain failure look it up by its (stored) code before creating again."""
+    for _ in range(MAX_CALL_ATTEMPTS):
+        try:
+            return call("create_user", client.apply, op)
+        except PtiRetryableError:  # uncertain: PTI may have created it before the answer was lost
+            found = call("find_user_by_access_code", client.find_user_by_access_code, op.access_code)
+            if found is not None and found.marker == marker:
+                return found
+    raise Retry("pti_unreachable")
+
+
+def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker: str) -> tuple[list[str],
+                                                                                               dict[str, str]]:
+    """Apply the operations in order. Returns what was done and the unit problems met (unit name → reason).
+
+    A unit PTI refuses (-3, -404) fails that unit's rentals and the rest goes on; anything else stops.
+    """
+    done: list[str] = []
+    unit_problems: dict[str, str] = {}
+    new_user_id = None
+    for op in ops:
+        unit = getattr(op, "unit_name", None)
+        if unit in unit_problems:
+            continue
+        try:
+            if isinstance(op, CreateUser):
+                user = create_user(call, client, op, marker)
+                new_user_id = user.id
+                account.pti_user_id = user.id
+                db.session.commit()  # the PTI user id is never lost to a crash later in the plan
+            else:
+                call(op.__class__.__name__, client.apply, op, new_user_id=new_user_id)
+                if isinstance(op, RemoveUser):
+                    account.pti_user_id = None
+        except PtiPermanentError as exc:
+            if isinstance(op, RemoveUser) and exc.reason == "user_not_found":
+                account.pti_user_id = None  # already gone (a retry after PTI applied it)
+            elif unit and exc.reason in ("unit_not_found", "invalid_unit_name", "unit_rented_to_other"):
+                unit_problems[unit] = exc.reason
+                continue
+            elif exc.reason == "duplicate_access_code":
+                raise Retry("duplicate_access_code") from exc
+            else:
+                raise Park(exc.reason, str(exc)) from exc
+        done.append(describe(op))
+    return done, unit_problems
+
+
+# --- one attempt ------------------------------------------------------------------------------------------------
+
+
+def reconcile(account_id: int, trigger: str, job_id: str | None = None) -> Result:
+    """Make PTI match Storeganise for one account; never raises for PTI trouble (it is recorded instead)."""
+    lock = get_redis().lock(f"pti-sync:lock:account:{account_id}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S)
+    if not lock.acquire():
+        enqueue(RECONCILE_JOB, account_id, trigger)  # another job holds it for long: come back after it
+        return Result("busy")
+    try:
+        db.session.expire_all()
+        account = db.session.get(PtiAccount, account_id)
+        if account is None:
+            return Result("noop", "account_gone")
+        return _attempt(account, trigger, job_id)
+    finally:
+        try:
+            lock.release()
+        except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
+            log.warning("reconcile lock of account %s expired before release", account_id)
+
+
+def _attempt(account: PtiAccount, trigger: str, job_id: str | None) -> Result:
+    started = time.monotonic()
+    generation = account.generation
+    site = account.site
+    journal = SyncAttempt(account_id=account.id, trigger=trigger[:64], rq_job_id=job_id, generation=generation,
+                          outcome="running")
+    operations: list[str] = []
+    try:
+        rentals, desired = snapshot(account)
+        if not site.sync_enabled:
+            return _finish(account, journal, rentals, desired, generation, [], {}, started, outcome="noop",
+                           disabled=True)
+        connection = pti_connection(site)
+        if connection is None:
+            raise Park("site_not_configured")
+        if desired.needs_access_code:
+            account.access_code = choose_code(account)
+            db.session.commit()
+            rentals, desired = snapshot(account)
+        client = get_client(str(site.id), connection)
+        call = Caller(client, SiteGuard(get_redis(), site.id))
+        identity, actual = observe(call, client, desired, account)
+        if identity.outcome is Outcome.DUPLICATE:
+            raise Park("duplicate_pti_users", ", ".join(u.id for u in identity.others))
+        if identity.outcome is Outcome.CODE_TAKEN:
+            account.access_code = choose_code(account, exclude={account.access_code})
+            db.session.commit()
+            rentals, desired = snapshot(account)
+            identity, actual = observe(call, client, desired, account)
+            if identity.outcome is not Outcome.FOUND and identity.outcome is not Outcome.CREATE:
+                raise Retry("duplicate_access_code")
+        if identity.user is not None and account.pti_user_id != identity.user.id:
+            account.pti_user_id = identity.user.id
+        the_plan = plan(desired, actual)
+        operations, unit_problems = apply_plan(call, client, account, the_plan.ops, desired.customer_id)
+        for issue in the_plan.issues:
+            if issue.unit_name and issue.reason not in UNIT_STATUS_REASONS.values():
+                unit_problems.setdefault(issue.unit_name, issue.reason)
+        blocking = [i.reason for i in the_plan.issues if i.reason in ACCOUNT_REASONS]
+        if blocking:
+            raise Park(blocking[0])
+        return _finish(account, journal, rentals, desired, generation, operations, unit_problems, started,
+                       outcome="ok" if operations else "noop")
+    except Retry as exc:
+        db.session.rollback()
+        return _retry(account, journal, exc, operations, started)
+    except Park as exc:
+        db.session.rollback()
+        return _park(account, journal, exc, operations, started)
+    except PtiError as exc:  # a retryable error outside the Caller (e.g. a lookup after an uncertain create)
+        db.session.rollback()
+        if exc.retryable:
+            return _retry(account, journal, Retry(exc.reason, getattr(exc, "retry_after", None)), operations,
+                          started)
+        return _park(account, journal, Park(exc.reason, str(exc)), operations, started)
+
+
+def _journal(journal: SyncAttempt, outcome: str, operations: list[str], started: float,
+             reason: str | None = None, detail: str | None = None) -> None:
+    journal.outcome, journal.reason, journal.detail = outcome, reason, detail
+    journal.operations = operations
+    journal.duration_ms = int((time.monotonic() - started) * 1000)
+    db.session.add(journal)
+
+
+def _finish(account, journal, rentals, desired, generation, operations, unit_problems, started, *, outcome,
+            disabled=False) -> Result:
+    now = ms(utcnow())
+    status = {r.rental_id: r.status for r in desired.rentals}
+    for rental in rentals:
+        st = status.get(rental.sg_id)
+        if disabled or not rental.active:
+            rental.sync_state, rental.last_error = SyncState.DISABLED, None
+        elif st in UNIT_STATUS_REASONS:
+            reason = UNIT_STATUS_REASONS[st]
+            rental.sync_state = SyncState.UNMAPPED if st is RentalStatus.UNIT_UNMAPPED else SyncState.FAILED
+            rental.last_error = reason
+        elif rental.unit.pti_unit_name in unit_problems:
+            rental.sync_state, rental.last_error = SyncState.FAILED, unit_problems[rental.unit.pti_unit_name]
+        else:
+            rental.sync_state, rental.last_error = SyncState.IN_SYNC, None
+            if operations or rental.pti_synced is None:
+                rental.pti_synced = now
+    newer = db.session.scalar(select(PtiAccount.generation).where(PtiAccount.id == account.id)) > generation
+    account.synced_generation = max(account.synced_generation, generation)
+    account.state = SyncState.PENDING if newer else SyncState.IN_SYNC
+    account.urgent = account.urgent and newer
+    account.attempts, account.next_attempt_at = 0, None
+    account.last_error = account.last_error_detail = None
+    account.last_attempt_at = account.last_synced_at = utcnow()
+    _journal(journal, outcome, operations, started)
+    db.session.commit()
+    if not disabled:
+        enqueue("jobs.writeback.write_back_account", account.id)
+    return Result(outcome, operations=operations)
+
+
+def _retry(account: PtiAccount, journal: SyncAttempt, exc: Retry, operations, started) -> Result:
+    db.session.refresh(account)
+    if exc.counts:
+        account.attempts += 1
+    if account.attempts >= MAX_ATTEMPTS:
+        return _park(account, journal, Park(exc.reason, "gave up after repeated retryable failures"), operations,
+                     started, journal_outcome="failed")
+    wait = backoff(account.attempts or 1, ATTEMPT_BACKOFF_BASE_S, ATTEMPT_BACKOFF_CAP_S, exc.retry_after)
+    account.state = SyncState.PENDING
+    account.last_error, account.last_error_detail = exc.reason, None
+    account.last_attempt_at = utcnow()
+    account.next_attempt_at = utcnow() + timedelta(seconds=wait)
+    _journal(journal, "retry", operations, started, exc.reason)
+    db.session.commit()
+    get_queue(URGENT if account.urgent else DEFAULT).enqueue_in(timedelta(seconds=wait), RECONCILE_JOB, account.id,
+                                                                 journal.trigger)
+    return Result("retry", exc.reason, operations, wait)
+
+
+def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, started,
+          journal_outcome: str = "failed") -> Result:
+    db.session.refresh(account)
+    account.state = SyncState.FAILED
+    account.last_error, account.last_error_detail = exc.reason, exc.detail
+    account.last_attempt_at = utcnow()
+    account.next_attempt_at = None
+    db.session.execute(
+        Rental.__table__.update()
+        .where(Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
+               Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state != SyncState.UNMAPPED)
+        .values(sync_state=SyncState.FAILED, last_error=exc.reason)
+    )
+    _journal(journal, journal_outcome, operations, started, exc.reason, exc.detail)
+    db.session.commit()
+    enqueue("jobs.writeback.report_failure", account.id)
+    return Result("failed", exc.reason, operations)

@@ -1,0 +1,48 @@
+"""Periodic jobs (registered by `flask cron`): the relay, the drift sweep, and a site push."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from dashboard.extensions import db
+from dashboard.models import Site
+from dashboard.sweep import push_site, relay, sweep_site
+
+log = logging.getLogger(__name__)
+
+
+def relay_owed() -> int:
+    """Re-enqueue accounts (and webhook deliveries) whose job Redis lost."""
+    from jobs.events import requeue_stale_deliveries
+
+    accounts = relay()
+    deliveries = requeue_stale_deliveries()
+    if accounts or deliveries:
+        log.info("relay re-enqueued %s accounts and %s webhook deliveries", accounts, deliveries)
+    return accounts + deliveries
+
+
+def sweep_all() -> dict[str, int]:
+    """Run the drift sweep on every synced site; a site PTI refuses is reported and skipped."""
+    from dashboard.pti import PtiError, get_client
+    from dashboard.reconcile import pti_connection
+
+    drifted = {}
+    for site in db.session.scalars(select(Site).where(Site.sync_enabled.is_(True))).all():
+        connection = pti_connection(site)
+        if connection is None:
+            continue
+        try:
+            report = sweep_site(site, get_client(str(site.id), connection))
+        except PtiError as exc:
+            log.warning("sweep of %s skipped: %s", site.code, exc)
+            continue
+        drifted[site.code] = len(report.drifted)
+    return drifted
+
+
+def push_site_job(site_id: int, trigger: str = "resync site") -> int:
+    site = db.session.get(Site, site_id)
+    return push_site(site, trigger) if site else 0
