@@ -240,6 +240,32 @@ class SyncAttempt(db.Model):
     account: Mapped[PtiAccount] = relationship()
 
 
+class ReportedProblem(db.Model):
+    """A problem already raised as a task inside Storeganise, so each cause is reported once.
+
+    `cause` is "<target type>:<target id>:<reason>"; the row is removed when the account syncs again, so a
+    problem that comes back later is reported again.
+    """
+
+    __tablename__ = "reported_problems"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cause: Mapped[str] = mapped_column(String(200), unique=True)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("pti_accounts.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    sg_task_id: Mapped[str | None] = mapped_column(String(64))  # the Storeganise task job
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SyncCursor(db.Model):
+    """How far an incremental pull from Storeganise has read (Storeganise's own clock), by name."""
+
+    __tablename__ = "sync_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime]
+
+
 def count(stmt) -> int:
     """Number of rows a select would return."""
     return db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
