@@ -54,6 +54,9 @@ def from_env(instance_path: str) -> dict:
         "STOREGANISE_API_KEY": os.environ.get("STOREGANISE_API_KEY") or (DEMO_STOREGANISE_API_KEY if demo else None),
         "STOREGANISE_WEBHOOK_SECRET": os.environ.get("STOREGANISE_WEBHOOK_SECRET")
         or (DEMO_WEBHOOK_SECRET if demo else None),
+        # A delivery created longer ago than this (or this far ahead of our clock) is refused as stale.
+        "STOREGANISE_WEBHOOK_MAX_AGE_S": _int("STOREGANISE_WEBHOOK_MAX_AGE_S", 24 * 3600),
+        "STOREGANISE_WEBHOOK_MAX_SKEW_S": _int("STOREGANISE_WEBHOOK_MAX_SKEW_S", 300),
         "PTI_SIM_URL": os.environ.get("PTI_SIM_URL") or f"http://127.0.0.1:{pti_sim_port}",
         "METRICS_PUBLIC": _bool(os.environ.get("METRICS_PUBLIC"), default=True),
         "SESSION_COOKIE_SECURE": _bool(os.environ.get("SESSION_COOKIE_SECURE"), default=not demo),

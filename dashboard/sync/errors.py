@@ -65,6 +65,14 @@ CATALOGUE: dict[str, Problem] = {
                 "Read the PTI result in the journal; contact support with it if the fix is not clear."),
         Problem("storeganise_unreachable", "Storeganise did not answer.",
                 "Usually passes on its own; the product retries.", retryable=True),
+        Problem("storeganise_auth_failed", "Storeganise refused the product's API key.",
+                "Check STOREGANISE_API_KEY (Storeganise: Settings > API keys) and that the key is still active."),
+        Problem("storeganise_not_found", "Storeganise has no such record (it was deleted or the id is wrong).",
+                "Nothing to push for a deleted record; if it should exist, check it in Storeganise."),
+        Problem("storeganise_rejected", "Storeganise rejected the request.",
+                "Read the message in the journal; check the custom fields' codes and types in Storeganise."),
+        Problem("storeganise_bad_response", "Storeganise answered with something the product cannot read.",
+                "Usually passes on its own; if it persists, check STOREGANISE_API_URL points at the Admin API."),
     ]
 }
 
