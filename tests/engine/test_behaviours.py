@@ -1,0 +1,190 @@
+"""Every behaviour of domain.md that the engine drives, observed in the PTI simulator's state.
+
+Each test changes the mirror the way a Storeganise event would, asks for a push, runs the reconcile, and reads
+PTI back through the simulator.
+"""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import select
+
+from dashboard.extensions import db
+from dashboard.intent import mark_dirty
+from dashboard.models import Customer, Rental, SyncAttempt, SyncState
+from dashboard.reconcile import reconcile
+from tests.engine.conftest import account_of, customer_with, site, vacant_unit
+
+
+def push(customer: Customer, site_code: str = "northgate", urgent: bool = False):
+    account = mark_dirty(customer, site(site_code).id, urgent=urgent)
+    db.session.commit()
+    return reconcile(account.id, "test")
+
+
+def test_move_in_gives_the_customer_a_pti_user_code_level_zone_and_the_unit(business, pti):
+    customer = customer_with(1, overdue=False)
+    result = push(customer)
+    assert result.outcome == "ok"
+    account = account_of(customer)
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    assert user is not None and user["email"] == customer.email
+    assert user["access_code"] == account.access_code and len(str(account.access_code)) == 6
+    assert (user["access_level"], user["time_zone"]) == (site("northgate").default_access_level,
+                                                         site("northgate").default_zone)
+    unit = customer.rentals[0].unit.pti_unit_name
+    assert user["units"] == [unit]
+    assert pti.unit("NG01", unit) == {"name": unit, "status": "rented", "locked": False, "user_id": user["id"]}
+    rental = customer.rentals[0]
+    assert rental.sync_state == SyncState.IN_SYNC and rental.pti_synced is not None
+    assert account.pti_user_id == user["id"] and account.synced_generation == account.generation
+
+
+def test_a_customer_with_several_units_has_one_user_and_one_code(business, pti):
+    customer = customer_with(2)
+    push(customer)
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    assert sorted(user["units"]) == sorted(r.unit.pti_unit_name for r in customer.rentals)
+    assert len([u for u in pti.site("NG01")["users"] if u["access_code"] == user["access_code"]]) == 1
+
+
+def test_a_converged_customer_costs_zero_pti_writes(business, pti):
+    customer = customer_with(2)
+    push(customer)
+    writes = pti.writes()
+    assert push(customer).outcome == "noop"
+    assert pti.writes() == writes
+
+
+def test_customer_overrides_of_level_and_zone_win_over_the_site_defaults(business, pti):
+    customer = customer_with(1)
+    customer.access_level_override, customer.zone_override = 2, 3
+    push(customer)
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    assert (user["access_level"], user["time_zone"]) == (2, 3)
+    customer.access_level_override = None
+    push(customer)
+    assert pti.user_with_marker("NG01", customer.sg_id)["access_level"] == site("northgate").default_access_level
+
+
+def test_move_out_of_one_of_several_units_vacates_only_that_unit(business, pti):
+    customer = customer_with(2)
+    push(customer)
+    leaving, staying = customer.rentals
+    leaving.state = "ended"
+    push(customer)
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    assert user["units"] == [staying.unit.pti_unit_name]
+    assert pti.unit("NG01", leaving.unit.pti_unit_name)["status"] == "vacant"
+    assert leaving.sync_state == SyncState.DISABLED
+
+
+def test_move_out_of_the_last_unit_removes_the_pti_user(business, pti):
+    customer = customer_with(1)
+    push(customer)
+    code = account_of(customer).access_code
+    customer.rentals[0].state = "ended"
+    push(customer)
+    assert pti.user_with_marker("NG01", customer.sg_id) is None
+    assert all(u["access_code"] != code for u in pti.site("NG01")["users"])
+    assert pti.unit("NG01", customer.rentals[0].unit.pti_unit_name)["status"] == "vacant"
+
+
+def test_transfer_vacates_the_old_unit_and_rents_the_new_one_with_the_same_code(business, pti):
+    customer = customer_with(1, overdue=False)
+    push(customer)
+    code = account_of(customer).access_code
+    old = customer.rentals[0]
+    new_unit = vacant_unit()
+    old.state = "ended"
+    db.session.add(Rental(sg_id="transfer-new", site_id=old.site_id, unit_id=new_unit.id, customer_id=customer.id,
+                          state="occupied"))
+    push(customer)
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    assert user["units"] == [new_unit.pti_unit_name] and user["access_code"] == code
+    assert pti.unit("NG01", old.unit.pti_unit_name)["status"] == "vacant"
+
+
+def test_overdue_locks_only_the_overdue_unit_and_payment_unlocks_it(business, pti):
+    customer = customer_with(2)
+    push(customer)
+    late, paid = customer.rentals
+    late.overlocked, paid.overlocked = True, False
+    push(customer, urgent=True)
+    assert pti.unit("NG01", late.unit.pti_unit_name)["locked"] is True
+    assert pti.unit("NG01", paid.unit.pti_unit_name)["locked"] is False
+    late.overlocked = False
+    push(customer, urgent=True)
+    assert pti.unit("NG01", late.unit.pti_unit_name)["locked"] is False
+
+
+def test_a_new_code_reaches_pti_and_a_locked_unit_stays_locked(business, pti):
+    from dashboard.reconcile import choose_code
+
+    customer = customer_with(2)
+    customer.rentals[0].overlocked = True
+    push(customer)
+    account = account_of(customer)
+    old = account.access_code
+    account.access_code = choose_code(account, exclude={old})
+    push(customer)
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    assert user["access_code"] == account.access_code != old
+    assert all(u["access_code"] != old for u in pti.site("NG01")["users"])
+    assert pti.unit("NG01", customer.rentals[0].unit.pti_unit_name)["locked"] is True
+    assert len(user["units"]) == 2
+
+
+def test_units_whose_names_pti_rejects_fail_with_the_fix_and_unmapped_units_are_not_synced(business, pti):
+    rejected = db.session.scalar(select(Rental).join(Rental.unit).where(Rental.unit.has(pti_unit_name="LOCKER 12")))
+    unmapped = db.session.scalar(select(Rental).where(Rental.unit.has(pti_unit_name=None)))
+    push(rejected.customer)
+    push(unmapped.customer, unmapped.site.code)
+    assert (rejected.sync_state, rejected.last_error) == (SyncState.FAILED, "invalid_unit_name")
+    assert unmapped.sync_state == SyncState.UNMAPPED
+    names = {c["unit_name"] for c in pti.calls() if c.get("unit_name")}
+    assert "LOCKER 12" not in names and unmapped.unit.name not in names
+
+
+def test_a_site_with_a_wrong_pti_password_parks_its_customers_with_the_fix(business, pti):
+    customer = customer_with(1, site_code="hilltop")
+    result = push(customer, "hilltop")
+    assert (result.outcome, result.reason) == ("failed", "invalid_credentials")
+    account = account_of(customer, "hilltop")
+    assert account.state == SyncState.FAILED and account.last_error == "invalid_credentials"
+    assert customer.rentals[0].sync_state == SyncState.FAILED
+    journal = db.session.scalars(select(SyncAttempt).where(SyncAttempt.account_id == account.id)).one()
+    assert (journal.outcome, journal.reason) == ("failed", "invalid_credentials")
+
+
+def _create_by_hand(pti, email: str, code: int, marker: str | None = None) -> dict:
+    from dashboard.pti import PtiClient
+    from sim.demo_data import DEMO_SITES
+
+    ng = DEMO_SITES[0]
+    with PtiClient(pti.url, ng.pti_site_code, ng.pti_site_key, ng.pti_username, ng.pti_password) as client:
+        user = client.create_user(email=email, first_name="By", last_name="Hand", access_code=code,
+                                  access_level=1, time_zone=1, marker=marker or "")
+    return {"id": user.id}
+
+
+def test_an_existing_pti_user_found_by_email_is_adopted_not_duplicated(business, pti):
+    customer = customer_with(1)
+    made = _create_by_hand(pti, customer.email, 583920)
+    push(customer)
+    users = [u for u in pti.site("NG01")["users"] if u["email"] == customer.email]
+    assert [u["id"] for u in users] == [made["id"]]
+    assert users[0]["marker"] == customer.sg_id and users[0]["units"] == [customer.rentals[0].unit.pti_unit_name]
+
+
+def test_two_pti_users_matching_by_email_and_by_code_stop_with_merge_them(business, pti):
+    customer = customer_with(1)
+    push(customer)
+    account = account_of(customer)
+    # Someone creates a second user by hand with the customer's e-mail; PTI now has two candidates.
+    httpx.post(f"{pti.url}/_sim/reset")
+    _create_by_hand(pti, customer.email, 583921)
+    _create_by_hand(pti, "other@example.com", account.access_code, marker=customer.sg_id)
+    account.pti_user_id = None
+    result = push(customer)
+    assert (result.outcome, result.reason) == ("failed", "duplicate_pti_users")
