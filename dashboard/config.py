@@ -37,6 +37,16 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def from_env(instance_path: str) -> dict:
     """Build the settings mapping from environment variables; see README's configuration table."""
     demo = _bool(os.environ.get("PTI_SYNC_DEMO"))
@@ -63,6 +73,9 @@ def from_env(instance_path: str) -> dict:
         "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5),
         "LOGIN_LOCKOUT_SECONDS": _int("LOGIN_LOCKOUT_SECONDS", 900),
         "MAX_CONTENT_LENGTH": _int("MAX_UPLOAD_BYTES", 5 * 1024 * 1024),
+        "PTI_CONNECT_TIMEOUT_S": _float("PTI_CONNECT_TIMEOUT_S", 3.0),
+        "PTI_READ_TIMEOUT_S": _float("PTI_READ_TIMEOUT_S", 10.0),
+        "PTI_SITE_CONCURRENCY": _int("PTI_SITE_CONCURRENCY", 4),
     }
 
 

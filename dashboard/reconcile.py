@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from .connections import current_credentials
 from .extensions import db
 from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, utcnow
-from .pti import PtiClient, PtiConnection, PtiError, PtiPermanentError, PtiRetryableError, get_client
+from .pti import PtiClient, PtiClientRegistry, PtiConnection, PtiError, PtiPermanentError, PtiRetryableError
 from .queue import DEFAULT, URGENT, enqueue, get_queue, get_redis
 from .site_guard import SiteGuard
 from .sync import (
@@ -118,6 +119,20 @@ def pti_connection(site: Site) -> PtiConnection | None:
         return None
     return PtiConnection(site.pti_base_url, site.pti_site_code, creds.site_key, creds.username, creds.password,
                          label=site.code)
+
+
+def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
+    """The site's PTI client in this process (one pool and token per site), with the configured time-outs."""
+    app = current_app._get_current_object()
+    registry = app.extensions.get("pti_clients")
+    if registry is None:
+        registry = app.extensions["pti_clients"] = PtiClientRegistry(
+            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"])
+    return registry.get(str(site.id), connection)
+
+
+def site_guard(site: Site) -> SiteGuard:
+    return SiteGuard(get_redis(), site.id, limit=current_app.config["PTI_SITE_CONCURRENCY"])
 
 
 def ms(moment):
@@ -316,8 +331,8 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None) -> Result:
             account.access_code = choose_code(account)
             db.session.commit()
             rentals, desired = snapshot(account)
-        client = get_client(str(site.id), connection)
-        call = Caller(client, SiteGuard(get_redis(), site.id))
+        client = pti_client(site, connection)
+        call = Caller(client, site_guard(site))
         identity, actual = observe(call, client, desired, account)
         if identity.outcome is Outcome.DUPLICATE:
             raise Park("duplicate_pti_users", ", ".join(u.id for u in identity.others))

@@ -23,7 +23,7 @@ from .pti import PtiRetryableError
 T = TypeVar("T")
 
 DEFAULT_SITE_CONCURRENCY = 4
-BREAKER_THRESHOLD = 5  # consecutive retryable failures that open the breaker
+BREAKER_THRESHOLD = 10  # consecutive retryable failures that open it (a 20% fault storm seldom makes 10)
 BREAKER_COOLDOWN_S = 15.0
 LEASE_S = 60  # a crashed holder's slot frees itself after this long
 SLOT_WAIT_S = 30.0  # how long a call waits for a free slot before giving up (retryable)

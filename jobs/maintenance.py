@@ -26,8 +26,8 @@ def relay_owed() -> int:
 
 def sweep_all() -> dict[str, int]:
     """Run the drift sweep on every synced site; a site PTI refuses is reported and skipped."""
-    from dashboard.pti import PtiError, get_client
-    from dashboard.reconcile import pti_connection
+    from dashboard.pti import PtiError
+    from dashboard.reconcile import pti_client, pti_connection
 
     drifted = {}
     for site in db.session.scalars(select(Site).where(Site.sync_enabled.is_(True))).all():
@@ -35,7 +35,7 @@ def sweep_all() -> dict[str, int]:
         if connection is None:
             continue
         try:
-            report = sweep_site(site, get_client(str(site.id), connection))
+            report = sweep_site(site, pti_client(site, connection))
         except PtiError as exc:
             log.warning("sweep of %s skipped: %s", site.code, exc)
             continue

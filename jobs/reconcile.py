@@ -10,7 +10,6 @@ from rq import get_current_job
 from dashboard.intent import PENDING_KEY
 from dashboard.queue import get_redis
 from dashboard.reconcile import reconcile
-from dashboard.site_guard import DEFAULT_SITE_CONCURRENCY
 
 
 def reconcile_account(account_id: int, trigger: str = "relay") -> str:
@@ -22,7 +21,7 @@ def reconcile_account(account_id: int, trigger: str = "relay") -> str:
 
 
 def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, int]:
-    """Reconcile many accounts of one site, DEFAULT_SITE_CONCURRENCY at a time (the site guard still caps the
+    """Reconcile many accounts of one site, PTI_SITE_CONCURRENCY at a time (the site guard still caps the
     calls across all workers). A bulk push goes through this: one forked job, many PTI calls in flight."""
     app = current_app._get_current_object()
     if account_ids:
@@ -34,7 +33,7 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
             return reconcile(account_id, trigger, job.id if job else None).outcome
 
     outcomes: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=DEFAULT_SITE_CONCURRENCY) as pool:
+    with ThreadPoolExecutor(max_workers=app.config["PTI_SITE_CONCURRENCY"]) as pool:
         for outcome in pool.map(one, account_ids):
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes

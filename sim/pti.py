@@ -55,6 +55,9 @@ UPDATABLE_FIELDS = (*USER_FIELDS, "marker")  # a user found by e-mail is adopted
 
 @dataclass
 class Faults:
+    """A fault profile; `POST /_sim/faults` sets one for every site or for one ("site"), optionally only for some
+    operations ("operations": e.g. ["create_user"])."""
+
     latency_ms: float = 0
     error_rate: float = 0
     error_status: int = DEFAULT_ERROR_STATUS
@@ -63,12 +66,15 @@ class Faults:
     retry_after_s: float = 0
     timeout_ms: float = DEFAULT_TIMEOUT_MS
     rate_limited_until: float = 0  # monotonic end of the 429 window opened by retry_after_s
+    operations: tuple[str, ...] = ()  # only these operations suffer the faults; empty: every operation
 
     def public(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rate_limited_until"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rate_limited_until"}
+        return {**data, "operations": list(self.operations)}
 
 
-FAULT_KEYS = {f.name for f in fields(Faults)} - {"rate_limited_until"}
+FAULT_KEYS = {f.name for f in fields(Faults)} - {"rate_limited_until", "operations"}
+NO_FAULTS = Faults()
 
 
 class Rejected(Exception):
@@ -149,11 +155,12 @@ class PtiSimulator:
     # --- faults ------------------------------------------------------------------------------------------
 
     def set_faults(self, config: dict) -> dict:
-        unknown = set(config) - FAULT_KEYS - {"site", "seed"}
+        unknown = set(config) - FAULT_KEYS - {"site", "seed", "operations"}
         if unknown:
             raise ValueError(f"unknown fault keys: {sorted(unknown)}")
         faults = Faults(**{k: float(v) for k, v in config.items() if k in FAULT_KEYS})
         faults.error_status = int(faults.error_status)
+        faults.operations = tuple(str(op) for op in config.get("operations") or ())
         if faults.retry_after_s > 0:
             faults.rate_limited_until = time.monotonic() + faults.retry_after_s
         with self._lock:
@@ -193,6 +200,8 @@ class PtiSimulator:
                 "email": None, "start": time.monotonic(), **targets}
         self._identify(call)
         faults = self._faults_for(site_code)
+        if faults.operations and call["operation"] not in faults.operations:
+            faults = NO_FAULTS
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         now = time.monotonic()

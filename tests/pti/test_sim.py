@@ -258,6 +258,16 @@ def test_faults_scoped_to_one_site_leave_the_others_healthy(sim):
             rs.list_time_zones()
 
 
+def test_faults_limited_to_some_operations_leave_the_others_alone(sim):
+    with sim.client("NG01") as ng:
+        sim.faults(error_rate=1, operations=["create_user"])
+        assert len(ng.list_units()) == 5
+        with pytest.raises(PtiRetryableError):
+            ng.create_user(email="a@example.com", first_name="A", last_name="B", access_code=583920,
+                           access_level=1, time_zone=1, marker="c1")
+        assert sim.control.get("/_sim/faults").json()["default"]["operations"] == ["create_user"]
+
+
 def test_a_site_profile_replaces_the_default_profile_for_that_site(sim):
     with sim.client("NG01") as ng:
         ng.login()
