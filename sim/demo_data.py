@@ -75,20 +75,28 @@ class DemoBusiness:
 
 
 def _unit_names(site: DemoSite) -> list[str]:
-    regular = site.unit_count - UNMAPPED_COUNT - len(REJECTED_NAMES[site.key])
+    regular = site.unit_count - UNMAPPED_COUNT - len(REJECTED_NAMES.get(site.key, ()))
     prefix = site.pti_site_code[0]
-    return [f"{prefix}{floor}{n:02d}" for floor in range(1, 10) for n in range(1, 21)][:regular]
+    return [f"{prefix}{floor}{n:02d}" for floor in range(1, 1000) for n in range(1, 21)][:regular]
 
 
-def build_demo_business(pti_base_url: str) -> DemoBusiness:
-    """Build the demo business; `pti_base_url` is where the PTI simulator listens (stored per site)."""
-    rng = random.Random(DEMO_SEED)
+def make_sites(count: int, units: int, rented: int, prefix: str = "load") -> list[DemoSite]:
+    """`count` extra sites of `units` units with `rented` rentals each, for load tests and benchmarks."""
+    return [DemoSite(f"{prefix}{i}", f"{prefix}{i}", f"Load site {i}", f"L{i:03d}", f"key-{prefix}{i}",
+                     f"sync.{prefix}{i}", f"pass-{prefix}{i}", f"pass-{prefix}{i}", units, rented)
+            for i in range(1, count + 1)]
+
+
+def build_demo_business(pti_base_url: str, sites: list[DemoSite] | None = None,
+                        seed: int = DEMO_SEED) -> DemoBusiness:
+    """Build the demo business (or another one of `sites`); `pti_base_url` is where the PTI simulator listens."""
+    rng = random.Random(seed)
     biz = DemoBusiness()
     people = [(f, last) for last in LAST_NAMES for f in FIRST_NAMES]
     rng.shuffle(people)
     person_index = 0
 
-    for site in DEMO_SITES:
+    for site in sites or DEMO_SITES:
         site_id = object_id(f"site:{site.key}")
         biz.sites.append({
             "id": site_id,
@@ -116,14 +124,15 @@ def build_demo_business(pti_base_url: str) -> DemoBusiness:
         site_units = []
         for name in names:
             site_units.append(_unit(site_id, name, name))
-        for name in REJECTED_NAMES[site.key]:
+        for name in REJECTED_NAMES.get(site.key, ()):
             site_units.append(_unit(site_id, name.replace(" ", "-"), name))
         for n in range(1, UNMAPPED_COUNT + 1):
             site_units.append(_unit(site_id, f"PARK{n}", None))
         biz.units.extend(site_units)
 
         # Rent units: rejected-name units are always rented (so their errors show), plus one parking bay.
-        rentable = [u for u in site_units if u["customFields"].get("pti_unit_name") in REJECTED_NAMES[site.key]]
+        rejected = REJECTED_NAMES.get(site.key, ())
+        rentable = [u for u in site_units if u["customFields"].get("pti_unit_name") in rejected]
         rentable += [site_units[-1]]
         regular = [u for u in site_units if u not in rentable and u["customFields"].get("pti_unit_name")]
         rentable += rng.sample(regular, site.rented_units - len(rentable))
@@ -133,7 +142,7 @@ def build_demo_business(pti_base_url: str) -> DemoBusiness:
         i = 0
         while i < len(rentable):
             take = rng.choices([1, 2, 3], weights=[78, 17, 5])[0]
-            first, last = people[person_index]
+            first, last = people[person_index % len(people)]
             person_index += 1
             user_id = object_id(f"user:{site.key}:{person_index}")
             custom: dict = {}
