@@ -14,6 +14,7 @@ users = AppGroup("users", help="Staff accounts.")
 demo = AppGroup("demo", help="The demo business and accounts (demo mode only).")
 keys = AppGroup("keys", help="Encryption keys for PTI credentials.")
 pti = AppGroup("pti", help="PTI Storlogix connections.")
+sg = AppGroup("sg", help="Storeganise: fill and refresh the mirror.")
 
 
 @users.command("create")
@@ -38,13 +39,12 @@ def create_user(email: str, role: str, name: str, password: str) -> None:
 @demo.command("seed")
 def seed() -> None:
     """Create the demo accounts and load the demo business (idempotent)."""
-    from .demo import ensure_demo_accounts, seed_demo_business
+    from .demo import ensure_demo_accounts, import_demo_business
 
     if not current_app.config.get("DEMO_MODE"):
         raise click.ClickException("Demo data is only loaded in demo mode: set PTI_SYNC_DEMO=1.")
     created = ensure_demo_accounts()
-    counts = seed_demo_business()
-    click.echo(f"Demo ready: {created} new accounts; " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
+    click.echo(f"Demo ready: {created} new accounts. {import_demo_business()}")
 
 
 @keys.command("rotate")
@@ -85,6 +85,36 @@ def check_pti(site: str) -> None:
         raise SystemExit(1)
 
 
+def _storeganise(read):
+    """Run `read(client)` against the configured Storeganise; failures become one plain line, not a traceback."""
+    from .sg import StoreganiseNotConfigured, storeganise_client
+    from .storeganise import StoreganiseError
+
+    try:
+        with storeganise_client() as client:
+            return read(client)
+    except (StoreganiseNotConfigured, StoreganiseError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@sg.command("import")
+@click.option("--site", "site_code", default=None, help="Only this site (its code or Storeganise id).")
+def sg_import(site_code: str | None) -> None:
+    """Import sites, units, rentals and customers from Storeganise; mark changed customers for a push."""
+    from .importer import import_business
+
+    report = _storeganise(lambda client: import_business(client, site_code, progress=click.echo))
+    click.echo(report.summary())
+
+
+@sg.command("pull")
+def sg_pull() -> None:
+    """Read only the rentals Storeganise changed since the last pull (what the scheduler runs every 5 minutes)."""
+    from .importer import pull_changes
+
+    click.echo(_storeganise(lambda client: pull_changes(client, progress=click.echo)).summary())
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 def worker(burst: bool) -> None:
@@ -117,5 +147,5 @@ def cron() -> None:
 
 
 def init_app(app) -> None:
-    for command in (users, demo, keys, pti, worker, cron):
+    for command in (users, demo, keys, pti, sg, worker, cron):
         app.cli.add_command(command)

@@ -10,6 +10,7 @@ from .mirror import upsert_customer, upsert_rental, upsert_site, upsert_unit
 from .models import Role, Site, StaffUser
 
 DEMO_PASSWORD = "demo"
+SIMULATOR_PROBE_TIMEOUT_S = 3.0
 DEMO_ACCOUNTS = [
     ("admin@demo.test", "Ada Admin", Role.ADMIN),
     ("manager@demo.test", "Morgan Manager", Role.MANAGER),
@@ -55,6 +56,29 @@ def seed_demo_business() -> dict[str, int]:
     from sim.demo_data import build_demo_business
 
     return load_business(build_demo_business(current_app.config["PTI_SIM_URL"]))
+
+
+def import_demo_business() -> str:
+    """Import the demo business from the Storeganise simulator, where it originates; say what happened.
+
+    Only when the simulator does not answer (e.g. `flask demo seed` run on its own) is the same data loaded
+    directly, as a fallback, and the message says so.
+    """
+    from .importer import import_business
+    from .sg import StoreganiseNotConfigured, storeganise_client
+    from .storeganise import StoreganiseError
+
+    url = current_app.config.get("STOREGANISE_API_URL")
+    try:
+        with storeganise_client(max_attempts=1, timeout=SIMULATOR_PROBE_TIMEOUT_S) as client:
+            client.list_sites()  # does it answer at all?
+    except (StoreganiseNotConfigured, StoreganiseError) as exc:
+        counts = seed_demo_business()
+        return (f"The Storeganise simulator does not answer ({exc}), so the demo business was loaded directly "
+                "instead (fallback): " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
+    with storeganise_client() as client:
+        report = import_business(client)
+    return f"From the Storeganise simulator at {url}: {report.summary()}"
 
 
 def has_business() -> bool:

@@ -24,6 +24,7 @@ ACCESS = {
     "settings.index": {"admin"},
     "health.healthz": PUBLIC,
     "health.metrics": PUBLIC,
+    "webhooks.storeganise": PUBLIC,
     "static": PUBLIC,
 }
 

@@ -1,0 +1,159 @@
+"""Filling and refreshing the mirror from Storeganise: the full import and the incremental pull.
+
+`import_business` reads every site (with its PTI settings: secrets are sealed on arrival by mirror.upsert_site),
+unit, rental and renting customer; `pull_changes` reads only the rentals Storeganise changed since the last pull
+(plus units and customers the mirror does not know yet). Both mark for a push every customer whose inputs
+changed, through the same rules as the webhook handlers (dashboard/refresh.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from .extensions import db
+from .mirror import parse_time
+from .models import SyncCursor, utcnow
+from .refresh import (
+    Effects,
+    apply_customer,
+    apply_rental,
+    apply_site,
+    apply_unit,
+    ensure_customers,
+    ensure_site,
+    ensure_unit,
+)
+from .storeganise import StoreganiseClient
+
+PULL_CURSOR = "storeganise:unit-rentals"
+# Re-read this much before the last pull: a change stamped just before it may have been committed just after.
+PULL_OVERLAP = timedelta(seconds=60)
+USER_ID_CHUNK = 50
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ImportReport:
+    sites: int = 0
+    units: int = 0
+    customers: int = 0
+    rentals: int = 0
+    marked: int = 0  # customers (per site) marked for a push
+    enqueued: int = 0  # reconcile jobs enqueued now (the relay delivers the rest)
+    overlocks_written: int = 0
+    seconds: float = 0.0
+    full: bool = True
+    customer_ids: set[str] = field(default_factory=set, repr=False)
+
+    def summary(self) -> str:
+        what = "Imported" if self.full else "Pulled"
+        return (f"{what} {self.sites} sites, {self.units} units, {self.customers} customers, {self.rentals} rentals "
+                f"in {self.seconds:.1f}s; {self.marked} customers marked for a push to PTI.")
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+def _finish(report: ImportReport, fx: Effects, client: StoreganiseClient, trigger: str, started: float) -> None:
+    db.session.commit()
+    report.marked = len(fx.accounts)
+    report.enqueued = fx.reconcile(trigger, bulk=True)
+    report.overlocks_written = fx.write_overlocks(client)
+    report.seconds = time.monotonic() - started
+
+
+def _advance(cursor_at: datetime | None, rentals: list[dict]) -> datetime | None:
+    stamps = [t for t in (parse_time(r.get("updated")) for r in rentals) if t is not None]
+    latest = max(stamps, default=None)
+    if cursor_at is None or (latest is not None and latest > cursor_at):
+        return latest
+    return cursor_at
+
+
+def _save_cursor(at: datetime | None) -> None:
+    if at is None:
+        return
+    cursor = db.session.get(SyncCursor, PULL_CURSOR)
+    if cursor is None:
+        db.session.add(SyncCursor(name=PULL_CURSOR, at=at))
+    else:
+        cursor.at = at
+
+
+def import_business(client: StoreganiseClient, site_code: str | None = None,
+                    progress: Progress = _quiet) -> ImportReport:
+    """Import every site (or the one whose code or id is `site_code`) into the mirror; commits per site."""
+    started = time.monotonic()
+    sites = client.list_sites()
+    if site_code is not None:
+        sites = [s for s in sites if site_code in (s.get("code"), s["id"])]
+        if not sites:
+            raise LookupError(f"Storeganise has no site with the code or id {site_code!r}.")
+    report, fx = ImportReport(), Effects()
+    cursor_at = None
+    for number, site_data in enumerate(sites, start=1):
+        label = site_data.get("code") or site_data["id"]
+        site = apply_site(site_data, fx)
+        report.sites += 1
+        units_data = client.list_units(site_id=site_data["id"])
+        units = {u["id"]: apply_unit(u, site, fx) for u in units_data}
+        report.units += len(units)
+        progress(f"[{number}/{len(sites)}] {label}: {len(units)} units")
+        rentals = client.list_unit_rentals(site_id=site_data["id"])
+        customers = ensure_owners(client, {r["ownerId"] for r in rentals}, fx)
+        report.customer_ids.update(customers)
+        for rental_data in rentals:
+            unit = units.get(rental_data["unitId"]) or ensure_unit(client, rental_data["unitId"], fx)
+            apply_rental(rental_data, site, unit, customers[rental_data["ownerId"]], fx)
+        report.rentals += len(rentals)
+        cursor_at = _advance(cursor_at, rentals)
+        site.last_import_at = utcnow()
+        db.session.commit()
+        progress(f"[{number}/{len(sites)}] {label}: {len(rentals)} rentals of {len(customers)} customers")
+    report.customers = len(report.customer_ids)
+    if site_code is None:  # a one-site import has not read the other sites' changes
+        _save_cursor(cursor_at)
+    _finish(report, fx, client, "import", started)
+    return report
+
+
+def ensure_owners(client: StoreganiseClient, owner_ids: set[str], fx: Effects) -> dict:
+    """Every owner re-read from Storeganise (an import refreshes customers the mirror already holds too)."""
+    owners = {}
+    ordered = sorted(owner_ids)
+    for start in range(0, len(ordered), USER_ID_CHUNK):
+        for data in client.list_users(ids=ordered[start:start + USER_ID_CHUNK]):
+            owners[data["id"]] = apply_customer(data, fx)
+    missing = owner_ids - owners.keys()
+    if missing:
+        raise LookupError(f"Storeganise did not return the owners of some rentals: {', '.join(sorted(missing))}.")
+    return owners
+
+
+def pull_changes(client: StoreganiseClient, progress: Progress = _quiet) -> ImportReport:
+    """Read the rentals changed since the last pull (a full import when there has been none)."""
+    cursor = db.session.get(SyncCursor, PULL_CURSOR)
+    if cursor is None:
+        return import_business(client, progress=progress)
+    started = time.monotonic()
+    report, fx = ImportReport(full=False), Effects()
+    since = (cursor.at - PULL_OVERLAP).replace(tzinfo=UTC)
+    rentals = client.list_unit_rentals(updated_after=since)
+    customers = ensure_customers(client, {r["ownerId"] for r in rentals}, fx, chunk=USER_ID_CHUNK)
+    for rental_data in rentals:
+        site = ensure_site(client, rental_data["siteId"], fx)
+        unit = ensure_unit(client, rental_data["unitId"], fx)
+        apply_rental(rental_data, site, unit, customers[rental_data["ownerId"]], fx)
+    report.rentals = len(rentals)
+    report.customers = len(customers)
+    report.units = len({r["unitId"] for r in rentals})
+    report.sites = len({r["siteId"] for r in rentals})
+    _save_cursor(_advance(cursor.at, rentals))
+    progress(f"Pulled {len(rentals)} rentals changed since {since.isoformat(timespec='seconds')}")
+    _finish(report, fx, client, "pull", started)
+    return report

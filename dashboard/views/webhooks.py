@@ -1,0 +1,70 @@
+"""POST /webhooks/storeganise: verify, record, enqueue, answer; nothing slower happens in the request.
+
+Storeganise wants a 200 within 2 seconds and may deliver an event more than once, so the receiver only checks
+the signature over the raw bytes, records the delivery by its id (a replay finds the row and stops there) and
+hints a job to the worker. If Redis is down the delivery is still recorded as "queued": the relay enqueues it
+again (jobs.events.requeue_stale_deliveries).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+import redis
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError
+
+from .. import deliveries
+from ..extensions import csrf, db
+from ..models import WebhookDelivery
+from ..security import public
+from ..storeganise import SIGNATURE_HEADER, WebhookError, is_stale, parse_event, verify
+
+bp = Blueprint("webhooks", __name__)
+log = logging.getLogger(__name__)
+
+MAX_DELIVERY_ID_LENGTH = 64  # WebhookDelivery.id
+
+
+def _plain(message: str, status: int):
+    return current_app.response_class(message + "\n", status=status, mimetype="text/plain")
+
+
+@bp.post("/webhooks/storeganise")
+@csrf.exempt
+@public
+def storeganise():
+    body = request.get_data(cache=False)
+    if not verify(current_app.config.get("STOREGANISE_WEBHOOK_SECRET") or "", body,
+                  request.headers.get(SIGNATURE_HEADER)):
+        return _plain("Missing or invalid sg-signature.", 401)
+    try:
+        event = parse_event(body)
+    except WebhookError as exc:
+        return _plain(str(exc), 400)
+    if len(event.id) > MAX_DELIVERY_ID_LENGTH:
+        return _plain(f"The webhook's id is longer than {MAX_DELIVERY_ID_LENGTH} characters.", 400)
+    now = datetime.now(UTC)
+    max_age = timedelta(seconds=current_app.config["STOREGANISE_WEBHOOK_MAX_AGE_S"])
+    max_skew = timedelta(seconds=current_app.config["STOREGANISE_WEBHOOK_MAX_SKEW_S"])
+    if is_stale(event, now, max_age) or (event.created is not None and event.created - now > max_skew):
+        return _plain("The webhook is stale: its created time is too far from now.", 401)
+
+    status = deliveries.QUEUED if event.known else deliveries.IGNORED
+    db.session.add(WebhookDelivery(id=event.id, type=event.type, status=status, payload=json.loads(body)))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return jsonify(status="duplicate")
+    if not event.known:
+        log.info("webhook %s of unknown type %s recorded and ignored", event.id, event.type)
+        return jsonify(status="ignored")
+    try:
+        deliveries.enqueue_delivery(event.id, event.type)
+    except redis.RedisError as exc:
+        log.warning("webhook %s recorded but not enqueued (%s): the relay will enqueue it",
+                    event.id, exc.__class__.__name__)
+    return jsonify(status="queued")

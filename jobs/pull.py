@@ -1,0 +1,18 @@
+"""Mirror refresh jobs: the incremental pull (scheduled) and the full import (on demand)."""
+
+from __future__ import annotations
+
+from dashboard import importer
+from dashboard.sg import storeganise_client
+
+
+def pull_changes() -> str:
+    """Read the rentals Storeganise changed since the last pull and mark their customers for a push."""
+    with storeganise_client() as client:
+        return importer.pull_changes(client).summary()
+
+
+def import_all() -> str:
+    """Import every site, unit, rental and renting customer; mark changed customers for a push."""
+    with storeganise_client() as client:
+        return importer.import_business(client).summary()

@@ -1,0 +1,21 @@
+"""Write-back jobs the sync engine enqueues: PTI results to Storeganise custom fields, failures as staff tasks.
+
+A transient Storeganise error is raised, so RQ records it and retries.
+"""
+
+from __future__ import annotations
+
+from dashboard import writeback
+from dashboard.sg import storeganise_client
+
+
+def write_back_account(account_id: int) -> None:
+    """After a successful push: pti_synced, pti_overlocked on its rentals; pti_access_code, pti_user_id on the user."""
+    with storeganise_client() as client:
+        writeback.write_back(account_id, client)
+
+
+def report_failure(account_id: int) -> int:
+    """After the engine parks an account as failed: one Storeganise task per cause not reported yet."""
+    with storeganise_client() as client:
+        return writeback.report_failure(account_id, client)
