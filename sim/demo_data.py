@@ -7,6 +7,7 @@ access levels and time zones PTI already has before the product touches it. Same
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -85,6 +86,25 @@ def make_sites(count: int, units: int, rented: int, prefix: str = "load") -> lis
     return [DemoSite(f"{prefix}{i}", f"{prefix}{i}", f"Load site {i}", f"L{i:03d}", f"key-{prefix}{i}",
                      f"sync.{prefix}{i}", f"pass-{prefix}{i}", f"pass-{prefix}{i}", units, rented)
             for i in range(1, count + 1)]
+
+
+SITES_ENV = "SIM_SITES"  # a load profile both simulators (and the bench's product) read: `PREFIX:COUNT:UNITS:RENTED`
+
+
+def sites_from_spec(spec: str | None) -> list[DemoSite] | None:
+    """`load:10:1100:1000` → make_sites(10, 1100, 1000, "load"); empty → None (the demo sites)."""
+    if not spec:
+        return None
+    try:
+        prefix, count, units, rented = spec.split(":")
+        return make_sites(int(count), int(units), int(rented), prefix)
+    except ValueError as exc:
+        raise ValueError(f"{SITES_ENV} must look like load:10:1100:1000 (prefix:sites:units:rented), "
+                         f"got {spec!r}") from exc
+
+
+def sites_from_env() -> list[DemoSite] | None:
+    return sites_from_spec(os.environ.get(SITES_ENV))
 
 
 def build_demo_business(pti_base_url: str, sites: list[DemoSite] | None = None,

@@ -5,6 +5,8 @@ seeded by default from the demo business: units pre-exist, vacant and unlocked; 
 
 Control endpoints (test-only, not PTI):
 - `GET /_sim/state`: `{"sites": {code: {"users": [...], "units": [...]}}, "calls": {counts}}`
+- `GET /_sim/units/<site>/<name>`: one unit as in the state (`{"name", "status", "locked", "user_id"}`), a light
+  read for benchmarks that wait for one lock
 - `GET /_sim/calls`: every recorded call (operation, site, targets, start/end monotonic times, status, fault)
 - `POST /_sim/faults`: `{latency_ms, error_rate, error_status, timeout_rate, apply_then_timeout_rate,
   retry_after_s, timeout_ms, site?, seed?}`. Each post replaces the fault profile of its scope (one site with
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field, fields
 
 from flask import Flask, Response, jsonify, request
 
-from sim.demo_data import build_demo_business
+from sim.demo_data import build_demo_business, sites_from_env
 
 DEFAULT_PORT = 5001
 API_PREFIX = "/api/v1"
@@ -462,9 +464,10 @@ def op_unlock_unit(site: Site, call: dict) -> dict:
 
 def create_app(pti_sites: dict | None = None, *, token_ttl_s: float = DEFAULT_TOKEN_TTL_S,
                seed: int | None = None) -> Flask:
-    """The simulator as a Flask app; `pti_sites` defaults to the demo business's PTI side."""
+    """The simulator as a Flask app; `pti_sites` defaults to the PTI side of the demo business (or of the load
+    profile SIM_SITES names, e.g. `load:10:1100:1000`), so `gunicorn 'sim.pti:create_app()'` serves it too."""
     if pti_sites is None:
-        pti_sites = build_demo_business(f"http://127.0.0.1:{DEFAULT_PORT}").pti_sites
+        pti_sites = build_demo_business(f"http://127.0.0.1:{DEFAULT_PORT}", sites=sites_from_env()).pti_sites
     app = Flask(__name__)
     sim = PtiSimulator(pti_sites, token_ttl_s=token_ttl_s, seed=seed)
     app.extensions["pti_sim"] = sim
@@ -493,6 +496,14 @@ def create_app(pti_sites: dict | None = None, *, token_ttl_s: float = DEFAULT_TO
     @app.get("/_sim/state")
     def sim_state():
         return jsonify(sim.state_json())
+
+    @app.get("/_sim/units/<site>/<path:name>")
+    def sim_unit(site: str, name: str):
+        state = sim.sites.get(site)
+        if state is None or name not in state.units:
+            return jsonify({"error": "no such site or unit"}), 404
+        with state.lock:
+            return jsonify(dict(state.units[name]))
 
     @app.get("/_sim/calls")
     def sim_calls():
@@ -529,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=os.environ.get("PTI_SIM_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PTI_SIM_PORT", DEFAULT_PORT)))
     args = parser.parse_args(argv)
-    pti_sites = build_demo_business(f"http://{args.host}:{args.port}").pti_sites
+    pti_sites = build_demo_business(f"http://{args.host}:{args.port}", sites=sites_from_env()).pti_sites
     server = make_server(args.host, args.port, create_app(pti_sites), threaded=True)
     print(f"PTI simulator on http://{args.host}:{args.port} (sites: {', '.join(pti_sites)})", flush=True)
     server.serve_forever()

@@ -24,7 +24,7 @@ import httpx
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from dashboard.storeganise.webhooks import SIGNATURE_HEADER, compact_json, sign
-from sim.demo_data import build_demo_business
+from sim.demo_data import build_demo_business, sites_from_env
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class StoreganiseSim:
     # --- state -----------------------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        biz = build_demo_business(self.pti_base_url)
+        biz = build_demo_business(self.pti_base_url, sites=sites_from_env())
         with self.lock:
             self.sites = {s["id"]: copy.deepcopy(s) for s in biz.sites}
             self.units = {u["id"]: copy.deepcopy(u) for u in biz.units}
