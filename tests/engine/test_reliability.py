@@ -1,0 +1,233 @@
+"""Reliability scenarios R1, R2, R4, R6 and R7 of reliability.md, against the live PTI simulator.
+
+Jobs run for real (reconcile, reconcile_batch); PTI misbehaves through the simulator's faults.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from flask import current_app
+from sqlalchemy import select
+
+from dashboard.extensions import db
+from dashboard.intent import mark_dirty
+from dashboard.models import PtiAccount, Rental
+from dashboard.queue import get_redis
+from dashboard.reconcile import reconcile
+from dashboard.site_guard import SiteGuard
+from jobs.reconcile import reconcile_batch
+from sim.server import serve_in_thread
+from tests.engine.conftest import PtiSim, account_of, customer_with, site
+
+FAST_TIMEOUT = {"PTI_READ_TIMEOUT_S": 0.3, "PTI_CONNECT_TIMEOUT_S": 0.5}
+
+
+def mark_all(site_codes=None) -> list[int]:
+    """Mark every customer with an active rental (at the given sites) for a push; returns the account ids."""
+    rentals = db.session.scalars(select(Rental).where(Rental.state == "occupied")).all()
+    pairs = {(r.customer_id, r.site_id) for r in rentals if site_codes is None or r.site.code in site_codes}
+    accounts = [mark_dirty(c, s) for c, s in sorted(pairs)]
+    db.session.commit()
+    return [a.id for a in accounts]
+
+
+def converge(account_ids: list[int], rounds: int = 8) -> None:
+    """Run batches until no account is owed a push (as the relay would), bounded."""
+    by_site: dict[int, list[int]] = {}
+    for account in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(account_ids))):
+        by_site.setdefault(account.site_id, []).append(account.id)
+    app = current_app._get_current_object()
+    for _ in range(rounds):
+        with ThreadPoolExecutor(max_workers=len(by_site)) as pool:
+            list(pool.map(lambda ids: _in_context(app, reconcile_batch, ids, "test"), by_site.values()))
+        db.session.expire_all()
+        owed = db.session.scalars(select(PtiAccount.id).where(
+            PtiAccount.id.in_(account_ids), PtiAccount.generation > PtiAccount.synced_generation)).all()
+        if not owed:
+            return
+        get_redis().flushdb()  # breaker and pauses from the storm: the next round starts clean, like after a wait
+        by_site = {s: [a for a in ids if a in owed] for s, ids in by_site.items() if set(ids) & set(owed)}
+    raise AssertionError(f"{len(owed)} accounts still owed a push after {rounds} rounds")
+
+
+def assert_pti_matches_mirror(pti: PtiSim, account_ids: list[int]) -> None:
+    """One user per customer with the stored code; each active rental's unit rented to it, locked as wanted."""
+    state = pti.state()["sites"]
+    for account in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(account_ids))):
+        sim = state[account.site.pti_site_code]
+        units = {u["name"]: u for u in sim["units"]}
+        granted = [r for r in account.customer.rentals
+                   if r.site_id == account.site_id and r.active and r.unit.pti_unit_name in units]
+        mine = [u for u in sim["users"] if u["marker"] == account.customer.sg_id]
+        assert len(mine) == (1 if granted else 0), f"customer {account.customer.sg_id} has {len(mine)} PTI users"
+        for rental in granted:
+            unit = units[rental.unit.pti_unit_name]
+            assert mine[0]["access_code"] == account.access_code
+            assert (unit["user_id"], unit["locked"]) == (mine[0]["id"], rental.overlocked)
+    for code, sim in state.items():
+        codes = Counter(u["access_code"] for u in sim["users"])
+        assert [c for c, n in codes.items() if n > 1] == [], f"duplicate access codes at {code}"
+
+
+def test_r1_a_fault_storm_converges_without_duplicates_and_few_extra_calls(app, tmp_path):
+    """R1: 500 rentals at 3 sites, 20% of PTI calls fail (503, 500, time-outs): all converge, no duplicate users or
+    codes, and PTI calls stay within 1.35x of what the same push costs without faults."""
+    from dashboard.demo import load_business
+    from sim.demo_data import build_demo_business, make_sites
+    from sim.pti import create_app as pti_app
+
+    app.config.update(FAST_TIMEOUT)
+    sites = make_sites(3, 180, 167, prefix="storm")
+    server = serve_in_thread(pti_app(build_demo_business("x", sites=sites).pti_sites))
+    pti = PtiSim(server.url)
+    try:
+        load_business(build_demo_business(server.url, sites=sites))
+        assert db.session.query(Rental).filter(Rental.state == "occupied").count() >= 500
+        accounts = mark_all()
+        converge(accounts)
+        minimum = pti.state()["calls"]["total"]
+
+        pti.reset()
+        for account in db.session.scalars(select(PtiAccount)):  # PTI forgot everything: push it all again
+            account.pti_user_id = None
+        db.session.commit()
+        get_redis().flushdb()
+        accounts = mark_all()
+        pti.faults(error_rate=0.15, error_status=503, timeout_rate=0.05, timeout_ms=400, seed=7)
+        converge(accounts)
+        pti.faults()
+        stormy = pti.state()["calls"]
+        assert stormy["total"] <= 1.35 * minimum, f"{stormy['total']} PTI calls against a minimum of {minimum}"
+        assert_pti_matches_mirror(pti, accounts)
+    finally:
+        server.stop()
+
+
+def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_user(app, business, pti):
+    """R2: every create is applied by PTI, then the answer is lost: exactly one PTI user per move-in."""
+    app.config.update(FAST_TIMEOUT)
+    pti.faults(apply_then_timeout_rate=1, timeout_ms=450, operations=["create_user"])
+    accounts = mark_all({"northgate", "riverside"})
+    assert len(accounts) >= 80
+    converge(accounts)
+    pti.faults()
+    created = [c for c in pti.calls() if c["operation"] == "create_user"]
+    assert all(c["fault"] == "apply_then_timeout" for c in created)
+    assert_pti_matches_mirror(pti, accounts)
+    users = [u for code in ("NG01", "RS02") for u in pti.site(code)["users"]]
+    expected = {a.customer.sg_id for a in db.session.scalars(select(PtiAccount)) if a.pti_user_id}
+    assert len(users) == len(expected) >= 80 and {u["marker"] for u in users} == expected
+
+
+def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti):
+    """R4: 50 concurrent requests for one customer, changing its lock state: PTI never sees two calls about that
+    customer at once, and PTI ends in the state last asked for."""
+    pti.faults(latency_ms=15)
+    customer = customer_with(2)
+    account = mark_dirty(customer, site("northgate").id)
+    db.session.commit()
+    account_id, rental_ids = account.id, [r.id for r in customer.rentals]
+    flask_app = app
+
+    def request(i: int) -> None:
+        with flask_app.app_context():
+            rental = db.session.get(Rental, rental_ids[i % 2])
+            rental.overlocked = i % 3 == 0
+            mark_dirty(rental.customer_id, rental.site_id)
+            db.session.commit()
+            reconcile(account_id, f"r4-{i}")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        list(pool.map(request, range(50)))
+    reconcile(account_id, "r4-final")  # whatever the last job saw, one more run reads the final intent
+
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    names = {r.unit.pti_unit_name for r in customer.rentals}
+    mine = sorted((c for c in pti.calls() if c["user_id"] == user["id"] or c["unit_name"] in names),
+                  key=lambda c: c["start"])
+    overlaps = [(a["operation"], b["operation"]) for a, b in zip(mine, mine[1:]) if b["start"] < a["end"]]
+    assert overlaps == []
+    db.session.expire_all()
+    for rental in db.session.get(PtiAccount, account_id).customer.rentals:
+        assert pti.unit("NG01", rental.unit.pti_unit_name)["locked"] is rental.overlocked
+
+
+def test_r6_one_site_down_opens_its_breaker_and_leaves_the_other_site_fast(app, business, pti):
+    """R6: Northgate's PTI is down, Riverside's is healthy: Northgate's breaker opens and stops calls to it;
+    Riverside's pushes take as long as they do with every site up."""
+    app.config.update(FAST_TIMEOUT)
+    pti.faults(latency_ms=10)
+
+    def riverside_seconds(count: int) -> float:
+        ids = mark_all({"riverside"})[:count]
+        started = time.monotonic()
+        reconcile_batch(ids, "r6")
+        return time.monotonic() - started
+
+    baseline = riverside_seconds(20)
+    pti.faults(site="NG01", error_rate=1, error_status=503, latency_ms=10)
+    down = mark_all({"northgate"})
+    broken = threading.Thread(target=lambda: _in_context(app, reconcile_batch, down, "r6-down"))
+    broken.start()
+    with_outage = riverside_seconds(20)
+    broken.join(timeout=120)
+    guard = SiteGuard(get_redis(), site("northgate").id)
+    assert guard.breaker_open()
+    calls_before = pti.state()["calls"]["by_site"].get("NG01", 0)
+    outcome = reconcile(down[0], "r6-while-open")
+    assert (outcome.outcome, outcome.reason) == ("retry", "circuit_open")
+    assert pti.state()["calls"]["by_site"].get("NG01", 0) == calls_before, "a call reached a site whose breaker is open"
+    assert with_outage <= max(2 * baseline, baseline + 1.0), (baseline, with_outage)
+
+
+def test_r7_a_short_retry_after_is_waited_out_and_no_call_arrives_early(app, business, pti):
+    """R7: PTI answers 429 with a short Retry-After: the job waits it out, then succeeds; nothing arrives early."""
+    app.config.update(FAST_TIMEOUT)
+    pti.faults(site="NG01", retry_after_s=1.5)
+    customer = customer_with(1)
+    account = mark_dirty(customer, site("northgate").id)
+    db.session.commit()
+    started = time.monotonic()
+    assert reconcile(account.id, "r7").outcome == "ok"
+    assert time.monotonic() - started >= 1.0
+    assert pti.state()["calls"]["early"] == 0
+
+
+def test_r7_a_long_retry_after_pauses_every_job_of_the_site_until_it_expires(app, business, pti, monkeypatch):
+    """R7: a Retry-After longer than a job should wait ends the attempt, and other jobs for the same site send
+    nothing until it expires; then they succeed."""
+    monkeypatch.setattr("dashboard.reconcile.MAX_INLINE_WAIT_S", 0.5)
+    app.config.update(FAST_TIMEOUT)
+    pti.faults(site="NG01", retry_after_s=1.5)
+    customers = [customer_with(1), customer_with(2)]
+    for customer in customers:
+        mark_dirty(customer, site("northgate").id)
+    db.session.commit()
+    first = reconcile(account_of(customers[0]).id, "r7")
+    calls = pti.state()["calls"]["total"]
+    second = reconcile(account_of(customers[1]).id, "r7")
+    assert (first.outcome, first.reason, second.outcome, second.reason) == (
+        "retry", "pti_rate_limited", "retry", "pti_rate_limited")
+    assert second.retry_in >= 1.0
+    assert pti.state()["calls"]["total"] == calls, "a job called PTI during the Retry-After pause"
+    time.sleep(1.6)
+    for customer in customers:
+        assert reconcile(account_of(customer).id, "r7-after").outcome == "ok"
+    assert pti.state()["calls"]["early"] == 0
+
+
+def _in_context(app, fn, *args):
+    with app.app_context():
+        return fn(*args)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(pti_server):
+    yield
+    PtiSim(pti_server.url).faults()
+
