@@ -101,20 +101,22 @@ def import_business(client: StoreganiseClient, site_code: str | None = None,
         site = apply_site(site_data, fx)
         report.sites += 1
         units_data = client.list_units(site_id=site_data["id"])
-        units = {u["id"]: apply_unit(u, site, fx) for u in units_data}
-        report.units += len(units)
-        progress(f"[{number}/{len(sites)}] {label}: {len(units)} units")
         rentals = client.list_unit_rentals(site_id=site_data["id"])
-        customers = ensure_owners(client, {r["ownerId"] for r in rentals}, fx)
+        progress(f"[{number}/{len(sites)}] {label}: {len(units_data)} units, {len(rentals)} rentals")
+        with db.session.no_autoflush:  # one flush per batch, not one per record: ids are needed only batch-wise
+            units = {u["id"]: apply_unit(u, site, fx, flush=False) for u in units_data}
+            db.session.flush()
+            customers = ensure_owners(client, {r["ownerId"] for r in rentals}, fx)
+            db.session.flush()
+            for rental_data in rentals:
+                unit = units.get(rental_data["unitId"]) or ensure_unit(client, rental_data["unitId"], fx)
+                apply_rental(rental_data, site, unit, customers[rental_data["ownerId"]], fx, flush=False)
+        report.units += len(units)
         report.customer_ids.update(customers)
-        for rental_data in rentals:
-            unit = units.get(rental_data["unitId"]) or ensure_unit(client, rental_data["unitId"], fx)
-            apply_rental(rental_data, site, unit, customers[rental_data["ownerId"]], fx)
         report.rentals += len(rentals)
         cursor_at = _advance(cursor_at, rentals)
         site.last_import_at = utcnow()
         db.session.commit()
-        progress(f"[{number}/{len(sites)}] {label}: {len(rentals)} rentals of {len(customers)} customers")
     report.customers = len(report.customer_ids)
     if site_code is None:  # a one-site import has not read the other sites' changes
         _save_cursor(cursor_at)
@@ -128,7 +130,7 @@ def ensure_owners(client: StoreganiseClient, owner_ids: set[str], fx: Effects) -
     ordered = sorted(owner_ids)
     for start in range(0, len(ordered), USER_ID_CHUNK):
         for data in client.list_users(ids=ordered[start:start + USER_ID_CHUNK]):
-            owners[data["id"]] = apply_customer(data, fx)
+            owners[data["id"]] = apply_customer(data, fx, flush=False)
     missing = owner_ids - owners.keys()
     if missing:
         raise LookupError(f"Storeganise did not return the owners of some rentals: {', '.join(sorted(missing))}.")

@@ -99,28 +99,30 @@ def apply_site(data: dict, fx: Effects) -> Site:
     return site
 
 
-def apply_unit(data: dict, site: Site, fx: Effects) -> Unit:
+def apply_unit(data: dict, site: Site, fx: Effects, *, flush: bool = True) -> Unit:
     existing = by_sg_id(Unit, data["id"])
     before = values(existing, UNIT_INPUTS)
     unit, _ = upsert_unit(data, site)
-    db.session.flush()
+    if flush:
+        db.session.flush()
     if existing is not None and values(unit, UNIT_INPUTS) != before:
         fx.mark_active_rentals(unit_id=unit.id)
     return unit
 
 
-def apply_customer(data: dict, fx: Effects) -> Customer:
+def apply_customer(data: dict, fx: Effects, *, flush: bool = True) -> Customer:
     existing = by_sg_id(Customer, data["id"])
     before = values(existing, CUSTOMER_INPUTS)
     customer, _ = upsert_customer(data)
-    db.session.flush()
+    if flush:
+        db.session.flush()
     if existing is not None and values(customer, CUSTOMER_INPUTS) != before:
         fx.mark_active_rentals(customer_id=customer.id)
     return customer
 
 
 def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Effects, *,
-                 overdue_event: bool = False) -> Rental:
+                 overdue_event: bool = False, flush: bool = True) -> Rental:
     """Upsert a rental and mark its customer when an input changed.
 
     The overdue flag drives pti_overlocked: when it flips (or on an overdue event) the rental's lock follows it and
@@ -138,7 +140,8 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
         rental.overlocked = rental.overdue
     if rental.overlocked != stored_overlock:
         fx.overlocks[rental.sg_id] = rental.overlocked
-    db.session.flush()
+    if flush:
+        db.session.flush()
     after = values(rental, RENTAL_INPUTS)
     if not (rental.active or was_active):
         return rental
