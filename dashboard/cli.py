@@ -124,6 +124,124 @@ def worker(burst: bool) -> None:
     run_worker(burst=burst)
 
 
+sync = AppGroup("sync", help="Staff actions and sync status (each asks for a push; the worker applies it).")
+
+
+def _find(model, key: str):
+    """A record by our id or its Storeganise id (customers also by e-mail, sites by code)."""
+    from sqlalchemy import or_
+
+    from .models import Customer
+
+    clauses = [model.sg_id == key]
+    if key.isdigit():
+        clauses.append(model.id == int(key))
+    if model is Customer:
+        clauses.append(Customer.email == key.lower())
+    if model is Site:
+        clauses.append(Site.code == key)
+    found = db.session.scalar(select(model).where(or_(*clauses)))
+    if found is None:
+        raise click.ClickException(f"No {model.__name__.lower()} matches {key!r}.")
+    return found
+
+
+def _act(fn, *args, **kwargs) -> None:
+    from .actions import ActionError
+
+    try:
+        queued = fn(*args, actor="cli", **kwargs)
+    except ActionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Done: {queued} push(es) queued. Follow them with `flask sync status`.")
+
+
+@sync.command("resync")
+@click.argument("kind", type=click.Choice(["rental", "customer", "site"]))
+@click.argument("key")
+def resync(kind: str, key: str) -> None:
+    """Push a rental, a customer or a whole site to PTI again."""
+    from . import actions
+    from .models import Customer, Rental
+
+    model = {"rental": Rental, "customer": Customer, "site": Site}[kind]
+    _act(getattr(actions, f"resync_{kind}"), _find(model, key))
+
+
+@sync.command("suspend")
+@click.argument("rental")
+def suspend(rental: str) -> None:
+    """Overlock a rental's unit by hand (kept until unsuspended)."""
+    from .actions import set_suspended
+    from .models import Rental
+
+    _act(set_suspended, _find(Rental, rental), True)
+
+
+@sync.command("unsuspend")
+@click.argument("rental")
+def unsuspend(rental: str) -> None:
+    """Lift a rental's overlock."""
+    from .actions import set_suspended
+    from .models import Rental
+
+    _act(set_suspended, _find(Rental, rental), False)
+
+
+@sync.command("regenerate-code")
+@click.argument("customer")
+def regenerate(customer: str) -> None:
+    """Give a customer a new access code at every site (the old one stops working)."""
+    from .actions import regenerate_code
+    from .models import Customer
+
+    _act(regenerate_code, _find(Customer, customer))
+
+
+@sync.command("set-access")
+@click.argument("customer")
+@click.option("--level", type=int, help="PTI access level number; leave out to use the site's default.")
+@click.option("--zone", type=int, help="PTI zone (time-zone number); leave out to use the site's default.")
+def set_access_command(customer: str, level: int | None, zone: int | None) -> None:
+    """Override a customer's access level and PTI zone (or clear the overrides)."""
+    from .actions import set_access
+    from .models import Customer
+
+    _act(set_access, _find(Customer, customer), level=level, zone=zone)
+
+
+@sync.command("requeue-failed")
+@click.option("--site", "site_key", help="Only this site (code or id).")
+def requeue(site_key: str | None) -> None:
+    """Put every failed customer back in line (after fixing what failed)."""
+    from .actions import requeue_failed
+
+    _act(requeue_failed, site=_find(Site, site_key) if site_key else None)
+
+
+@sync.command("status")
+def status() -> None:
+    """Sync health per site: rentals by state, accounts owed a push, failures by reason."""
+    from sqlalchemy import func
+
+    from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental
+    from .sync.errors import problem
+
+    for site in db.session.scalars(select(Site).order_by(Site.code)):
+        states = dict(db.session.execute(
+            select(Rental.sync_state, func.count()).where(Rental.site_id == site.id,
+                                                          Rental.state.in_(ACTIVE_RENTAL_STATES))
+            .group_by(Rental.sync_state)).all())
+        owed = db.session.scalar(select(func.count()).where(
+            PtiAccount.site_id == site.id, PtiAccount.generation > PtiAccount.synced_generation))
+        click.echo(f"{site.code}: " + ", ".join(f"{n} {k}" for k, n in sorted(states.items())) + f"; {owed} owed")
+        for reason, n in db.session.execute(
+            select(Rental.last_error, func.count()).where(Rental.site_id == site.id, Rental.last_error.is_not(None),
+                                                          Rental.state.in_(ACTIVE_RENTAL_STATES))
+            .group_by(Rental.last_error)):
+            click.echo(f"  {n} × {problem(reason).message} Fix: {problem(reason).fix}")
+
+
 RELAY_EVERY_S = 15  # how soon a job Redis lost is re-enqueued
 PULL_EVERY_S = 300  # the incremental pull that catches a webhook Storeganise never delivered
 SWEEP_EVERY_S = 3600  # the drift sweep of every site's PTI users and units
@@ -147,5 +265,5 @@ def cron() -> None:
 
 
 def init_app(app) -> None:
-    for command in (users, demo, keys, pti, sg, worker, cron):
+    for command in (users, demo, keys, pti, sg, sync, worker, cron):
         app.cli.add_command(command)

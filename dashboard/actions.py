@@ -1,0 +1,111 @@
+"""Staff actions: change the desired state (the mirror, written back to Storeganise) and ask for a push.
+
+Called by the CLI and the dashboard alike. Each action records an audit entry in the same transaction as the
+change, commits, then enqueues the reconcile; none of them calls PTI itself.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from .audit import record
+from .extensions import db
+from .intent import mark_dirty, request_reconcile
+from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState
+from .queue import enqueue
+from .sweep import push_site
+
+
+class ActionError(ValueError):
+    """The action cannot be done as asked; the message says why in the operator's words."""
+
+
+def _sites_of(customer: Customer) -> set[int]:
+    active = {r.site_id for r in customer.rentals if r.state in ACTIVE_RENTAL_STATES}
+    held = set(db.session.scalars(select(PtiAccount.site_id).where(PtiAccount.customer_id == customer.id,
+                                                                   PtiAccount.pti_user_id.is_not(None))))
+    return active | held
+
+
+def resync_rental(rental: Rental, actor: StaffUser | str) -> int:
+    account = mark_dirty(rental.customer_id, rental.site_id, urgent=rental.overlocked)
+    record("resync rental", actor=actor, target_type="rental", target_id=rental.sg_id)
+    db.session.commit()
+    return request_reconcile([account], trigger=f"staff:{_who(actor)}")
+
+
+def resync_customer(customer: Customer, actor: StaffUser | str) -> int:
+    accounts = [mark_dirty(customer, site_id) for site_id in sorted(_sites_of(customer))]
+    record("resync customer", actor=actor, target_type="customer", target_id=customer.sg_id)
+    db.session.commit()
+    return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
+
+
+def resync_site(site: Site, actor: StaffUser | str) -> int:
+    record("resync site", actor=actor, target_type="site", target_id=site.sg_id)
+    return push_site(site, f"staff:{_who(actor)}")
+
+
+def set_suspended(rental: Rental, suspended: bool, actor: StaffUser | str) -> int:
+    """Manual suspend / unsuspend (behaviour 6): recorded in pti_overlocked, so a later resync keeps it."""
+    if not rental.active:
+        raise ActionError("Only a reserved or occupied rental can be suspended or unsuspended.")
+    rental.overlocked = suspended
+    account = mark_dirty(rental.customer_id, rental.site_id, urgent=True)
+    record("suspend" if suspended else "unsuspend", actor=actor, target_type="rental", target_id=rental.sg_id)
+    db.session.commit()
+    return request_reconcile([account], trigger=f"staff:{_who(actor)}")
+
+
+def regenerate_code(customer: Customer, actor: StaffUser | str) -> int:
+    """A new access code for every site of the customer (behaviour 8); the old one stops working on the push."""
+    from .reconcile import Park, choose_code
+
+    site_ids = sorted(_sites_of(customer))
+    if not site_ids:
+        raise ActionError("This customer has no active rental, so has no access code to replace.")
+    accounts = [mark_dirty(customer, site_id) for site_id in site_ids]
+    old = {a.access_code for a in accounts}
+    try:
+        code = choose_code(accounts[0], exclude=old | _codes_at(site_ids))
+    except Park as exc:
+        raise ActionError("No free access code is left at this length: lengthen the site's codes.") from exc
+    for account in accounts:
+        account.access_code = code
+    record("regenerate code", actor=actor, target_type="customer", target_id=customer.sg_id)
+    db.session.commit()
+    return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
+
+
+def set_access(customer: Customer, actor: StaffUser | str, *, level: int | None, zone: int | None) -> int:
+    """Override (or, with None, clear) the customer's access level and PTI zone (behaviour 9)."""
+    for name, value in (("access level", level), ("PTI zone", zone)):
+        if value is not None and value < 1:
+            raise ActionError(f"The {name} must be a PTI number of 1 or more.")
+    customer.access_level_override, customer.zone_override = level, zone
+    accounts = [mark_dirty(customer, site_id) for site_id in sorted(_sites_of(customer))]
+    record("set access", actor=actor, target_type="customer", target_id=customer.sg_id, level=level, zone=zone)
+    db.session.commit()
+    enqueue("jobs.writeback.write_back_overrides", customer.id)
+    return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
+
+
+def requeue_failed(actor: StaffUser | str, site: Site | None = None) -> int:
+    """Put every parked (failed) account back in line, e.g. after fixing a site's PTI password."""
+    stmt = select(PtiAccount).where(PtiAccount.state == SyncState.FAILED)
+    if site is not None:
+        stmt = stmt.where(PtiAccount.site_id == site.id)
+    accounts = [mark_dirty(a.customer_id, a.site_id, urgent=a.urgent) for a in db.session.scalars(stmt).all()]
+    record("requeue failed", actor=actor, target_type="site" if site else None,
+           target_id=site.sg_id if site else None, count=len(accounts))
+    db.session.commit()
+    return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
+
+
+def _codes_at(site_ids: list[int]) -> set[int]:
+    return set(db.session.scalars(select(PtiAccount.access_code).where(PtiAccount.site_id.in_(site_ids),
+                                                                       PtiAccount.access_code.is_not(None))))
+
+
+def _who(actor: StaffUser | str) -> str:
+    return actor.email if isinstance(actor, StaffUser) else actor
