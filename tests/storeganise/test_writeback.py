@@ -1,0 +1,184 @@
+"""Write-back to Storeganise after a push, its echo that changes nothing (no loop), and failure tasks once per cause."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import select
+
+from dashboard.extensions import db
+from dashboard.importer import import_business
+from dashboard.intent import account_for
+from dashboard.models import PtiAccount, Rental, ReportedProblem, SyncState
+from dashboard.storeganise import StoreganiseClient, StoreganiseError
+from dashboard.sync.errors import problem
+from jobs.events import handle_delivery
+from jobs.writeback import report_failure, write_back_account
+
+from .conftest import reconcile_requests
+
+PUSHED_AT = datetime(2026, 3, 4, 5, 6, 7, 891234)  # the engine's clock has microseconds; Storeganise keeps ms
+
+
+@pytest.fixture
+def business(app, sg, sim, redis_url):
+    import_business(sg)
+    redis_lib.Redis.from_url(redis_url).flushall()
+
+
+def multi_unit_customer(sim) -> str:
+    owners = [r["ownerId"] for r in sim.rentals.values() if r["state"] == "occupied"]
+    return next(o for o in owners if owners.count(o) > 1)
+
+
+def pushed(customer_sg_id: str, *, code: int = 482913, user_id: str = "PTI-77") -> PtiAccount:
+    """What the engine leaves behind after a successful push of the customer's account at their site."""
+    rentals = db.session.scalars(select(Rental).join(Rental.customer).where(Rental.customer.has(sg_id=customer_sg_id),
+                                                                          Rental.state == "occupied")).all()
+    account = account_for(rentals[0].customer, rentals[0].site_id)
+    account.access_code, account.pti_user_id = code, user_id
+    account.state, account.synced_generation, account.last_synced_at = SyncState.IN_SYNC, account.generation, PUSHED_AT
+    for rental in rentals:
+        rental.sync_state = SyncState.IN_SYNC
+    db.session.commit()
+    return account
+
+
+def failed(account: PtiAccount, reason: str, *, rental: Rental | None = None) -> PtiAccount:
+    account.state, account.last_error = SyncState.FAILED, reason
+    if rental is not None:
+        rental.last_error = reason
+    db.session.commit()
+    return account
+
+
+def test_write_back_sets_pti_synced_overlocked_code_and_user_id_in_storeganise(business, sim):
+    owner = multi_unit_customer(sim)
+    account = pushed(owner)
+    write_back_account(account.id)
+    writes = sim.snapshot()["writes"]
+    rental_ids = sorted(r["id"] for r in sim.rentals.values() if r["ownerId"] == owner and r["state"] == "occupied")
+    assert sorted(w["id"] for w in writes if w["entity"] == "unitRental") == rental_ids
+    for rental_id in rental_ids:
+        fields = sim.rentals[rental_id]["customFields"]
+        assert fields["pti_synced"] == "2026-03-04T05:06:07.891Z"
+        assert fields["pti_overlocked"] is sim.rentals[rental_id]["overdue"]
+    [user_write] = [w for w in writes if w["entity"] == "user"]
+    assert user_write["fields"] == {"pti_access_code": "482913", "pti_user_id": "PTI-77"}
+    customer = db.session.get(PtiAccount, account.id).customer
+    assert (customer.pti_access_code, customer.pti_user_id) == (482913, "PTI-77")
+
+
+def test_our_own_write_back_echoes_back_without_asking_for_any_push(business, sim, hooks):
+    """The loop test: write-back -> Storeganise's unitRental.updated / user.updated echoes -> zero reconciles."""
+    account = pushed(multi_unit_customer(sim))
+    hooks.skip_new()
+    write_back_account(account.id)
+    echoes = hooks.deliver_new()
+    assert sorted({e["type"] for e in echoes}) == ["unitRental.updated", "user.updated"]
+    assert [handle_delivery(e["id"]) for e in echoes] == ["processed"] * len(echoes)
+    assert reconcile_requests() == []
+    db.session.expire_all()
+    account = db.session.get(PtiAccount, account.id)
+    assert (account.generation, account.state) == (account.synced_generation, SyncState.IN_SYNC)
+
+
+def test_an_unchanged_code_and_user_id_are_not_written_again(business, sim):
+    account = pushed(multi_unit_customer(sim))
+    write_back_account(account.id)
+    before = len(sim.snapshot()["writes"])
+    write_back_account(account.id)
+    assert {w["entity"] for w in sim.snapshot()["writes"][before:]} == {"unitRental"}
+
+
+def test_rentals_the_engine_did_not_mark_in_sync_are_not_written(business, sim):
+    owner = multi_unit_customer(sim)
+    account = pushed(owner)
+    first, *others = db.session.scalars(select(Rental).where(Rental.customer_id == account.customer_id,
+                                                            Rental.state == "occupied").order_by(Rental.id)).all()
+    first.sync_state = SyncState.FAILED
+    db.session.commit()
+    write_back_account(account.id)
+    written = {w["id"] for w in sim.snapshot()["writes"] if w["entity"] == "unitRental"}
+    assert written == {r.sg_id for r in others}
+
+
+def test_a_failed_write_back_is_raised_and_written_by_the_retry(business, sim, monkeypatch):
+    account = pushed(multi_unit_customer(sim))
+
+    def refuse(self, user_id, fields):
+        raise StoreganiseError("Storeganise timed out.", reason="storeganise_unreachable", retryable=True)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreganiseClient, "update_user_custom_fields", refuse)
+        with pytest.raises(StoreganiseError):
+            write_back_account(account.id)
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).customer.pti_access_code is None  # as Storeganise still holds
+    write_back_account(account.id)
+    assert sim.users[db.session.get(PtiAccount, account.id).customer.sg_id]["customFields"]["pti_access_code"] \
+        == "482913"
+
+
+def test_a_unit_problem_is_raised_once_as_a_task_on_the_unit(business, sim):
+    account = pushed(multi_unit_customer(sim))
+    rental = db.session.scalars(select(Rental).where(Rental.customer_id == account.customer_id)).first()
+    failed(account, "invalid_unit_name", rental=rental)
+    assert report_failure(account.id) == 1
+    assert report_failure(account.id) == 0
+    [task] = sim.snapshot()["tasks"]
+    entry = problem("invalid_unit_name")
+    assert task["data"]["targetType"] == "unit" and task["data"]["targetId"] == rental.unit.sg_id
+    assert entry.message in task["data"]["title"] and entry.fix in task["data"]["desc"]
+    assert "482913" not in str(task)  # never an access code
+    assert db.session.scalar(select(ReportedProblem)).sg_task_id == task["id"]
+
+
+def test_a_customer_problem_is_raised_on_the_user(business, sim):
+    account = failed(pushed(multi_unit_customer(sim)), "duplicate_pti_users")
+    assert report_failure(account.id) == 1
+    [task] = sim.snapshot()["tasks"]
+    assert task["data"]["targetType"] == "user" and task["data"]["targetId"] == account.customer.sg_id
+
+
+def test_a_site_connection_problem_is_raised_once_for_the_whole_site(business, sim):
+    site_accounts = []
+    owners = {r["ownerId"] for r in sim.rentals.values() if r["state"] == "occupied"}
+    for number, owner in enumerate(sorted(owners)):
+        account = pushed(owner, code=500000 + number)
+        if account.site.code == "hilltop":
+            site_accounts.append(failed(account, "invalid_credentials"))
+        if len(site_accounts) == 3:
+            break
+    assert [report_failure(a.id) for a in site_accounts] == [1, 0, 0]
+    [task] = sim.snapshot()["tasks"]
+    assert task["data"]["targetType"] == "addon" and "Hilltop Lockers" in task["data"]["desc"]
+
+
+def test_a_problem_that_comes_back_after_a_successful_push_is_reported_again(business, sim):
+    account = failed(pushed(multi_unit_customer(sim)), "duplicate_pti_users")
+    report_failure(account.id)
+    account.state = SyncState.IN_SYNC
+    db.session.commit()
+    write_back_account(account.id)  # the engine's success call: the problem is over
+    assert db.session.scalar(select(ReportedProblem)) is None
+    failed(account, "duplicate_pti_users")
+    assert report_failure(account.id) == 1
+    assert len(sim.snapshot()["tasks"]) == 2
+
+
+def test_an_account_that_recovered_before_the_job_ran_reports_nothing(business, sim):
+    account = pushed(multi_unit_customer(sim))
+    assert report_failure(account.id) == 0 and sim.snapshot()["tasks"] == []
+
+
+def test_a_task_storeganise_could_not_create_is_tried_again(business, sim):
+    account = failed(pushed(multi_unit_customer(sim)), "duplicate_pti_users")
+    sim.configure(faults={"error_rate": 1.0, "error_status": 503})
+    with pytest.raises(StoreganiseError):
+        report_failure(account.id)
+    assert db.session.scalar(select(ReportedProblem)) is None
+    sim.configure(faults={"error_rate": 0.0})
+    assert report_failure(account.id) == 1
