@@ -8,6 +8,7 @@ import pytest
 from dashboard.models import Role
 
 EVERYONE = {"admin", "manager", "staff", "support"}
+ACTORS = {"admin", "staff", "support"}  # may act on rentals and customers; managers only read
 PUBLIC = None
 ACCESS = {
     "auth.login": PUBLIC,
@@ -15,10 +16,21 @@ ACCESS = {
     "overview.index": EVERYONE,
     "sites.index": EVERYONE,
     "sites.show": EVERYONE,
+    "sites.resync": ACTORS,
+    "sites.requeue_failed": ACTORS,
     "rentals.index": EVERYONE,
     "rentals.show": EVERYONE,
+    "rentals.sync_status": EVERYONE,
+    "rentals.resync": ACTORS,
+    "rentals.suspend": ACTORS,
+    "rentals.unsuspend": ACTORS,
     "customers.index": EVERYONE,
     "customers.show": EVERYONE,
+    "customers.access": EVERYONE,
+    "customers.resync": ACTORS,
+    "customers.regenerate_code": ACTORS,
+    "customers.set_access": ACTORS,
+    "customers.reveal_code": ACTORS,
     "activity.index": EVERYONE,
     "uploads.index": {"admin", "manager", "support"},
     "settings.index": {"admin"},
@@ -63,6 +75,20 @@ def test_each_role_gets_exactly_its_routes(app, client, auth, demo_business, rol
             assert status == 200, f"{role} should reach {rule.endpoint}, got {status}"
         else:
             assert status == 403, f"{role} must not reach {rule.endpoint}, got {status}"
+
+
+@pytest.mark.parametrize("role", sorted(EVERYONE))
+def test_each_role_may_post_exactly_its_actions(app, client, auth, demo_business, role):
+    auth.login(role)
+    token = auth.csrf_token("/")
+    for rule in app.url_map.iter_rules():
+        if "POST" not in rule.methods or ACCESS[rule.endpoint] in (PUBLIC, EVERYONE):
+            continue
+        status = client.post(_url_for(app, rule), data={"csrf_token": token}).status_code
+        if role in ACCESS[rule.endpoint]:
+            assert status != 403, f"{role} should be allowed to {rule.endpoint}"
+        else:
+            assert status == 403, f"{role} must not {rule.endpoint}, got {status}"
 
 
 def test_anonymous_users_are_sent_to_log_in_from_every_private_route(app, client, demo_business):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
 from jinja2_fragments.flask import render_block
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload, selectinload
+from wtforms import IntegerField
+from wtforms.validators import NumberRange, Optional
 
+from .. import actions
+from ..audit import record
 from ..extensions import db, htmx
 from ..models import Customer, PtiAccount, Rental, SyncState, count
-from ..security import EVERYONE, roles_required
+from ..security import ACTORS, EVERYONE, roles_required
+from .acting import act
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -37,9 +43,12 @@ def index():
     return render_template("customers/index.html", **context)
 
 
-@bp.route("/<int:customer_id>")
-@roles_required(*EVERYONE)
-def show(customer_id: int):
+class AccessForm(FlaskForm):
+    level = IntegerField("Access level", validators=[Optional(), NumberRange(min=1)])
+    zone = IntegerField("PTI zone", validators=[Optional(), NumberRange(min=1)])
+
+
+def _page(customer_id: int) -> dict:
     customer = db.session.get(Customer, customer_id) or abort(404)
     rentals = db.session.scalars(
         select(Rental).where(Rental.customer_id == customer.id)
@@ -48,5 +57,65 @@ def show(customer_id: int):
     accounts = db.session.scalars(
         select(PtiAccount).where(PtiAccount.customer_id == customer.id).options(joinedload(PtiAccount.site))
     ).all()
-    return render_template("customers/show.html", customer=customer, rentals=rentals, accounts=accounts,
-                           SyncState=SyncState)
+    form = AccessForm(data={"level": customer.access_level_override, "zone": customer.zone_override})
+    return dict(customer=customer, rentals=rentals, accounts=accounts, SyncState=SyncState, form=form,
+                busy=any(a.state in (SyncState.PENDING, SyncState.SYNCING) for a in accounts))
+
+
+@bp.route("/<int:customer_id>")
+@roles_required(*EVERYONE)
+def show(customer_id: int):
+    return render_template("customers/show.html", **_page(customer_id))
+
+
+@bp.route("/<int:customer_id>/access")
+@roles_required(*EVERYONE)
+def access(customer_id: int):
+    """The PTI access region alone, polled while a push is pending; 286 stops the polling once it settled."""
+    context = _page(customer_id)
+    return render_block("customers/show.html", "access", **context), 286 if not context["busy"] and htmx else 200
+
+
+def _customer_action(customer_id: int, action, done: str, **kwargs):
+    customer = db.session.get(Customer, customer_id) or abort(404)
+    return act(action, customer, done=done, back=url_for("customers.show", customer_id=customer_id),
+               fragment=lambda: render_block("customers/show.html", "access", **_page(customer_id)), **kwargs)
+
+
+@bp.route("/<int:customer_id>/resync", methods=["POST"])
+@roles_required(*ACTORS)
+def resync(customer_id: int):
+    return _customer_action(customer_id, actions.resync_customer, "Push to PTI queued for every site.")
+
+
+@bp.route("/<int:customer_id>/regenerate-code", methods=["POST"])
+@roles_required(*ACTORS)
+def regenerate_code(customer_id: int):
+    return _customer_action(customer_id, actions.regenerate_code,
+                            "New access code queued: the old code stops working once PTI has it.")
+
+
+@bp.route("/<int:customer_id>/access", methods=["POST"])
+@roles_required(*ACTORS)
+def set_access(customer_id: int):
+    form = AccessForm()
+    if not form.validate_on_submit():
+        errors = "; ".join(f"{form[name].label.text}: {' '.join(e)}" for name, e in form.errors.items())
+        flash(errors or "The form was not valid.", "error")
+        if htmx:
+            return render_block("customers/show.html", "access", **_page(customer_id)), 422
+        return redirect(url_for("customers.show", customer_id=customer_id))
+    return _customer_action(customer_id, actions.set_access, "Access level and zone saved; push queued.",
+                            level=form.level.data, zone=form.zone.data)
+
+
+@bp.route("/<int:customer_id>/reveal-code/<int:account_id>", methods=["POST"])
+@roles_required(*ACTORS)
+def reveal_code(customer_id: int, account_id: int):
+    """Show one access code in full, once, to a role allowed to; the audit log records who saw it."""
+    account = db.session.get(PtiAccount, account_id)
+    if account is None or account.customer_id != customer_id:
+        abort(404)
+    record("reveal code", target_type="customer", target_id=account.customer.sg_id, site=account.site.code)
+    db.session.commit()
+    return render_template("customers/code.html", account=account)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, render_template, request, url_for
 from jinja2_fragments.flask import render_block
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload
 
+from .. import actions
 from ..extensions import db, htmx
 from ..models import Customer, Rental, Site, SyncAttempt, SyncState, Unit, count
-from ..security import EVERYONE, roles_required
+from ..security import ACTORS, EVERYONE, roles_required
+from .acting import act
 
 bp = Blueprint("rentals", __name__, url_prefix="/rentals")
 
@@ -53,14 +55,53 @@ def index():
     return render_template("rentals/index.html", **context)
 
 
-@bp.route("/<int:rental_id>")
-@roles_required(*EVERYONE)
-def show(rental_id: int):
+def _page(rental_id: int) -> dict:
     rental = db.session.get(Rental, rental_id, options=[joinedload(Rental.unit), joinedload(Rental.customer),
                                                         joinedload(Rental.site)]) or abort(404)
     attempts = db.session.scalars(
         select(SyncAttempt).join(SyncAttempt.account)
         .where(SyncAttempt.account.has(customer_id=rental.customer_id, site_id=rental.site_id))
-        .order_by(SyncAttempt.started_at.desc()).limit(20)
+        .order_by(SyncAttempt.id.desc()).limit(20)
     ).all()
-    return render_template("rentals/show.html", rental=rental, attempts=attempts, SyncState=SyncState)
+    return dict(rental=rental, attempts=attempts, SyncState=SyncState)
+
+
+@bp.route("/<int:rental_id>")
+@roles_required(*EVERYONE)
+def show(rental_id: int):
+    return render_template("rentals/show.html", **_page(rental_id))
+
+
+@bp.route("/<int:rental_id>/sync")
+@roles_required(*EVERYONE)
+def sync_status(rental_id: int):
+    """The sync region alone, polled while a push is pending; 286 stops the polling once it settled."""
+    context = _page(rental_id)
+    settled = context["rental"].sync_state not in (SyncState.PENDING, SyncState.SYNCING)
+    return render_block("rentals/show.html", "sync", **context), 286 if settled and htmx else 200
+
+
+def _rental_action(rental_id: int, action, done: str, **kwargs):
+    rental = db.session.get(Rental, rental_id) or abort(404)
+    return act(action, rental, done=done, back=url_for("rentals.show", rental_id=rental_id),
+               fragment=lambda: render_block("rentals/show.html", "sync", **_page(rental_id)), **kwargs)
+
+
+@bp.route("/<int:rental_id>/resync", methods=["POST"])
+@roles_required(*ACTORS)
+def resync(rental_id: int):
+    return _rental_action(rental_id, actions.resync_rental, "Push to PTI queued.")
+
+
+@bp.route("/<int:rental_id>/suspend", methods=["POST"])
+@roles_required(*ACTORS)
+def suspend(rental_id: int):
+    return _rental_action(rental_id, actions.set_suspended, "Suspension queued: the keypad will refuse the code.",
+                          suspended=True)
+
+
+@bp.route("/<int:rental_id>/unsuspend", methods=["POST"])
+@roles_required(*ACTORS)
+def unsuspend(rental_id: int):
+    return _rental_action(rental_id, actions.set_suspended, "Unsuspension queued: the code will open again.",
+                          suspended=False)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, render_template, url_for
 from sqlalchemy import select
 
+from .. import actions
 from ..extensions import db
 from ..models import Site, Unit
-from ..security import EVERYONE, roles_required
+from ..security import ACTORS, EVERYONE, roles_required
+from .acting import act
 from .overview import site_health
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
@@ -28,3 +30,22 @@ def show(site_id: int):
         select(Unit).where(Unit.site_id == site.id, Unit.pti_unit_name.is_(None)).order_by(Unit.name)
     ).all()
     return render_template("sites/show.html", site=site, health=health, unmapped=unmapped)
+
+
+def _site_action(site_id: int, action, done: str, **kwargs):
+    site = db.session.get(Site, site_id) or abort(404)
+    back = url_for("sites.show", site_id=site_id)
+    return act(action, site, done=done, back=back, fragment=lambda: render_template("sites/_done.html"), **kwargs)
+
+
+@bp.route("/<int:site_id>/resync", methods=["POST"])
+@roles_required(*ACTORS)
+def resync(site_id: int):
+    return _site_action(site_id, actions.resync_site, "Every customer of the site is queued for a push.")
+
+
+@bp.route("/<int:site_id>/requeue-failed", methods=["POST"])
+@roles_required(*ACTORS)
+def requeue_failed(site_id: int):
+    return _site_action(site_id, lambda site, actor: actions.requeue_failed(actor, site=site),
+                        "Failed customers of the site are queued again.")
