@@ -33,6 +33,8 @@ def create_app(test_config: dict | None = None):
     settings.check(app.config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):  # every request is already logged once, by the PTI client or the job
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
