@@ -87,13 +87,14 @@ def check_pti(site: str) -> None:
 
 def _storeganise(read):
     """Run `read(client)` against the configured Storeganise; failures become one plain line, not a traceback."""
+    from .importer import ImportBusy
     from .sg import StoreganiseNotConfigured, storeganise_client
     from .storeganise import StoreganiseError
 
     try:
         with storeganise_client() as client:
             return read(client)
-    except (StoreganiseNotConfigured, StoreganiseError, LookupError) as exc:
+    except (StoreganiseNotConfigured, StoreganiseError, LookupError, ImportBusy) as exc:
         raise click.ClickException(str(exc)) from None
 
 

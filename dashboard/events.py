@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import deliveries
 from .extensions import db
@@ -147,6 +148,12 @@ def process_delivery(delivery_id: str, client: StoreganiseClient) -> str:
         log.warning("Storeganise delivery %s (%s) failed: %s", delivery_id, event.type, exc)
         _finish(delivery_id, deliveries.FAILED, str(exc))
         return deliveries.FAILED
+    except (IntegrityError, OperationalError) as exc:
+        # Another writer (an import, a second delivery) inserted the same record first, or the database was busy:
+        # running again finds the row.
+        db.session.rollback()
+        _finish(delivery_id, deliveries.QUEUED, f"Database conflict, retried: {type(exc).__name__}")
+        raise
     except Exception as exc:
         db.session.rollback()
         _finish(delivery_id, deliveries.FAILED, f"Unexpected error: {type(exc).__name__}: {exc}")

@@ -8,14 +8,19 @@ changed, through the same rules as the webhook handlers (dashboard/refresh.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+import redis
 
 from .extensions import db
 from .mirror import parse_time
 from .models import SyncCursor, utcnow
+from .queue import get_redis
 from .refresh import (
     Effects,
     apply_customer,
@@ -32,6 +37,11 @@ PULL_CURSOR = "storeganise:unit-rentals"
 # Re-read this much before the last pull: a change stamped just before it may have been committed just after.
 PULL_OVERLAP = timedelta(seconds=60)
 USER_ID_CHUNK = 50
+IMPORT_LOCK = "pti-sync:storeganise-import"
+IMPORT_LOCK_TTL_S = 3600  # a crashed import frees the lock after this long
+IMPORT_WAIT_S = 600  # how long an import waits for a running one
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
@@ -85,9 +95,42 @@ def _save_cursor(at: datetime | None) -> None:
         cursor.at = at
 
 
-def import_business(client: StoreganiseClient, site_code: str | None = None,
-                    progress: Progress = _quiet) -> ImportReport:
+class ImportBusy(RuntimeError):
+    """Another import or pull is running (two at once would insert the same new records twice)."""
+
+
+@contextmanager
+def exclusive(wait_s: float):
+    """Hold the import lock (Redis) for the duration; ImportBusy when another holder keeps it past `wait_s`.
+
+    Without Redis the import still runs: two concurrent ones can only fail on a unique key, never corrupt data.
+    """
+    try:
+        lock = get_redis().lock(IMPORT_LOCK, timeout=IMPORT_LOCK_TTL_S)
+        acquired = lock.acquire(blocking=wait_s > 0, blocking_timeout=wait_s or None)
+    except redis.RedisError as exc:
+        log.warning("import lock unavailable (%s): importing without it", exc.__class__.__name__)
+        yield
+        return
+    if not acquired:
+        raise ImportBusy("Another import or pull from Storeganise is running; try again when it has finished.")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except redis.RedisError:  # expired (a very long import) or Redis gone: nothing left to release
+            pass
+
+
+def import_business(client: StoreganiseClient, site_code: str | None = None, progress: Progress = _quiet, *,
+                    wait_s: float = IMPORT_WAIT_S) -> ImportReport:
     """Import every site (or the one whose code or id is `site_code`) into the mirror; commits per site."""
+    with exclusive(wait_s):
+        return _import(client, site_code, progress)
+
+
+def _import(client: StoreganiseClient, site_code: str | None, progress: Progress) -> ImportReport:
     started = time.monotonic()
     sites = client.list_sites()
     if site_code is not None:
@@ -137,11 +180,19 @@ def ensure_owners(client: StoreganiseClient, owner_ids: set[str], fx: Effects) -
     return owners
 
 
-def pull_changes(client: StoreganiseClient, progress: Progress = _quiet) -> ImportReport:
-    """Read the rentals changed since the last pull (a full import when there has been none)."""
+def pull_changes(client: StoreganiseClient, progress: Progress = _quiet, *, wait_s: float = 0) -> ImportReport:
+    """Read the rentals changed since the last pull (a full import when there has been none).
+
+    By default it does not wait for a running import: ImportBusy, and the next scheduled pull catches up.
+    """
+    with exclusive(wait_s):
+        return _pull(client, progress)
+
+
+def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
     cursor = db.session.get(SyncCursor, PULL_CURSOR)
     if cursor is None:
-        return import_business(client, progress=progress)
+        return _import(client, None, progress)
     started = time.monotonic()
     report, fx = ImportReport(full=False), Effects()
     since = (cursor.at - PULL_OVERLAP).replace(tzinfo=UTC)

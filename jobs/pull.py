@@ -9,7 +9,10 @@ from dashboard.sg import storeganise_client
 def pull_changes() -> str:
     """Read the rentals Storeganise changed since the last pull and mark their customers for a push."""
     with storeganise_client() as client:
-        return importer.pull_changes(client).summary()
+        try:
+            return importer.pull_changes(client).summary()
+        except importer.ImportBusy as exc:
+            return f"Skipped: {exc}"
 
 
 def import_all() -> str:

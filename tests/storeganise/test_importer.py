@@ -9,9 +9,20 @@ from sqlalchemy import func, select
 from dashboard.connections import current_credentials
 from dashboard.crypto import PtiCredentials
 from dashboard.extensions import db
-from dashboard.importer import PULL_CURSOR, import_business, pull_changes
+from dashboard.importer import IMPORT_LOCK, PULL_CURSOR, ImportBusy, import_business, pull_changes
 from dashboard.mirror import parse_time
-from dashboard.models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncCursor, Unit, utcnow
+from dashboard.models import (
+    ACTIVE_RENTAL_STATES,
+    Customer,
+    PtiAccount,
+    Rental,
+    Site,
+    SyncCursor,
+    Unit,
+    WebhookDelivery,
+    utcnow,
+)
+from dashboard.queue import get_redis
 from jobs.pull import import_all
 from jobs.pull import pull_changes as pull_job
 
@@ -198,3 +209,36 @@ def test_flask_demo_seed_falls_back_to_a_direct_load_and_says_so(app, runner):
 def account_of(rental: Rental) -> PtiAccount:
     return db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental.customer_id,
                                                       PtiAccount.site_id == rental.site_id))
+
+
+def test_a_pull_does_not_run_beside_an_import_and_an_import_waits_for_its_turn(app, sg, sim):
+    lock = get_redis().lock(IMPORT_LOCK, timeout=30)
+    assert lock.acquire()
+    try:
+        assert pull_job().startswith("Skipped: Another import or pull")
+        with pytest.raises(ImportBusy):
+            import_business(sg, wait_s=0.2)
+    finally:
+        lock.release()
+    assert import_business(sg).sites == 3
+
+
+def test_a_delivery_that_meets_a_concurrent_insert_is_retried(app, sg, sim, hooks, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    import dashboard.events as events
+    from jobs.events import handle_delivery
+
+    unit = next(u for u in sim.units.values() if u["state"] == "available")
+    sim.move_in(unit["id"], "race@example.com", "Race", "Condition")
+    [record] = hooks.deliver_new()
+
+    def collide(*args, **kwargs):
+        raise IntegrityError("INSERT INTO sites", {}, Exception("UNIQUE constraint failed: sites.sg_id"))
+
+    with monkeypatch.context() as patch:
+        patch.setitem(events.HANDLERS, "job.unit_moveIn.completed", collide)
+        with pytest.raises(IntegrityError):
+            handle_delivery(record["id"])
+    assert db.session.get(WebhookDelivery, record["id"]).status == "queued"
+    assert handle_delivery(record["id"]) == "processed"
