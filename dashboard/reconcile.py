@@ -435,12 +435,13 @@ def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, star
     account.last_error, account.last_error_detail = exc.reason, exc.detail
     account.last_attempt_at = utcnow()
     account.next_attempt_at = None
-    db.session.execute(
-        Rental.__table__.update()
-        .where(Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
-               Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state != SyncState.UNMAPPED)
-        .values(sync_state=SyncState.FAILED, last_error=exc.reason)
-    )
+    for rental in db.session.scalars(select(Rental).where(
+            Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
+            Rental.state.in_(ACTIVE_RENTAL_STATES)).options(joinedload(Rental.unit))):
+        if rental.unit.pti_unit_name:
+            rental.sync_state, rental.last_error = SyncState.FAILED, exc.reason
+        else:  # never synced anyway: the unit's own problem is the one to show
+            rental.sync_state, rental.last_error = SyncState.UNMAPPED, "unit_unmapped"
     _journal(journal, journal_outcome, operations, started, exc.reason, exc.detail)
     db.session.commit()
     enqueue("jobs.writeback.report_failure", account.id)

@@ -188,3 +188,10 @@ def test_two_pti_users_matching_by_email_and_by_code_stop_with_merge_them(busine
     account.pti_user_id = None
     result = push(customer)
     assert (result.outcome, result.reason) == ("failed", "duplicate_pti_users")
+
+
+def test_a_parked_customer_still_shows_an_unmapped_unit_as_not_mapped(business, pti):
+    bay = db.session.scalar(select(Rental).where(Rental.site_id == site("hilltop").id,
+                                                 Rental.unit.has(pti_unit_name=None), Rental.state == "occupied"))
+    assert push(bay.customer, "hilltop").reason == "invalid_credentials"
+    assert (bay.sync_state, bay.last_error) == (SyncState.UNMAPPED, "unit_unmapped")
