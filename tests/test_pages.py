@@ -47,7 +47,7 @@ def test_failed_rental_shows_the_problem_and_its_fix(client, auth, demo_business
     db.session.commit()
     auth.login("staff")
     html = client.get(f"/rentals/{rental.id}").get_data(as_text=True)
-    assert "PTI rejected the unit name" in html and "at most 10 characters" in html
+    assert "PTI does not accept this unit name" in html and "at most 10 characters" in html
 
 
 def test_site_page_never_shows_credentials(client, auth, demo_business):

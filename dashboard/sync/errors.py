@@ -22,7 +22,7 @@ CATALOGUE: dict[str, Problem] = {
     for p in [
         Problem("unit_unmapped", "The unit has no PTI Unit Name, so it is not synced.",
                 "Set the unit's PTI Unit Name in Storeganise to the unit's name in the PTI dashboard."),
-        Problem("invalid_unit_name", "PTI rejected the unit name (PTI result -3).",
+        Problem("invalid_unit_name", "PTI does not accept this unit name (PTI result -3).",
                 "PTI unit names are at most 10 characters with no spaces: rename the unit in PTI or fix its "
                 "PTI Unit Name in Storeganise."),
         Problem("unit_not_found", "PTI has no unit with this name (PTI result -404).",
@@ -33,7 +33,8 @@ CATALOGUE: dict[str, Problem] = {
         Problem("already_vacant", "The unit was already vacant in PTI (PTI result -22).",
                 "Nothing to do: this counts as success."),
         Problem("invalid_credentials", "PTI refused the site's credentials.",
-                "Check the site's PTI Site Code, Site Key, Username and Password in the site settings."),
+                "Correct the site's PTI Site Code, Site Key, Username and Password in Storeganise (the add-on's "
+                "site settings), then press Retry failed customers on the site's page."),
         Problem("duplicate_access_code", "PTI already has another user with this access code.",
                 "Press Regenerate code for this customer, or remove the other PTI user holding the code."),
         Problem("duplicate_pti_users",
