@@ -1,0 +1,226 @@
+"""Read and validate a bulk-push CSV (domain.md behaviour 10): bytes in, the rows or every error by line out.
+
+Pure: no Flask, no database. Whether a rental id exists is the caller's question (`unknown_rental_errors`).
+The columns are Storeganise's own export/update names, so a file exported from Storeganise works as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+ID_COLUMN = "id"
+SYNCED_COLUMN = "customFields.pti_synced"
+OVERLOCKED_COLUMN = "customFields.pti_overlocked"
+REQUIRED_COLUMNS = (ID_COLUMN, SYNCED_COLUMN)
+
+MAX_ROWS = 20_000  # one upload; a whole business is split into several files
+MAX_ERRORS = 500  # errors kept and listed; the count of the rest is still reported
+FORMULA_PREFIXES = ("=", "+", "-", "@")  # what spreadsheet programs run as a formula
+ECHO_CHARS = 40  # how much of a bad value an error message quotes
+
+RENTAL_ID = re.compile(r"[0-9a-f]{24}")
+# ISO-8601 with a date, a time and a zone, as Storeganise writes it (2023-08-17T19:03:12.008Z); a time without a
+# zone is refused because nobody could tell which clock it was read from.
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})")
+TRUE_WORDS = {"true", "yes", "1"}
+FALSE_WORDS = {"false", "no", "0"}
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    line: int
+    rental_id: str  # Storeganise rental id, lower case
+    pti_synced: datetime | None  # naive UTC; None = leave as it is, just push
+    overlocked: bool | None  # None = leave as it is
+
+
+@dataclass(frozen=True)
+class CsvError:
+    line: int | None  # None: about the whole file
+    message: str
+
+    def __str__(self) -> str:
+        return self.message if self.line is None else f"Line {self.line}: {self.message}"
+
+
+@dataclass
+class ParsedCsv:
+    rows: list[CsvRow] = field(default_factory=list)
+    errors: list[CsvError] = field(default_factory=list)
+    error_count: int = 0  # every error found, also those beyond MAX_ERRORS
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def add_error(self, line: int | None, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(CsvError(line, message))
+
+
+def parse(data: bytes) -> ParsedCsv:
+    """Every row checked before anything is used: the result has either rows or errors, never a partial mix."""
+    result = ParsedCsv()
+    text = _decode(data, result)
+    if text is None:
+        return result
+    if not text.strip():
+        result.add_error(None, "The file is empty. Upload a CSV whose first line is the header "
+                               f"{ID_COLUMN},{SYNCED_COLUMN}.")
+        return result
+
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header, header_line = _header(reader)
+        if not _check_header(header, header_line, result):
+            return result
+        columns = {name: header.index(name) for name in (ID_COLUMN, SYNCED_COLUMN, OVERLOCKED_COLUMN)
+                   if name in header}
+        seen: dict[str, int] = {}
+        data_rows = 0
+        line = reader.line_num + 1
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                data_rows += 1
+                if data_rows > MAX_ROWS:
+                    _too_many(reader, data_rows, result)
+                    return result
+                _row(cells, line, len(header), columns, seen, result)
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        result.add_error(reader.line_num, f"the file cannot be read as CSV here ({exc}); check the quotes.")
+    if result.ok and not result.rows:
+        result.add_error(None, "The file has a header but no data rows: add one line per rental to push.")
+    if not result.ok:
+        result.rows = []
+    return result
+
+
+def unknown_rental_errors(rows: list[CsvRow], known_ids: set[str]) -> list[CsvError]:
+    """Rows whose rental PTI Sync does not know (not in the mirror: wrong business, or not imported yet)."""
+    return [CsvError(row.line, f"no rental with id {row.rental_id} is known here (check it is a rental id of "
+                               "this business, not a unit or customer id).")
+            for row in rows if row.rental_id not in known_ids]
+
+
+def escape_cell(value: object) -> str:
+    """A cell safe to open in a spreadsheet: one starting with = + - @ (or tab, CR) gets a leading apostrophe."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith((*FORMULA_PREFIXES, "\t", "\r")) else text
+
+
+def _decode(data: bytes, result: ParsedCsv) -> str | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        result.add_error(line, f"this is not UTF-8 text (byte {exc.start - line_start + 1} of the line, "
+                               f"0x{data[exc.start]:02X}). Save the file as \"CSV UTF-8\" and upload it again.")
+        return None
+    return text.removeprefix("\ufeff")
+
+
+def _header(reader) -> tuple[list[str], int]:
+    for cells in reader:
+        if any(cell.strip() for cell in cells):
+            return [cell.strip() for cell in cells], reader.line_num
+    return [], reader.line_num
+
+
+def _check_header(header: list[str], line: int, result: ParsedCsv) -> bool:
+    expected = f"{ID_COLUMN} and {SYNCED_COLUMN} ({OVERLOCKED_COLUMN} may follow)"
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        found = ", ".join(_quote(name) for name in header if name) or "nothing"
+        result.add_error(line, f"the header must name the columns {expected}, exactly as Storeganise exports them; "
+                               f"missing {' and '.join(missing)}; found {found}.")
+        return False
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        result.add_error(line, f"the header names {', '.join(repeated)} more than once; each column may appear "
+                               "once.")
+        return False
+    return True
+
+
+def _too_many(reader, data_rows: int, result: ParsedCsv) -> None:
+    total = data_rows + sum(1 for cells in reader if any(cell.strip() for cell in cells))
+    result.rows, result.errors, result.error_count = [], [], 0
+    result.add_error(None, f"The file has {total:,} rows; an upload takes at most {MAX_ROWS:,}. "
+                           "Split it into several files.")
+
+
+def _row(cells: list[str], line: int, width: int, columns: dict[str, int], seen: dict[str, int],
+         result: ParsedCsv) -> None:
+    if len(cells) != width:
+        values = f"{len(cells)} value" + ("" if len(cells) == 1 else "s")
+        result.add_error(line, f"this line has {values} but the header has {width} columns; check for a missing or "
+                               "extra comma.")
+        return
+    errors_before = result.error_count
+    rental_id = _rental_id(cells[columns[ID_COLUMN]].strip(), line, result)
+    synced = _timestamp(cells[columns[SYNCED_COLUMN]].strip(), line, result)
+    overlocked = (_boolean(cells[columns[OVERLOCKED_COLUMN]].strip(), line, result)
+                  if OVERLOCKED_COLUMN in columns else None)
+    if rental_id is not None:
+        if rental_id in seen:
+            result.add_error(line, f"rental {rental_id} is already on line {seen[rental_id]}; each rental may "
+                                   "appear once.")
+        else:
+            seen[rental_id] = line
+    if result.error_count == errors_before and rental_id is not None:
+        result.rows.append(CsvRow(line, rental_id, synced, overlocked))
+
+
+def _rental_id(value: str, line: int, result: ParsedCsv) -> str | None:
+    if not value:
+        result.add_error(line, f"the {ID_COLUMN} is empty; give the Storeganise rental id.")
+        return None
+    if RENTAL_ID.fullmatch(value.lower()):
+        return value.lower()
+    result.add_error(line, _refusal(value, ID_COLUMN, "is not a Storeganise rental id (24 characters 0-9 and a-f, "
+                                                      "like 64de6eebdd7adb0014825d1a)"))
+    return None
+
+
+def _timestamp(value: str, line: int, result: ParsedCsv) -> datetime | None:
+    if not value:
+        return None
+    if TIMESTAMP.fullmatch(value):
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
+        except ValueError:
+            pass
+    result.add_error(line, _refusal(value, SYNCED_COLUMN, "is not a date and time in ISO-8601 with its zone, "
+                                                          "like 2023-08-17T19:03:12.008Z (or leave it empty)"))
+    return None
+
+
+def _boolean(value: str, line: int, result: ParsedCsv) -> bool | None:
+    word = value.lower()
+    if not word:
+        return None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    result.add_error(line, _refusal(value, OVERLOCKED_COLUMN, "must be true or false (yes/no and 1/0 work too), "
+                                                              "or empty to leave it as it is"))
+    return None
+
+
+def _refusal(value: str, column: str, why: str) -> str:
+    if value.startswith(FORMULA_PREFIXES):
+        return (f"{column} {_quote(value)} starts with {value[0]}, which a spreadsheet would run as a formula, and "
+                f"is not a valid value: it {why}.")
+    return f"{column} {_quote(value)} {why}."
+
+
+def _quote(value: str) -> str:
+    return f'"{value[:ECHO_CHARS]}…"' if len(value) > ECHO_CHARS else f'"{value}"'
