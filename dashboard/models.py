@@ -266,6 +266,42 @@ class SyncCursor(db.Model):
     at: Mapped[datetime]
 
 
+class UploadStatus(enum.StrEnum):
+    APPLIED = "applied"  # every row valid: the rentals were marked for a push
+    REJECTED = "rejected"  # at least one error: nothing was changed
+
+
+class Upload(db.Model):
+    """A bulk-push CSV (behaviour 10): who sent it, and whether it was applied or refused and why."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    uploaded_by: Mapped[str] = mapped_column(String(320))
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    row_count: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    error_count: Mapped[int] = mapped_column(default=0)
+    errors: Mapped[list | None] = mapped_column(JSON)  # [{"line": int | None, "message": str}], the first few hundred
+
+
+class UploadRow(db.Model):
+    """One row of an applied upload: the rental it marked for a push and what it set."""
+
+    __tablename__ = "upload_rows"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id"), index=True)
+    line: Mapped[int]
+    rental_id: Mapped[int] = mapped_column(ForeignKey("rentals.id"), index=True)
+    pti_synced: Mapped[datetime | None]  # the value the file set, if any
+    overlocked: Mapped[bool | None]  # the value the file set, if any
+
+    rental: Mapped[Rental] = relationship()
+
+
 def count(stmt) -> int:
     """Number of rows a select would return."""
     return db.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
