@@ -11,11 +11,13 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import redis
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, ReportedProblem, SyncState
+from .queue import get_redis
 from .storeganise import StoreganiseClient, StoreganiseError, format_timestamp
 from .sync.errors import problem
 
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 UNIT_REASONS = frozenset({"unit_unmapped", "invalid_unit_name", "unit_not_found", "unit_rented_to_other"})
 SITE_REASONS = frozenset({"invalid_credentials", "site_not_configured"})
 DEFAULT_REASON = "pti_rejected"
+WRITTEN_KEY = "pti-sync:sg-written:{rental}"  # the pti_synced|pti_overlocked we last wrote to a rental
+WRITTEN_TTL_S = 7 * 24 * 3600
 
 
 def to_ms(moment: datetime | None) -> datetime | None:
@@ -40,7 +44,12 @@ class WriteBack:
 
 def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     """PUT pti_synced and pti_overlocked on the account's in-sync active rentals, and pti_access_code /
-    pti_user_id on the customer when Storeganise holds other values."""
+    pti_user_id on the customer, where Storeganise does not hold them yet.
+
+    pti_synced is the rental's own push time, which the engine stores (in milliseconds) before it asks for this;
+    a rental whose values were already written (remembered in Redis) is not written again, so a reconcile that
+    changed nothing costs Storeganise nothing.
+    """
     account = db.session.get(PtiAccount, account_id)
     if account is None:
         return WriteBack()
@@ -50,15 +59,15 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
                              Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state == SyncState.IN_SYNC)
         .order_by(Rental.id)
     ).all()
-    synced_at = to_ms(account.last_synced_at)
     puts: list[tuple[str, dict]] = []
     for rental in rentals:
         fields: dict = {"pti_overlocked": rental.overlocked}
-        stamp = synced_at or to_ms(rental.pti_synced)
-        if stamp is not None:
-            rental.pti_synced = stamp
-            fields["pti_synced"] = format_timestamp(stamp.replace(tzinfo=UTC))
+        if rental.pti_synced is not None:
+            rental.pti_synced = to_ms(rental.pti_synced)
+            fields["pti_synced"] = format_timestamp(rental.pti_synced.replace(tzinfo=UTC))
         puts.append((rental.sg_id, fields))
+    puts = [put for put, known in zip(puts, _written([sg_id for sg_id, _ in puts]), strict=True)
+            if known != _fingerprint(put[1])]
 
     previous = (customer.pti_access_code, customer.pti_user_id)
     user_fields: dict = {}
@@ -74,6 +83,7 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     try:
         for rental_sg_id, fields in puts:
             client.update_unit_rental_custom_fields(rental_sg_id, fields)
+            _remember(rental_sg_id, fields)
         if user_fields:
             client.update_user_custom_fields(customer.sg_id, user_fields)
     except StoreganiseError:
@@ -82,6 +92,28 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
             db.session.commit()
         raise
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
+
+
+def _fingerprint(fields: dict) -> str:
+    return f"{fields.get('pti_synced')}|{fields['pti_overlocked']}"
+
+
+def _written(rental_sg_ids: list[str]) -> list[str | None]:
+    """What we last wrote to each rental, as far as Redis remembers (None: unknown, so write)."""
+    if not rental_sg_ids:
+        return []
+    try:
+        values = get_redis().mget([WRITTEN_KEY.format(rental=r) for r in rental_sg_ids])
+    except redis.RedisError:
+        return [None] * len(rental_sg_ids)
+    return [v.decode() if v is not None else None for v in values]
+
+
+def _remember(rental_sg_id: str, fields: dict) -> None:
+    try:
+        get_redis().set(WRITTEN_KEY.format(rental=rental_sg_id), _fingerprint(fields), ex=WRITTEN_TTL_S)
+    except redis.RedisError:
+        pass  # only an optimisation: the next write-back writes again
 
 
 def forget_problems(account: PtiAccount) -> None:

@@ -41,7 +41,7 @@ def pushed(customer_sg_id: str, *, code: int = 482913, user_id: str = "PTI-77") 
     account.access_code, account.pti_user_id = code, user_id
     account.state, account.synced_generation, account.last_synced_at = SyncState.IN_SYNC, account.generation, PUSHED_AT
     for rental in rentals:
-        rental.sync_state = SyncState.IN_SYNC
+        rental.sync_state, rental.pti_synced = SyncState.IN_SYNC, PUSHED_AT
     db.session.commit()
     return account
 
@@ -85,12 +85,28 @@ def test_our_own_write_back_echoes_back_without_asking_for_any_push(business, si
     assert (account.generation, account.state) == (account.synced_generation, SyncState.IN_SYNC)
 
 
-def test_an_unchanged_code_and_user_id_are_not_written_again(business, sim):
+def test_a_reconcile_that_changed_nothing_writes_nothing(business, sim):
     account = pushed(multi_unit_customer(sim))
     write_back_account(account.id)
     before = len(sim.snapshot()["writes"])
     write_back_account(account.id)
-    assert {w["entity"] for w in sim.snapshot()["writes"][before:]} == {"unitRental"}
+    assert sim.snapshot()["writes"][before:] == []
+
+
+def test_a_new_push_time_or_lock_state_is_written_again(business, sim):
+    account = pushed(multi_unit_customer(sim))
+    write_back_account(account.id)
+    first, second = db.session.scalars(select(Rental).where(Rental.customer_id == account.customer_id,
+                                                           Rental.state == "occupied").order_by(Rental.id)).all()[:2]
+    first.pti_synced = datetime(2026, 3, 5, 0, 0, 0, 1000)
+    second.overlocked = not second.overlocked
+    db.session.commit()
+    before = len(sim.snapshot()["writes"])
+    write_back_account(account.id)
+    assert [(w["id"], w["fields"]) for w in sim.snapshot()["writes"][before:]] == [
+        (first.sg_id, {"pti_overlocked": first.overlocked, "pti_synced": "2026-03-05T00:00:00.001Z"}),
+        (second.sg_id, {"pti_overlocked": second.overlocked, "pti_synced": "2026-03-04T05:06:07.891Z"}),
+    ]
 
 
 def test_rentals_the_engine_did_not_mark_in_sync_are_not_written(business, sim):
