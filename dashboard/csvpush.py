@@ -1,6 +1,6 @@
 """Read and validate a bulk-push CSV (domain.md behaviour 10): bytes in, the rows or every error by line out.
 
-Pure: no Flask, no database. Whether a rental id exists is the caller's question (`unknown_rental_errors`).
+Pure: no Flask, no database. Whether a rental id exists is the caller's question, asked through `check`.
 The columns are Storeganise's own export/update names, so a file exported from Storeganise works as it is.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -52,6 +53,7 @@ class ParsedCsv:
     rows: list[CsvRow] = field(default_factory=list)
     errors: list[CsvError] = field(default_factory=list)
     error_count: int = 0  # every error found, also those beyond MAX_ERRORS
+    row_count: int = 0  # data rows in the file, valid or not
 
     @property
     def ok(self) -> bool:
@@ -63,8 +65,12 @@ class ParsedCsv:
             self.errors.append(CsvError(line, message))
 
 
-def parse(data: bytes) -> ParsedCsv:
-    """Every row checked before anything is used: the result has either rows or errors, never a partial mix."""
+def parse(data: bytes, check: Callable[[list[CsvRow]], list[CsvError]] | None = None) -> ParsedCsv:
+    """Every row checked before anything is used: the result has either rows or errors, never a partial mix.
+
+    `check` is the caller's own test of the rows that are valid on their own (e.g. unknown rental ids); its
+    errors join the others in line order, so one upload lists every problem of the file at once.
+    """
     result = ParsedCsv()
     text = _decode(data, result)
     if text is None:
@@ -87,6 +93,7 @@ def parse(data: bytes) -> ParsedCsv:
         for cells in reader:
             if any(cell.strip() for cell in cells):
                 data_rows += 1
+                result.row_count = data_rows
                 if data_rows > MAX_ROWS:
                     _too_many(reader, data_rows, result)
                     return result
@@ -96,6 +103,10 @@ def parse(data: bytes) -> ParsedCsv:
         result.add_error(reader.line_num, f"the file cannot be read as CSV here ({exc}); check the quotes.")
     if result.ok and not result.rows:
         result.add_error(None, "The file has a header but no data rows: add one line per rental to push.")
+    if check is not None and result.rows:
+        for error in check(result.rows):
+            result.add_error(error.line, error.message)
+        result.errors.sort(key=lambda e: e.line or 0)
     if not result.ok:
         result.rows = []
     return result
@@ -151,7 +162,7 @@ def _check_header(header: list[str], line: int, result: ParsedCsv) -> bool:
 
 def _too_many(reader, data_rows: int, result: ParsedCsv) -> None:
     total = data_rows + sum(1 for cells in reader if any(cell.strip() for cell in cells))
-    result.rows, result.errors, result.error_count = [], [], 0
+    result.rows, result.errors, result.error_count, result.row_count = [], [], 0, total
     result.add_error(None, f"The file has {total:,} rows; an upload takes at most {MAX_ROWS:,}. "
                            "Split it into several files.")
 

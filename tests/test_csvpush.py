@@ -20,6 +20,7 @@ def test_a_storeganise_export_reads_as_rows():
     result = parse(f"{HEADER}\n{A},2023-08-17T19:03:12.008Z\n{B},\n".encode())
     assert result.ok and result.errors == []
     assert result.rows == [CsvRow(2, A, datetime(2023, 8, 17, 19, 3, 12, 8000), None), CsvRow(3, B, None, None)]
+    assert result.row_count == 2
 
 
 def test_a_byte_order_mark_and_crlf_line_ends_are_accepted():
@@ -127,6 +128,7 @@ def test_too_many_rows_are_refused_with_the_limit(monkeypatch):
     result = parse((HEADER + "\n" + "".join(f"{i},\n" for i in ids)).encode())
     assert result.rows == [] and lines(result) == ["The file has 5 rows; an upload takes at most 3. Split it "
                                                    "into several files."]
+    assert result.row_count == 5
     assert parse((HEADER + "\n" + "".join(f"{i},\n" for i in ids[:3])).encode()).ok
 
 
@@ -180,3 +182,12 @@ def test_unknown_rental_ids_are_reported_by_line():
                                              ("\tx", "'\tx"), ("ok", "ok"), (None, ""), (7, "7")])
 def test_export_cells_that_start_a_formula_are_escaped(value, cell):
     assert escape_cell(value) == cell
+
+
+def test_the_callers_check_joins_the_other_errors_in_line_order():
+    def check(rows):
+        return unknown_rental_errors(rows, {A})
+
+    result = parse(f"{HEADER}\n{A},\n{B},\nbad,\n".encode(), check=check)
+    assert [e.line for e in result.errors] == [3, 4] and result.rows == []
+    assert parse(f"{HEADER}\n{A},\n".encode(), check=check).ok

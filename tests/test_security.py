@@ -33,6 +33,10 @@ ACCESS = {
     "customers.reveal_code": ACTORS,
     "activity.index": EVERYONE,
     "uploads.index": {"admin", "manager", "support"},
+    "uploads.show": {"admin", "manager", "support"},
+    "uploads.progress_status": {"admin", "manager", "support"},
+    "uploads.export": {"admin", "manager", "support"},
+    "uploads.create": {"admin", "support"},
     "settings.index": {"admin"},
     "health.healthz": PUBLIC,
     "health.metrics": PUBLIC,
@@ -63,8 +67,18 @@ def _url_for(app, rule):
         return url_for(rule.endpoint, **values)
 
 
+@pytest.fixture
+def an_upload(app):
+    """Upload 1, so the per-upload routes (called with id 1) have something to show."""
+    from dashboard.extensions import db
+    from dashboard.models import Upload
+
+    db.session.add(Upload(filename="pushes.csv", uploaded_by="support@demo.test", status="applied"))
+    db.session.commit()
+
+
 @pytest.mark.parametrize("role", sorted(EVERYONE))
-def test_each_role_gets_exactly_its_routes(app, client, auth, demo_business, role):
+def test_each_role_gets_exactly_its_routes(app, client, auth, demo_business, an_upload, role):
     auth.login(role)
     for rule in app.url_map.iter_rules():
         allowed = ACCESS[rule.endpoint]
