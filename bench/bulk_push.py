@@ -1,0 +1,68 @@
+"""Bulk push: 10 sites × 1,000 rentals marked for a push at once; how close does the product get to PTI's limit?
+
+The physical bound is PTI's own: the calls the push made (counted by the simulator) × the simulator's latency
+÷ the concurrency the product may use (sites × per-site limit). ratio = wall / (1.3 × bound): ≤ 1 passes.
+
+Environment (defaults in brackets): BENCH_SITES [10], BENCH_RENTALS per site [1000], BENCH_UNITS per site
+[rentals + 10%], BENCH_LATENCY_MS [50], BENCH_SITE_CONCURRENCY [4], BENCH_WORKERS RQ workers [sites + 2],
+BENCH_STOREGANISE [1] (write-backs go to the Storeganise simulator, as in production), BENCH_CRON [0],
+BENCH_TIMEOUT_S [420], BENCH_PTI_SERVER [gunicorn | werkzeug].
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench.stack import Stack, StackConfig, env_float, env_int, say
+
+
+def config() -> tuple[StackConfig, float]:
+    sites = env_int("BENCH_SITES", 10)
+    rented = env_int("BENCH_RENTALS", 1000)
+    cfg = StackConfig(
+        sites=sites,
+        rented=rented,
+        units=env_int("BENCH_UNITS", rented + max(10, rented // 10)),
+        site_concurrency=env_int("BENCH_SITE_CONCURRENCY", 4),
+        workers=env_int("BENCH_WORKERS", sites + 2),
+        storeganise=os.environ.get("BENCH_STOREGANISE", "1") != "0",
+        cron=os.environ.get("BENCH_CRON", "0") == "1",
+        pti_server=os.environ.get("BENCH_PTI_SERVER", "gunicorn"),
+    )
+    return cfg, env_float("BENCH_LATENCY_MS", 50)
+
+
+def main() -> str:
+    cfg, latency_ms = config()
+    timeout_s = env_float("BENCH_TIMEOUT_S", 420)
+    with Stack(cfg) as stack:
+        stack.pti_faults(latency_ms=latency_ms)
+        before = stack.pti_calls()
+        cpu = stack.cpu_seconds()
+        started = time.monotonic()
+        accounts = stack.push_all("bench-bulk")
+        marked = time.monotonic() - started
+        say(f"bulk push: {accounts} accounts marked in {marked:.1f} s; queues {stack.queue_depths()}")
+        stack.wait_converged(timeout_s)
+        wall = time.monotonic() - started
+        after = stack.pti_calls()
+        owed, failed = stack.owed()
+        depths = stack.queue_depths()
+        stack.report_cpu(cpu)
+    calls = after["total"] - before["total"]
+    by_op = {op: n - before["by_operation"].get(op, 0) for op, n in after["by_operation"].items()}
+    rentals = cfg.sites * cfg.rented
+    concurrency = cfg.sites * cfg.site_concurrency
+    bound = calls * latency_ms / 1000 / concurrency
+    ratio = wall / (1.3 * bound) if bound else float("inf")
+    say(f"bulk push: {accounts} accounts, {failed} failed, queues after convergence {depths}")
+    say("PTI calls by operation: " + ", ".join(f"{op} {n}" for op, n in sorted(by_op.items()) if n))
+    line = (f"BENCH bulk_push wall_s={wall:.1f} bound_s={bound:.1f} calls={calls} "
+            f"calls_per_rental={calls / rentals:.2f} ratio={ratio:.2f}")
+    print(line, flush=True)
+    return line
+
+
+if __name__ == "__main__":
+    main()
