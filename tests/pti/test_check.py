@@ -43,8 +43,9 @@ def test_wrong_credentials_are_reported_with_the_fix(sim):
         check = check_site(client, ["A101"])
     assert (check.reachable, check.credentials_valid, check.ok, check.pti_unit_count) == (True, False, False, None)
     assert check.error.reason == "invalid_credentials"
-    assert check.lines == ["PTI answered but refused: PTI refused the site's credentials. Check the site's PTI Site "
-                           "Code, Site Key, Username and Password in the site settings."]
+    assert check.lines == ["PTI answered but refused: PTI refused the site's credentials. Correct the site's PTI "
+                           "Site Code, Site Key, Username and Password in Storeganise (the add-on's site settings), "
+                           "then press Retry failed customers on the site's page."]
     assert "wrong-password" not in repr(check)
 
 
