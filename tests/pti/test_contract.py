@@ -42,7 +42,7 @@ def test_wrong_password_is_a_permanent_invalid_credentials_error(pti):
     with pti.client(password="not-the-password") as client:
         error = permanent(client.login)
     assert (error.reason, error.result_code, error.operation) == ("invalid_credentials", -1, "login")
-    assert error.fix.startswith("Check the site's PTI")
+    assert error.fix.startswith("Correct the site's PTI")
 
 
 def test_a_site_code_pti_does_not_know_is_refused_as_invalid_credentials(pti):
