@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select, update
 
 from . import csvpush
 from .audit import record
 from .extensions import db
 from .intent import mark_dirty, request_reconcile
-from .models import Rental, StaffUser, SyncState, Upload, UploadRow, UploadStatus
+from .models import ACTIVE_RENTAL_STATES, Rental, StaffUser, SyncState, Upload, UploadRow, UploadStatus
 
 LOOKUP_CHUNK = 500  # ids per IN (...) query: well under every database's parameter limit
 FILENAME_CHARS = 255
@@ -40,7 +40,7 @@ class Progress:
 
 def apply_csv(data: bytes, filename: str, actor: StaffUser | str) -> Upload:
     """Check the file; apply it only if every row is valid. Returns the recorded Upload (applied or rejected)."""
-    rentals: dict[str, Rental] = {}
+    rentals: dict[str, Row] = {}
 
     def against_the_mirror(rows: list[csvpush.CsvRow]) -> list[csvpush.CsvError]:
         rentals.update(_rentals_by_sg_id([row.rental_id for row in rows]))
@@ -61,16 +61,22 @@ def apply_csv(data: bytes, filename: str, actor: StaffUser | str) -> Upload:
         return upload
 
     owed: dict[tuple[int, int], bool] = {}  # (customer, site) → a lock or unlock is owed
+    synced, locks = [], []
     for row in parsed.rows:
         rental = rentals[row.rental_id]
         lock_changes = row.overlocked is not None and row.overlocked != rental.overlocked
-        if row.pti_synced is not None:
-            rental.pti_synced = row.pti_synced  # Storeganise semantics: editing pti_synced asks for a push
-        if lock_changes:
-            rental.overlocked = row.overlocked  # a manual suspend or unsuspend (behaviour 6)
+        if row.pti_synced is not None:  # Storeganise semantics: editing pti_synced asks for a push
+            synced.append({"id": rental.id, "pti_synced": row.pti_synced})
+        if lock_changes:  # a manual suspend or unsuspend (behaviour 6)
+            locks.append({"id": rental.id, "overlocked": row.overlocked})
         key = (rental.customer_id, rental.site_id)
         owed[key] = owed.get(key, False) or lock_changes
-    accounts = [mark_dirty(customer_id, site_id, urgent=urgent) for (customer_id, site_id), urgent in owed.items()]
+    # Bulk updates by primary key, so no Rental object sits in the session: mark_dirty's update stays cheap.
+    for changes in (synced, locks):
+        if changes:
+            db.session.execute(update(Rental), changes)
+    with db.session.no_autoflush:  # the accounts are written in one batch at the commit, not one by one
+        accounts = [mark_dirty(c, s, urgent=urgent) for (c, s), urgent in owed.items()]
     db.session.execute(UploadRow.__table__.insert(), [
         {"upload_id": upload.id, "line": row.line, "rental_id": rentals[row.rental_id].id,
          "pti_synced": row.pti_synced, "overlocked": row.overlocked} for row in parsed.rows])
@@ -96,21 +102,23 @@ def progress(upload: Upload) -> Progress:
     )
 
 
-def _rentals_by_sg_id(sg_ids: list[str]) -> dict[str, Rental]:
-    found: dict[str, Rental] = {}
+def _rentals_by_sg_id(sg_ids: list[str]) -> dict[str, Row]:
+    """The few columns a push needs, as plain rows (a 20,000-row file must not fill the session with objects)."""
+    columns = (Rental.id, Rental.sg_id, Rental.customer_id, Rental.site_id, Rental.state, Rental.overlocked)
+    found: dict[str, Row] = {}
     for start in range(0, len(sg_ids), LOOKUP_CHUNK):
         chunk = sg_ids[start:start + LOOKUP_CHUNK]
-        found.update((r.sg_id, r) for r in db.session.scalars(select(Rental).where(Rental.sg_id.in_(chunk))))
+        found.update((r.sg_id, r) for r in db.session.execute(select(*columns).where(Rental.sg_id.in_(chunk))))
     return found
 
 
-def _lock_errors(rows: list[csvpush.CsvRow], rentals: dict[str, Rental]) -> list[csvpush.CsvError]:
+def _lock_errors(rows: list[csvpush.CsvRow], rentals: dict[str, Row]) -> list[csvpush.CsvError]:
     """A lock change on an ended rental cannot be pushed: refuse it like the Suspend button does."""
     return [csvpush.CsvError(row.line, f"rental {row.rental_id} is {rental.state}; only a reserved or occupied "
                                        f"rental can be suspended or unsuspended, so leave "
                                        f"{csvpush.OVERLOCKED_COLUMN} empty or as it is.")
             for row in rows
-            if (rental := rentals.get(row.rental_id)) is not None and not rental.active
+            if (rental := rentals.get(row.rental_id)) is not None and rental.state not in ACTIVE_RENTAL_STATES
             and row.overlocked is not None and row.overlocked != rental.overlocked]
 
 
