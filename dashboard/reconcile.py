@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -63,6 +64,7 @@ ATTEMPT_BACKOFF_CAP_S = 300.0
 LOCK_TTL_S = 300
 LOCK_WAIT_S = 30
 RECONCILE_JOB = "jobs.reconcile.reconcile_account"
+WRITE_BACK_JOB = "jobs.writeback.write_back_account"
 
 # Problems the core reports for the customer as a whole: no rental can be pushed until they are fixed.
 ACCOUNT_REASONS = {"no_access_level", "no_zone", "no_access_code"}
@@ -293,8 +295,12 @@ def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker
 # --- one attempt ------------------------------------------------------------------------------------------------
 
 
-def reconcile(account_id: int, trigger: str, job_id: str | None = None) -> Result:
-    """Make PTI match Storeganise for one account; never raises for PTI trouble (it is recorded instead)."""
+def reconcile(account_id: int, trigger: str, job_id: str | None = None,
+              write_back: Callable[[int], None] | None = None) -> Result:
+    """Make PTI match Storeganise for one account; never raises for PTI trouble (it is recorded instead).
+
+    After a push the account's write-back to Storeganise is enqueued as its own job, or handed to `write_back`
+    (a bulk batch writes back in its own process instead of forking a job per account)."""
     lock = get_redis().lock(f"pti-sync:lock:account:{account_id}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S)
     if not lock.acquire():
         enqueue(RECONCILE_JOB, account_id, trigger)  # another job holds it for long: come back after it
@@ -304,7 +310,7 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None) -> Resul
         account = db.session.get(PtiAccount, account_id)
         if account is None:
             return Result("noop", "account_gone")
-        return _attempt(account, trigger, job_id)
+        return _attempt(account, trigger, job_id, write_back)
     finally:
         try:
             lock.release()
@@ -312,7 +318,8 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None) -> Resul
             log.warning("reconcile lock of account %s expired before release", account_id)
 
 
-def _attempt(account: PtiAccount, trigger: str, job_id: str | None) -> Result:
+def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
+             write_back: Callable[[int], None] | None = None) -> Result:
     started = time.monotonic()
     generation = account.generation
     site = account.site
@@ -354,7 +361,7 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None) -> Result:
         if blocking:
             raise Park(blocking[0])
         return _finish(account, journal, rentals, desired, generation, operations, unit_problems, started,
-                       outcome="ok" if operations else "noop")
+                       outcome="ok" if operations else "noop", write_back=write_back)
     except Retry as exc:
         db.session.rollback()
         return _retry(account, journal, exc, operations, started)
@@ -378,7 +385,7 @@ def _journal(journal: SyncAttempt, outcome: str, operations: list[str], started:
 
 
 def _finish(account, journal, rentals, desired, generation, operations, unit_problems, started, *, outcome,
-            disabled=False) -> Result:
+            disabled=False, write_back: Callable[[int], None] | None = None) -> Result:
     now = ms(utcnow())
     status = {r.rental_id: r.status for r in desired.rentals}
     for rental in rentals:
@@ -405,7 +412,10 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     _journal(journal, outcome, operations, started)
     db.session.commit()
     if not disabled:
-        enqueue("jobs.writeback.write_back_account", account.id)
+        if write_back is not None:
+            write_back(account.id)
+        else:
+            enqueue(WRITE_BACK_JOB, account.id)
     return Result(outcome, operations=operations)
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app
 from rq import get_current_job
 
+from dashboard.extensions import db
 from dashboard.intent import PENDING_KEY
-from dashboard.queue import get_redis
-from dashboard.reconcile import reconcile
+from dashboard.queue import enqueue, get_redis
+from dashboard.reconcile import WRITE_BACK_JOB, reconcile
+
+log = logging.getLogger(__name__)
+
+WRITER_JOIN_S = 120.0  # how long a batch waits for its last write-backs before leaving them to their own jobs
 
 
 def reconcile_account(account_id: int, trigger: str = "relay") -> str:
@@ -28,12 +36,63 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
         get_redis().delete(*[PENDING_KEY.format(account_id=a) for a in account_ids])
     job = get_current_job()
 
+    owed: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # accounts pushed, to write back to Storeganise
+    writer = threading.Thread(target=write_back_all, args=(app, owed), name="batch-write-back", daemon=True)
+    writer.start()
+
     def one(account_id: int) -> str:
         with app.app_context():
-            return reconcile(account_id, trigger, job.id if job else None).outcome
+            return reconcile(account_id, trigger, job.id if job else None, write_back=owed.put).outcome
 
     outcomes: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=app.config["PTI_SITE_CONCURRENCY"]) as pool:
-        for outcome in pool.map(one, account_ids):
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    try:
+        with ThreadPoolExecutor(max_workers=app.config["PTI_SITE_CONCURRENCY"]) as pool:
+            for outcome in pool.map(one, account_ids):
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    finally:
+        owed.put(None)
+        writer.join(WRITER_JOIN_S)
+        if writer.is_alive():  # Storeganise is slow: what the writer has not reached gets its own job
+            with app.app_context():
+                while (account_id := _next(owed)) is not None:
+                    enqueue(WRITE_BACK_JOB, account_id)
     return outcomes
+
+
+def _next(owed: queue.SimpleQueue) -> int | None:
+    try:
+        return owed.get_nowait()
+    except queue.Empty:
+        return None
+
+
+def write_back_all(app, owed: queue.SimpleQueue) -> None:
+    """The batch's write-backs, as its accounts are pushed, in this process with one Storeganise client.
+
+    One job per account would fork a work horse each, and those default-queue jobs come before the bulk queue:
+    a 10,000-rental push then starves its own batches of workers. When Storeganise fails (or is not configured),
+    this account and every later one get their own job instead, which retries and reports as before.
+    """
+    from dashboard import writeback
+    from dashboard.sg import storeganise_client
+
+    with app.app_context():
+        client = None
+        failed = False
+        try:
+            while (account_id := owed.get()) is not None:
+                if not failed:
+                    try:
+                        client = client or storeganise_client()
+                        writeback.write_back(account_id, client)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - any failure: the per-account job takes over
+                        db.session.rollback()
+                        failed = True
+                        log.warning("batch write-back stopped (%s): the rest go to their own jobs",
+                                    exc.__class__.__name__)
+                enqueue(WRITE_BACK_JOB, account_id)
+        finally:
+            if client is not None:
+                client.close()
+            db.session.remove()
