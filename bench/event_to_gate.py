@@ -1,0 +1,232 @@
+"""Event to gate: a rental marked overdue (or paid) in Storeganise, until PTI's gate holds the unit locked (unlocked).
+
+Each event is the Storeganise simulator's `POST /_sim/overdue {unitRentalId, overdue}`, which sends the signed
+`unitRental.markOverdue` / `unmarkOverdue` webhook to the product, as Storeganise does; it is timed from that call
+until the PTI simulator (20 ms latency per call) shows the unit locked / unlocked. With BENCH_DIRECT_WEBHOOKS=1
+the benchmark flips the flag with webhooks delivery off and signs and posts the webhooks itself instead.
+
+Two phases after the initial push has converged: idle (nothing else running), then bulk (push_site for every site
+of 10 × 1,000 rentals is running; if it converges before the events are done it is started again, so every bulk
+event overlaps a push). Targets: p95 ≤ 1 s idle, p95 ≤ 3 s during the bulk push; ratio = max(p95_idle / 1,
+p95_bulk / 3).
+
+Environment (defaults in brackets): BENCH_SITES [10], BENCH_RENTALS per site [1000], BENCH_EVENTS per phase [200],
+BENCH_EVENT_CONCURRENCY events in flight [4], BENCH_LATENCY_MS [20], BENCH_SITE_CONCURRENCY [4], BENCH_WORKERS
+[sites + 2], BENCH_EVENT_TIMEOUT_S [30], BENCH_CRON [0].
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from bench.stack import WEBHOOK_SECRET, Stack, StackConfig, env_float, env_int, percentile, say
+
+INITIAL_PUSH_TIMEOUT_S = 420.0
+POLL_S = 0.01
+MAX_PUSH_ROUNDS = 6
+
+
+@dataclass(frozen=True)
+class Target:
+    rental_id: str  # Storeganise id
+    site_code: str  # PTI site code
+    unit_name: str  # PTI unit name
+
+
+def targets(stack: Stack, count: int) -> list[Target]:
+    """`count` distinct rentals, spread over the sites, in sync, not overdue, on a unit PTI knows."""
+    from sqlalchemy import select
+
+    from dashboard.extensions import db
+    from dashboard.models import Rental, Site, SyncState, Unit
+
+    rows = db.session.execute(
+        select(Rental.sg_id, Site.pti_site_code, Unit.pti_unit_name)
+        .join(Site, Rental.site_id == Site.id).join(Unit, Rental.unit_id == Unit.id)
+        .where(Rental.overlocked.is_(False), Rental.sync_state == SyncState.IN_SYNC, Unit.pti_unit_name.is_not(None))
+        .order_by(Rental.id)
+    ).all()
+    db.session.rollback()
+    by_site: dict[str, list[Target]] = {}
+    for sg_id, site_code, unit_name in rows:
+        by_site.setdefault(site_code, []).append(Target(sg_id, site_code, unit_name))
+    rng = random.Random(5)
+    for items in by_site.values():
+        rng.shuffle(items)
+    chosen: list[Target] = []
+    while len(chosen) < count and any(by_site.values()):
+        for items in by_site.values():
+            if items and len(chosen) < count:
+                chosen.append(items.pop())
+    if len(chosen) < count:
+        raise RuntimeError(f"only {len(chosen)} rentals can be locked and unlocked, {count} wanted")
+    return chosen
+
+
+class Events:
+    """Fire overdue events and time each until the gate agrees."""
+
+    def __init__(self, stack: Stack, direct: bool, timeout_s: float) -> None:
+        self.stack, self.direct, self.timeout_s = stack, direct, timeout_s
+        self.http = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=32))
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, target: Target, overdue: bool) -> None:
+        self.http.post(f"{self.stack.sg_url}/_sim/overdue",
+                       json={"unitRentalId": target.rental_id, "overdue": overdue}).raise_for_status()
+        if self.direct:
+            from dashboard.storeganise.webhooks import SIGNATURE_HEADER, compact_json, sign
+
+            created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            body = compact_json({"id": os.urandom(12).hex(), "type": "unitRental." + (
+                "markOverdue" if overdue else "unmarkOverdue"), "created": created,
+                "data": {"unitRentalId": target.rental_id}, "apiUrl": f"{self.stack.sg_url}/api/v1/admin"})
+            self.http.post(f"{self.stack.web_url}/webhooks/storeganise", content=body, headers={
+                "Content-Type": "application/json", SIGNATURE_HEADER: sign(WEBHOOK_SECRET, body)}).raise_for_status()
+
+    def one(self, target: Target, overdue: bool) -> float | None:
+        """Seconds from the event until the PTI simulator shows the unit locked == overdue; None on time-out."""
+        url = f"{self.stack.pti_url}/_sim/units/{target.site_code}/{target.unit_name}"
+        started = time.monotonic()
+        self._send(target, overdue)
+        deadline = started + self.timeout_s
+        while time.monotonic() < deadline:
+            if self.http.get(url).json().get("locked") is overdue:
+                return time.monotonic() - started
+            time.sleep(POLL_S)
+        with self._lock:
+            self.failures += 1
+        say(f"  {target.site_code}/{target.unit_name}: still {'unlocked' if overdue else 'locked'} after "
+            f"{self.timeout_s:.0f} s")
+        return None
+
+    def run(self, chosen: list[Target], count: int, concurrency: int, keep_going=None) -> list[float]:
+        """`count` events: each target is marked overdue, then (a later event) paid, in flight `concurrency` at
+        a time; each worker thread runs its targets' events in order. `keep_going()` is called between events."""
+        lanes = [[(t, flag) for t in chosen[i::concurrency] for flag in (True, False)] for i in range(concurrency)]
+        for i in range(len(lanes)):  # `count` events in all; a target's two events stay in its lane, in order
+            lanes[i] = lanes[i][:count // concurrency + (i < count % concurrency)]
+        times: list[float] = []
+
+        def lane(items):
+            for target, flag in items:
+                if keep_going is not None:
+                    keep_going()
+                took = self.one(target, flag)
+                if took is not None:
+                    with self._lock:
+                        times.append(took)
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for future in [pool.submit(lane, items) for items in lanes if items]:
+                future.result()
+        return times
+
+
+class BulkPush:
+    """Keeps a bulk push of every site running while the events of the bulk phase are fired."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.rounds = 0
+        self._lock = threading.Lock()
+        self._last_check = 0.0
+
+    def start(self) -> None:
+        self.rounds += 1
+        marked = self.stack.push_all(f"bench-bulk-{self.rounds}")
+        say(f"  bulk push round {self.rounds}: {marked} accounts marked")
+
+    def keep_going(self) -> None:
+        """Start the push again if it has converged (bounded rounds); called from the event threads."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_check < 1.0 or self.rounds >= MAX_PUSH_ROUNDS:
+                return
+            self._last_check = now
+            with self.stack.app.app_context():
+                owed, _ = self.stack.owed()
+                if owed == 0:
+                    self.start()
+
+
+def main() -> str:
+    sites = env_int("BENCH_SITES", 10)
+    rented = env_int("BENCH_RENTALS", 1000)
+    events = env_int("BENCH_EVENTS", 200)
+    concurrency = env_int("BENCH_EVENT_CONCURRENCY", 4)
+    latency_ms = env_float("BENCH_LATENCY_MS", 20)
+    direct = os.environ.get("BENCH_DIRECT_WEBHOOKS") == "1"
+    cfg = StackConfig(sites=sites, rented=rented, units=env_int("BENCH_UNITS", rented + max(10, rented // 10)),
+                      site_concurrency=env_int("BENCH_SITE_CONCURRENCY", 4),
+                      workers=env_int("BENCH_WORKERS", sites + 2),
+                      storeganise=True, cron=os.environ.get("BENCH_CRON", "0") == "1")
+    with Stack(cfg) as stack:
+        if direct:
+            stack.http.post(f"{stack.sg_url}/_sim/config", json={"deliver": False}).raise_for_status()
+        say("initial push (PTI latency 0) until every customer is in sync ...")
+        stack.push_all("bench-initial")
+        took = stack.wait_converged(INITIAL_PUSH_TIMEOUT_S)
+        say(f"initial push converged in {took:.1f} s; draining the write-backs ...")
+        wait_idle(stack, 300)
+        stack.pti_faults(latency_ms=latency_ms)
+        chosen = targets(stack, (2 * events + 1) // 2 * 2)  # idle and bulk use different rentals
+        idle_targets, bulk_targets = chosen[: (events + 1) // 2], chosen[(events + 1) // 2:]
+        runner = Events(stack, direct, env_float("BENCH_EVENT_TIMEOUT_S", 30))
+        try:
+            say(f"idle: {events} events, {concurrency} in flight ...")
+            idle = runner.run(idle_targets, events, concurrency)
+            wait_idle(stack, 120)
+            say(f"bulk: push_site for every site, then {events} events, {concurrency} in flight ...")
+            bulk = BulkPush(stack)
+            bulk.start()
+            busy = runner.run(bulk_targets, events, concurrency, keep_going=bulk.keep_going)
+            owed, _ = stack.owed()
+            say(f"bulk: {bulk.rounds} push rounds; {owed} accounts still owed when the last event landed")
+        finally:
+            runner.close()
+        failures = runner.failures
+    p95_idle, p95_bulk = percentile(idle, 95), percentile(busy, 95)
+    p50_idle, p50_bulk = percentile(idle, 50), percentile(busy, 50)
+    if failures:
+        say(f"{failures} events never reached the gate within the time-out (left out of the percentiles)")
+        p95_bulk = float("inf") if len(busy) < events else p95_bulk
+        p95_idle = float("inf") if len(idle) < events else p95_idle
+    ratio = max(p95_idle / 1.0, p95_bulk / 3.0)
+    say(f"idle: max {max(idle, default=0):.3f} s; bulk: max {max(busy, default=0):.3f} s")
+    line = (f"BENCH event_to_gate p95_idle_s={p95_idle:.3f} p95_bulk_s={p95_bulk:.3f} p50_idle_s={p50_idle:.3f} "
+            f"p50_bulk_s={p50_bulk:.3f} ratio={ratio:.2f}")
+    print(line, flush=True)
+    return line
+
+
+def wait_idle(stack: Stack, timeout_s: float) -> None:
+    """Until the queues are empty and no job is running (write-backs and their echo webhooks done)."""
+    from rq import Worker
+
+    from dashboard.queue import get_redis
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        depths = stack.queue_depths()
+        busy = [w for w in Worker.all(connection=get_redis()) if w.get_current_job_id()]
+        if not any(depths.values()) and not busy:
+            return
+        time.sleep(0.5)
+    say(f"queues not idle after {timeout_s:.0f} s: {stack.queue_depths()}")
+
+
+if __name__ == "__main__":
+    main()
