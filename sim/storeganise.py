@@ -309,7 +309,7 @@ class StoreganiseSim:
         self.lock.notify_all()
 
     def configure(self, *, webhook_url: Any = ..., deliver: Any = ..., webhook_secret: Any = ...,
-                  faults: Any = ...) -> dict:
+                  faults: Any = ..., drop_pending: Any = ...) -> dict:
         if webhook_url is not ... and webhook_url is not None and not isinstance(webhook_url, str):
             raise SimError("webhook_url must be a URL or null.")
         if deliver is not ... and not isinstance(deliver, bool):
@@ -318,6 +318,8 @@ class StoreganiseSim:
             raise SimError("webhook_secret must be a non-empty string.")
         if faults is not ...:
             faults = _check_faults(faults)
+        if drop_pending is not ... and not isinstance(drop_pending, bool):
+            raise SimError("drop_pending must be true or false.")
         with self.lock:
             if webhook_url is not ...:
                 self.webhook_url = webhook_url
@@ -327,6 +329,12 @@ class StoreganiseSim:
                 self.webhook_secret = webhook_secret
             if faults is not ...:
                 self.faults.update(faults)
+            if drop_pending is True:  # webhooks recorded while delivery was off are never sent (status "dropped")
+                for record in self._outbox:
+                    if record["status"] == "pending":
+                        record["status"] = "dropped"
+                        self._bodies.pop(record["id"], None)
+                self._outbox = collections.deque(r for r in self._outbox if r["status"] != "dropped")
             self.lock.notify_all()
             return self.config()
 
@@ -622,7 +630,7 @@ def config():
     if request.method == "GET":
         return jsonify(_sim().config())
     body = _body()
-    unknown = set(body) - {"webhook_url", "deliver", "webhook_secret", "faults"}
+    unknown = set(body) - {"webhook_url", "deliver", "webhook_secret", "faults", "drop_pending"}
     if unknown:
         raise SimError(f"Unknown settings: {', '.join(sorted(unknown))}.")
     return jsonify(_sim().configure(**body))
