@@ -16,7 +16,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, ReportedProblem, SyncState
+from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, ReportedProblem, SyncState
 from .queue import get_redis
 from .storeganise import StoreganiseClient, StoreganiseError, format_timestamp
 from .sync.errors import problem
@@ -177,3 +177,14 @@ def report_failure(account_id: int, client: StoreganiseClient) -> int:
         created += 1
         log.info("reported %s to Storeganise as a task on %s", reason, target.subject)
     return created
+
+
+def write_back_overrides(customer_id: int, client: StoreganiseClient) -> dict:
+    """Staff changed a customer's access level or zone in the dashboard: Storeganise, the source of truth, gets
+    it too. The mirror already holds the values, so the `user.updated` echo changes nothing."""
+    customer = db.session.get(Customer, customer_id)
+    if customer is None:
+        return {}
+    fields = {"pti_access_level": customer.access_level_override, "pti_zone": customer.zone_override}
+    client.update_user_custom_fields(customer.sg_id, fields)
+    return fields

@@ -19,3 +19,9 @@ def report_failure(account_id: int) -> int:
     """After the engine parks an account as failed: one Storeganise task per cause not reported yet."""
     with storeganise_client() as client:
         return writeback.report_failure(account_id, client)
+
+
+def write_back_overrides(customer_id: int) -> dict:
+    """After staff set a customer's access level or zone: pti_access_level and pti_zone on the Storeganise user."""
+    with storeganise_client() as client:
+        return writeback.write_back_overrides(customer_id, client)

@@ -198,3 +198,21 @@ def test_a_task_storeganise_could_not_create_is_tried_again(business, sim):
     assert db.session.scalar(select(ReportedProblem)) is None
     sim.configure(faults={"error_rate": 0.0})
     assert report_failure(account.id) == 1
+
+
+def test_an_access_override_set_by_staff_reaches_storeganise_and_its_echo_asks_for_nothing(business, sim, hooks):
+    from dashboard.actions import set_access
+    from dashboard.models import Customer
+    from jobs.writeback import write_back_overrides
+
+    customer = db.session.scalar(select(Customer).where(Customer.sg_id == multi_unit_customer(sim)))
+    set_access(customer, "staff@demo.test", level=2, zone=3)
+    asked = reconcile_requests()
+    hooks.skip_new()
+    write_back_overrides(customer.id)
+    assert sim.users[customer.sg_id]["customFields"]["pti_access_level"] == 2
+    assert sim.users[customer.sg_id]["customFields"]["pti_zone"] == 3
+    echoes = hooks.deliver_new()
+    assert [e["type"] for e in echoes] == ["user.updated"]
+    assert [handle_delivery(e["id"]) for e in echoes] == ["processed"]
+    assert reconcile_requests() == asked  # the echo added no push of its own
