@@ -32,6 +32,7 @@ DEFAULTS = {
 
 
 SIMULATOR_START_S = 30
+DEMO_WORKERS = 2  # the first push of the demo business converges in well under a minute
 
 
 def say(message: str) -> None:
@@ -130,8 +131,8 @@ def main() -> None:
         flask("db", "upgrade", env=env)
         say("Starting web, worker, scheduler and both simulators ...")
         processes = ["web", "worker", "cron", "ptisim", "sgsim"]
-        honcho = subprocess.Popen([str(VENV_BIN / "honcho"), "start", "-f", "Procfile.dev", *processes],
-                                  env=env, cwd=ROOT)
+        honcho = subprocess.Popen([str(VENV_BIN / "honcho"), "start", "-f", "Procfile.dev", "-c",
+                                   f"worker={DEMO_WORKERS}", *processes], env=env, cwd=ROOT)
         load_demo(env, honcho)
         honcho.wait()
     except KeyboardInterrupt:
