@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, select
+from sqlalchemy import case, or_, select
 
 from .extensions import db
 from .intent import mark_dirty, request_reconcile
@@ -96,17 +96,59 @@ def sweep_site(site: Site, client) -> SweepReport:
 
 
 def push_site(site: Site, trigger: str) -> int:
-    """Mark every customer of the site with an active rental or a PTI user for a push, in bulk batches."""
+    """Mark every customer of the site with an active rental or a PTI user for a push, in bulk batches.
+
+    The same intent as `mark_dirty` for each customer, written with a few set-based statements: one round trip
+    per customer made marking 783 customers take longer than pushing them while the workers were busy."""
     customer_ids = set(db.session.scalars(
         select(Rental.customer_id).where(Rental.site_id == site.id, Rental.state.in_(ACTIVE_RENTAL_STATES))
     )) | set(db.session.scalars(
         select(PtiAccount.customer_id).where(PtiAccount.site_id == site.id, PtiAccount.pti_user_id.is_not(None))
     ))
-    accounts = [mark_dirty(customer_id, site.id) for customer_id in sorted(customer_ids)]
+    ids = mark_site_dirty(site.id, customer_ids)
     db.session.commit()
-    ids = [a.id for a in accounts]
     queue = get_queue(BULK)
     for start in range(0, len(ids), BATCH_SIZE):
         queue.enqueue("jobs.reconcile.reconcile_batch", ids[start:start + BATCH_SIZE], trigger,
                       job_timeout=3600, result_ttl=600)
     return len(ids)
+
+
+MARK_CHUNK = 500  # customer ids per IN (...) list
+
+
+def mark_site_dirty(site_id: int, customer_ids: set[int]) -> list[int]:
+    """`mark_dirty` for many customers of one site, in the caller's transaction; their account ids, by customer."""
+    wanted = sorted(customer_ids)
+    accounts = PtiAccount.__table__
+    known: set[int] = set()
+    for start in range(0, len(wanted), MARK_CHUNK):
+        known.update(db.session.scalars(select(PtiAccount.customer_id).where(
+            PtiAccount.site_id == site_id, PtiAccount.customer_id.in_(wanted[start:start + MARK_CHUNK]))))
+    new = [c for c in wanted if c not in known]
+    if new:  # created as account_for does, then marked like the others below
+        db.session.execute(accounts.insert(), [{"customer_id": c, "site_id": site_id, "generation": 1,
+                                                "synced_generation": 0, "state": SyncState.PENDING,
+                                                "urgent": False, "attempts": 0} for c in new])
+    for start in range(0, len(wanted), MARK_CHUNK):
+        chunk = wanted[start:start + MARK_CHUNK]
+        db.session.execute(
+            accounts.update()
+            .where(accounts.c.site_id == site_id, accounts.c.customer_id.in_(chunk))
+            .values(generation=case((accounts.c.generation > accounts.c.synced_generation, accounts.c.generation),
+                                    else_=accounts.c.synced_generation) + 1,
+                    state=SyncState.PENDING, attempts=0, next_attempt_at=None)
+        )
+        db.session.execute(
+            Rental.__table__.update()
+            .where(Rental.site_id == site_id, Rental.customer_id.in_(chunk), Rental.state.in_(ACTIVE_RENTAL_STATES),
+                   Rental.sync_state.in_([SyncState.IN_SYNC, SyncState.FAILED, SyncState.PENDING]))
+            .values(sync_state=SyncState.PENDING)
+        )
+    db.session.expire_all()  # the ORM's copies of these rows are stale now
+    ids: dict[int, int] = {}
+    for start in range(0, len(wanted), MARK_CHUNK):
+        ids.update((customer_id, account_id) for customer_id, account_id in db.session.execute(
+            select(PtiAccount.customer_id, PtiAccount.id).where(
+                PtiAccount.site_id == site_id, PtiAccount.customer_id.in_(wanted[start:start + MARK_CHUNK]))))
+    return [ids[c] for c in wanted]
