@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from dashboard.pti.errors import PtiPermanentError, PtiRetryableError
+from dashboard.sync.desired import is_valid_unit_name  # noqa: F401 - PTI's naming rule, re-exported
 from dashboard.sync.model import (
     NEW_USER,
     AccessLevel,
@@ -45,7 +45,6 @@ TOKEN_RENEW_MARGIN = 30.0  # seconds: renew a token this long before PTI says it
 SITE_HEADER = "X-PTI-Site"  # the site code travels in a header, not the URL: URLs end up in logs
 DEFAULT_RETRY_AFTER = 1.0  # seconds, when a 429 carries no usable Retry-After
 
-MAX_UNIT_NAME_LENGTH = 10
 MIN_ACCESS_CODE, MAX_ACCESS_CODE = 1, 4294967295
 
 # Result codes (contract): the PTI-known ones keep PTI's numbers, the others are our assumption.
@@ -74,14 +73,6 @@ UPDATABLE_USER_FIELDS = frozenset({"access_code", "access_level", "time_zone", "
 WRITE_OPERATIONS = frozenset({"create_user", "update_user", "remove_user", "rent_unit", "vacate_unit", "lock_unit",
                               "unlock_unit"})
 UNIT_OPERATIONS = frozenset({"get_unit", "rent_unit", "vacate_unit", "lock_unit", "unlock_unit"})
-
-_UNIT_NAME = re.compile(rf"\S{{1,{MAX_UNIT_NAME_LENGTH}}}")
-
-
-def is_valid_unit_name(name: str | None) -> bool:
-    """True when PTI accepts `name` as a unit name: 1 to 10 characters, no spaces (PTI rule)."""
-    return isinstance(name, str) and _UNIT_NAME.fullmatch(name) is not None
-
 
 class _Secret:
     """A credential that stays out of reprs, tracebacks with locals and debug pages."""

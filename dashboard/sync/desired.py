@@ -106,9 +106,9 @@ class DesiredAccess:
         return self.user is not None and self.user.access_code is None
 
 
-def is_valid_unit_name(name: str) -> bool:
-    """PTI's rule for unit names: at most 10 characters, no spaces."""
-    return 0 < len(name) <= MAX_UNIT_NAME_LENGTH and not any(c.isspace() for c in name)
+def is_valid_unit_name(name: str | None) -> bool:
+    """PTI's rule for unit names: 1 to 10 characters, no spaces (the one place the rule is written)."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_UNIT_NAME_LENGTH and not any(c.isspace() for c in name)
 
 
 def rental_status(rental: RentalSnapshot) -> RentalStatus:
