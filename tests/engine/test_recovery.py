@@ -36,8 +36,9 @@ SITE = make_sites(1, units=48, rented=36, prefix="r5")[0]  # 28 customers, 35 ma
 WRITE_LATENCY_MS = 150  # PTI writes are slow, so a job is killed in the middle of its plan
 KILL_AFTER = 5  # converged accounts before the worker is killed
 FLASK = str(Path(sys.executable).with_name("flask"))
-WAIT_S = 60  # bound of every wait; a wait that runs out fails with what it was waiting for
+WAIT_S = 180  # bound of every wait (generous: CI machines are slow); running out fails with what it waited for
 ROUNDS = 3  # relay + burst worker rounds allowed after the crash
+BURST_WORKERS = 2  # workers started after the crash, side by side
 
 
 # --- a Redis, a PTI and workers of the test's own -------------------------------------------------------------
@@ -95,14 +96,16 @@ class Workers:
         self.procs.append(proc)
         return proc
 
-    def burst(self) -> None:
-        """Run a worker until the queues are empty."""
-        proc = self.start("--burst")
-        try:
-            proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"a burst worker did not finish in {WAIT_S} s:\n{self.log_tail(proc)}")
-        assert proc.returncode == 0, f"the burst worker failed:\n{self.log_tail(proc)}"
+    def burst(self, count: int = 1) -> None:
+        """Run `count` workers side by side until the queues are empty."""
+        procs = [self.start("--burst") for _ in range(count)]
+        deadline = time.monotonic() + WAIT_S
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a burst worker did not finish in {WAIT_S} s:\n{self.log_tail(proc)}")
+            assert proc.returncode == 0, f"a burst worker failed:\n{self.log_tail(proc)}"
 
     def kill(self, proc: subprocess.Popen) -> None:
         """kill -9 the worker and everything it forked (the work horse runs in a process group of its own)."""
@@ -161,8 +164,8 @@ def accounts() -> list:
     """Where every account stands, read afresh (rows, not ORM objects, so nothing stale is kept)."""
     db.session.rollback()
     rows = db.session.execute(select(PtiAccount.id, PtiAccount.customer_id, PtiAccount.generation,
-                                     PtiAccount.synced_generation, PtiAccount.state, PtiAccount.pti_user_id,
-                                     PtiAccount.last_error).order_by(PtiAccount.id)).all()
+                                     PtiAccount.synced_generation, PtiAccount.state, PtiAccount.last_error)
+                             .order_by(PtiAccount.id)).all()
     db.session.rollback()  # no read lock kept on the database file the workers write
     return rows
 
@@ -206,7 +209,7 @@ def drain_after_relay(workers: Workers) -> None:
     """What the cron and the workers do: relay what is owed, work the queues; a few rounds at most."""
     for _ in range(ROUNDS):
         relay()
-        workers.burst()
+        workers.burst(BURST_WORKERS)
         rows = accounts()
         if len(converged(rows)) == len(rows):
             return
@@ -235,6 +238,7 @@ def test_a_worker_killed_mid_job_and_redis_restarted_empty_converge_through_the_
 
     # Kill it right after a job created a PTI user: the rest of that job's plan (its units) is still to come.
     def mid_job():
+        assert worker.poll() is None, f"the worker stopped by itself:\n{workers.log_tail(worker)}"
         if len(converged(accounts())) < KILL_AFTER:
             return None
         last = slow_pti.calls()[-1]
@@ -258,6 +262,8 @@ def test_a_worker_killed_mid_job_and_redis_restarted_empty_converge_through_the_
 
     drain_after_relay(workers)
     assert_pti_matches_the_mirror(site, slow_pti, all_customers())
+    created = [c for c in slow_pti.calls() if c["operation"] == "create_user" and c["applied"]]
+    assert len(created) == len(slow_pti.site(SITE.pti_site_code)["users"]), "a PTI user was created twice"
 
 
 def test_a_job_redis_lost_before_any_worker_ran_is_delivered_by_the_relay_alone(site, slow_pti, own_redis, workers):
