@@ -20,7 +20,7 @@ from .queue import BULK, get_queue
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 25  # accounts per bulk job: keeps a site's calls in flight, and frees the worker for urgent work soon
+BATCH_SIZE = 200  # accounts per bulk job: big enough to keep a site's calls in flight, small enough to retry
 
 
 def relay() -> int:
