@@ -10,6 +10,14 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def _sqlite_wal(dbapi_connection, _record) -> None:
+    """Readers never block the writer (pages stay fast while workers push), on the default SQLite database."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
 
 
 def create_app(test_config: dict | None = None):
@@ -36,7 +44,16 @@ def create_app(test_config: dict | None = None):
     for chatty in ("httpx", "httpcore"):  # every request is already logged once, by the PTI client or the job
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # Workers and web write at once: wait for SQLite's lock instead of failing after 5 s (WAL: see below).
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options["connect_args"] = {**options.get("connect_args", {}), "timeout": SQLITE_BUSY_TIMEOUT_S}
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        from sqlalchemy import event
+
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_wal)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
     htmx.init_app(app)

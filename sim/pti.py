@@ -153,6 +153,7 @@ class PtiSimulator:
             self.by_site: Counter = Counter()
             self._seq = 0
             self._answered_429: set[tuple[str, float]] = set()
+            self.epoch = getattr(self, "epoch", 0) + 1  # a call still held across a reset is not logged after it
 
     # --- faults ------------------------------------------------------------------------------------------
 
@@ -198,7 +199,8 @@ class PtiSimulator:
 
     def run(self, site_code: str, operation: str, action, **targets) -> Response:
         """Serve one call: faults first, then `action(site, call)` under the site's lock; record it."""
-        call = {"operation": operation, "site": site_code, "user_id": None, "unit_name": None, "access_code": None,
+        call = {"epoch": self.epoch, "operation": operation, "site": site_code, "user_id": None, "unit_name": None,
+                "access_code": None,
                 "email": None, "start": time.monotonic(), **targets}
         self._identify(call)
         faults = self._faults_for(site_code)
@@ -282,6 +284,8 @@ class PtiSimulator:
     def _record(self, call: dict) -> None:
         kind = "logins" if call["operation"] == "login" else "writes" if call["operation"] in WRITES else "reads"
         with self._lock:
+            if call.pop("epoch") != self.epoch:
+                return  # began before the last reset: it belongs to a test that has finished
             self._seq += 1
             call["seq"] = self._seq
             self.calls.append(call)
