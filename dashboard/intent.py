@@ -20,7 +20,7 @@ from .queue import BULK, DEFAULT, URGENT, enqueue, get_redis
 log = logging.getLogger(__name__)
 
 RECONCILE_JOB = "jobs.reconcile.reconcile_account"
-PENDING_KEY = "pti-sync:pending:{account_id}"  # set while a reconcile job for the account is queued
+PENDING_KEY = "pti-sync:pending:{account_id}"  # the queue of the reconcile job waiting for the account, if any
 PENDING_TTL_S = 3600  # a hint outlives no job: the relay re-enqueues what is still owed after that
 
 
@@ -68,9 +68,14 @@ def request_reconcile(accounts: Iterable[PtiAccount | int], *, trigger: str, bul
             account = item if isinstance(item, PtiAccount) else db.session.get(PtiAccount, item)
             if account is None:
                 continue
-            if not conn.set(PENDING_KEY.format(account_id=account.id), trigger, nx=True, ex=PENDING_TTL_S):
-                continue  # a queued job will read the newest intent when it runs
             queue = URGENT if account.urgent else (BULK if bulk else DEFAULT)
+            key = PENDING_KEY.format(account_id=account.id)
+            if not conn.set(key, queue, nx=True, ex=PENDING_TTL_S):
+                # A queued job will read the newest intent when it runs, unless it waits in a slower queue than
+                # a lock or unlock may: then an urgent job goes too (the account lock keeps them apart).
+                if queue != URGENT or conn.get(key) == URGENT.encode():
+                    continue
+                conn.set(key, URGENT, ex=PENDING_TTL_S)
             enqueue(RECONCILE_JOB, account.id, trigger, queue=queue)
             enqueued += 1
     except redis.RedisError as exc:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import case, or_, select
 
 from .extensions import db
-from .intent import mark_dirty, request_reconcile
+from .intent import PENDING_KEY, PENDING_TTL_S, mark_dirty, request_reconcile
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, utcnow
-from .queue import BULK, get_queue
+from .queue import BULK, get_queue, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,10 @@ def push_site(site: Site, trigger: str) -> int:
     ids = mark_site_dirty(site.id, customer_ids)
     db.session.commit()
     queue = get_queue(BULK)
+    pipe = get_redis().pipeline()
+    for account_id in ids:  # the batches hold these accounts: the relay must not enqueue them one by one
+        pipe.set(PENDING_KEY.format(account_id=account_id), BULK, nx=True, ex=PENDING_TTL_S)
+    pipe.execute()
     for start in range(0, len(ids), BATCH_SIZE):
         queue.enqueue("jobs.reconcile.reconcile_batch", ids[start:start + BATCH_SIZE], trigger,
                       job_timeout=3600, result_ttl=600)

@@ -32,8 +32,7 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
     """Reconcile many accounts of one site, PTI_SITE_CONCURRENCY at a time (the site guard still caps the
     calls across all workers). A bulk push goes through this: one forked job, many PTI calls in flight."""
     app = current_app._get_current_object()
-    if account_ids:
-        get_redis().delete(*[PENDING_KEY.format(account_id=a) for a in account_ids])
+    conn = get_redis()
     job = get_current_job()
 
     owed: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # accounts pushed, to write back to Storeganise
@@ -41,6 +40,8 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
     writer.start()
 
     def one(account_id: int) -> str:
+        # Only now is this account in hand: until here the relay must see it as queued (push_site set the key).
+        conn.delete(PENDING_KEY.format(account_id=account_id))
         with app.app_context():
             return reconcile(account_id, trigger, job.id if job else None, write_back=owed.put).outcome
 
