@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import redis
 from sqlalchemy import select
 
 from .extensions import db
 from .intent import mark_dirty, request_reconcile
 from .mirror import upsert_customer, upsert_rental, upsert_site, upsert_unit
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, Unit
+from .queue import get_redis
 from .storeganise import StoreganiseClient, StoreganiseError
 
 SITE_INPUTS = ("pti_base_url", "pti_site_code", "pti_credentials", "default_access_level", "default_zone")
@@ -76,14 +78,46 @@ class Effects:
             for rental_sg_id, overlocked in list(self.overlocks.items()):
                 client.update_unit_rental_custom_fields(rental_sg_id, {"pti_overlocked": overlocked})
                 del self.overlocks[rental_sg_id]
+                forget_overlock_on_its_way(rental_sg_id)
                 written += 1
         except StoreganiseError:
+            for rental_sg_id in self.overlocks:
+                forget_overlock_on_its_way(rental_sg_id)
             db.session.rollback()
             for rental in db.session.scalars(select(Rental).where(Rental.sg_id.in_(self.overlocks))):
                 rental.overdue = not self.overlocks[rental.sg_id]
             db.session.commit()
             raise
         return written
+
+
+# --- pti_overlocked values we are writing to Storeganise -----------------------------------------------------
+
+ON_ITS_WAY_KEY = "pti-sync:sg-overlock-on-its-way:{rental}"
+ON_ITS_WAY_TTL_S = 120  # longer than any write-back takes; a crashed write stops mattering after this
+
+
+def note_overlock_on_its_way(rental_sg_id: str, overlocked: bool) -> None:
+    """Before the mirror commits a flip we still have to PUT: until the PUT lands, Storeganise's value is stale."""
+    try:
+        get_redis().set(ON_ITS_WAY_KEY.format(rental=rental_sg_id), int(overlocked), ex=ON_ITS_WAY_TTL_S)
+    except redis.RedisError:
+        pass  # without Redis an echo may briefly look like a manual change; the next event or pull corrects it
+
+
+def overlock_on_its_way(rental_sg_id: str) -> bool | None:
+    try:
+        value = get_redis().get(ON_ITS_WAY_KEY.format(rental=rental_sg_id))
+    except redis.RedisError:
+        return None
+    return None if value is None else value == b"1"
+
+
+def forget_overlock_on_its_way(rental_sg_id: str) -> None:
+    try:
+        get_redis().delete(ON_ITS_WAY_KEY.format(rental=rental_sg_id))
+    except redis.RedisError:
+        pass
 
 
 # --- one record at a time ------------------------------------------------------------------------------------
@@ -136,10 +170,16 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
     overdue_before = existing.overdue if existing is not None else None
     rental, _ = upsert_rental(data, site, unit, customer)
     stored_overlock = rental.overlocked  # what Storeganise holds in pti_overlocked
+    on_its_way = overlock_on_its_way(rental.sg_id)
     if overdue_event or (overdue_before is not None and overdue_before != rental.overdue):
         rental.overlocked = rental.overdue
+    elif on_its_way is not None and stored_overlock != on_its_way:
+        # Storeganise has not received the pti_overlocked we are writing (a payment right after an overdue):
+        # its value is our own older write, not a person's suspend. Keep ours; the write lands shortly.
+        rental.overlocked = on_its_way
     if rental.overlocked != stored_overlock:
         fx.overlocks[rental.sg_id] = rental.overlocked
+        note_overlock_on_its_way(rental.sg_id, rental.overlocked)
     if flush:
         db.session.flush()
     after = values(rental, RENTAL_INPUTS)

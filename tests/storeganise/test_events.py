@@ -307,3 +307,23 @@ def test_signed_bodies_from_the_simulator_verify_with_the_products_secret(hooks,
     body = hooks.body(record)
     assert hooks.post(body, sign("wrong", body)).status_code == 401
     assert hooks.post(body).status_code == 200
+
+
+def test_the_late_echo_of_an_overdue_lock_does_not_lock_a_rental_just_paid(business, sim, hooks, sg):
+    """Payment lands between our pti_overlocked=true write and its echo: the echo must not read as a suspend."""
+    from dashboard.refresh import Effects, refresh_rental
+
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    [overdue] = hooks.deliver_new()
+    assert run([overdue]) == ["processed"]  # locks, and writes pti_overlocked=true to Storeganise
+    sim.set_overdue(target["id"], False)
+    # The payment's handler has updated the mirror, but its pti_overlocked=false has not reached Storeganise yet.
+    fx = Effects()
+    refresh_rental(sg, target["id"], fx, overdue_event=True)
+    db.session.commit()
+    echo = next(r for r in hooks.deliver_new() if r["type"] == "unitRental.updated")
+    assert run([echo]) == ["processed"]
+    assert rental(target["id"]).overlocked is False  # not re-locked by our own older value
+    fx.write_overlocks(sg)
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
