@@ -27,9 +27,13 @@ PENDING_TTL_S = 3600  # a hint outlives no job: the relay re-enqueues what is st
 def account_for(customer: Customer | int, site_id: int) -> PtiAccount:
     """The customer's PTI account at the site, created (pending, generation 1) when it is the first time."""
     customer_id = customer if isinstance(customer, int) else customer.id
-    account = db.session.scalar(
-        select(PtiAccount).where(PtiAccount.customer_id == customer_id, PtiAccount.site_id == site_id)
-    )
+    # Lock the account row before any of the caller's pending rental changes are flushed: every writer takes the
+    # account first, then its rentals, so two writers of one customer queue up instead of deadlocking.
+    with db.session.no_autoflush:
+        account = db.session.scalar(
+            select(PtiAccount).where(PtiAccount.customer_id == customer_id, PtiAccount.site_id == site_id)
+            .with_for_update()
+        )
     if account is None:
         account = PtiAccount(customer_id=customer_id, site_id=site_id, generation=1, synced_generation=0)
         db.session.add(account)

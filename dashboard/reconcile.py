@@ -386,6 +386,10 @@ def _journal(journal: SyncAttempt, outcome: str, operations: list[str], started:
 
 def _finish(account, journal, rentals, desired, generation, operations, unit_problems, started, *, outcome,
             disabled=False, write_back: Callable[[int], None] | None = None) -> Result:
+    # The account row first, then its rentals: the same order as mark_dirty, so the two never deadlock.
+    with db.session.no_autoflush:
+        current = db.session.scalar(select(PtiAccount.generation).where(PtiAccount.id == account.id)
+                                    .with_for_update())
     now = ms(utcnow())
     status = {r.rental_id: r.status for r in desired.rentals}
     for rental in rentals:
@@ -402,7 +406,7 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
             rental.sync_state, rental.last_error = SyncState.IN_SYNC, None
             if operations or rental.pti_synced is None:
                 rental.pti_synced = now
-    newer = db.session.scalar(select(PtiAccount.generation).where(PtiAccount.id == account.id)) > generation
+    newer = current > generation
     account.synced_generation = max(account.synced_generation, generation)
     account.state = SyncState.PENDING if newer else SyncState.IN_SYNC
     account.urgent = account.urgent and newer
@@ -440,7 +444,7 @@ def _retry(account: PtiAccount, journal: SyncAttempt, exc: Retry, operations, st
 
 def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, started,
           journal_outcome: str = "failed") -> Result:
-    db.session.refresh(account)
+    db.session.refresh(account, with_for_update=True)  # the account row before its rentals, as everywhere
     account.state = SyncState.FAILED
     account.last_error, account.last_error_detail = exc.reason, exc.detail
     account.last_attempt_at = utcnow()
