@@ -21,6 +21,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def to_ms(moment: datetime | None) -> datetime | None:
+    """Milliseconds, as Storeganise stores timestamps: what we keep must equal what comes back (no echo loop)."""
+    return None if moment is None else moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 class Role(enum.StrEnum):
     ADMIN = "admin"  # sites, users, roles
     MANAGER = "manager"  # reads everything

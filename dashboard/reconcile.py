@@ -22,7 +22,7 @@ from sqlalchemy.orm import joinedload
 
 from .connections import current_credentials
 from .extensions import db
-from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, utcnow
+from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
 from .pti import PtiClient, PtiClientRegistry, PtiConnection, PtiError, PtiPermanentError, PtiRetryableError
 from .queue import DEFAULT, URGENT, enqueue, get_queue, get_redis
 from .site_guard import SiteGuard
@@ -135,11 +135,6 @@ def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
 
 def site_guard(site: Site) -> SiteGuard:
     return SiteGuard(get_redis(), site.id, limit=current_app.config["PTI_SITE_CONCURRENCY"])
-
-
-def ms(moment):
-    """Storeganise keeps milliseconds: our timestamps too, so a write-back echo compares equal."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class Caller:
@@ -390,7 +385,7 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     with db.session.no_autoflush:
         current = db.session.scalar(select(PtiAccount.generation).where(PtiAccount.id == account.id)
                                     .with_for_update())
-    now = ms(utcnow())
+    now = to_ms(utcnow())
     status = {r.rental_id: r.status for r in desired.rentals}
     for rental in rentals:
         st = status.get(rental.sg_id)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 import redis
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, ReportedProblem, SyncState
+from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, ReportedProblem, SyncState, to_ms
 from .queue import get_redis
 from .storeganise import StoreganiseClient, StoreganiseError, format_timestamp
 from .sync.errors import problem
@@ -29,11 +29,6 @@ SITE_REASONS = frozenset({"invalid_credentials", "site_not_configured"})
 DEFAULT_REASON = "pti_rejected"
 WRITTEN_KEY = "pti-sync:sg-written:{rental}"  # the pti_synced|pti_overlocked we last wrote to a rental
 WRITTEN_TTL_S = 7 * 24 * 3600
-
-
-def to_ms(moment: datetime | None) -> datetime | None:
-    """Milliseconds, as Storeganise stores timestamps: what we keep must equal what comes back."""
-    return None if moment is None else moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 @dataclass
