@@ -218,7 +218,7 @@ def wait_idle(stack: Stack, timeout_s: float) -> None:
     """Until the queues are empty and no job is running (write-backs and their echo webhooks done)."""
     from rq import Worker
 
-    from dashboard.queue import get_redis
+    from dashboard.jobqueue import get_redis
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

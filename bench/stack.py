@@ -333,7 +333,7 @@ class Stack:
     def wait_workers(self, count: int) -> None:
         from rq import Worker
 
-        from dashboard.queue import get_redis
+        from dashboard.jobqueue import get_redis
 
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -390,9 +390,9 @@ class Stack:
         """push_site for every site (what an operator's "push site" does), in this process."""
         from sqlalchemy import select
 
+        from dashboard.engine.intent import push_site
         from dashboard.extensions import db
         from dashboard.models import Site
-        from dashboard.sweep import push_site
 
         total = 0
         for site in db.session.scalars(select(Site).order_by(Site.id)).all():
@@ -435,6 +435,6 @@ class Stack:
     def queue_depths(self) -> dict[str, int]:
         from rq import Queue
 
-        from dashboard.queue import QUEUE_NAMES, get_redis
+        from dashboard.jobqueue import QUEUE_NAMES, get_redis
 
         return {name: Queue(name, connection=get_redis()).count for name in QUEUE_NAMES}

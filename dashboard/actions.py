@@ -9,11 +9,12 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from .audit import record
+from .engine.intent import mark_dirty, push_site, request_reconcile
+from .engine.reconcile import choose_code
 from .extensions import db
-from .intent import mark_dirty, request_reconcile
+from .jobqueue import WRITE_BACK_OVERRIDES, enqueue
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState
-from .queue import enqueue
-from .sweep import push_site
+from .sync import NoFreeCode
 
 
 class ActionError(ValueError):
@@ -59,8 +60,6 @@ def set_suspended(rental: Rental, suspended: bool, actor: StaffUser | str) -> in
 
 def regenerate_code(customer: Customer, actor: StaffUser | str) -> int:
     """A new access code for every site of the customer (behaviour 8); the old one stops working on the push."""
-    from .reconcile import Park, choose_code
-
     site_ids = sorted(_sites_of(customer))
     if not site_ids:
         raise ActionError("This customer has no active rental, so has no access code to replace.")
@@ -68,7 +67,7 @@ def regenerate_code(customer: Customer, actor: StaffUser | str) -> int:
     old = {a.access_code for a in accounts}
     try:
         code = choose_code(accounts[0], exclude=old | _codes_at(site_ids))
-    except Park as exc:
+    except NoFreeCode as exc:
         raise ActionError("No free access code is left at this length: lengthen the site's codes.") from exc
     for account in accounts:
         account.access_code = code
@@ -86,7 +85,7 @@ def set_access(customer: Customer, actor: StaffUser | str, *, level: int | None,
     accounts = [mark_dirty(customer, site_id) for site_id in sorted(_sites_of(customer))]
     record("set access", actor=actor, target_type="customer", target_id=customer.sg_id, level=level, zone=zone)
     db.session.commit()
-    enqueue("jobs.writeback.write_back_overrides", customer.id)
+    enqueue(WRITE_BACK_OVERRIDES, customer.id)
     return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
 
 

@@ -5,10 +5,23 @@ from __future__ import annotations
 import click
 from flask import current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
+from rq.cron import CronScheduler
+from rq.utils import import_attribute
+from sqlalchemy import func, or_, select
 
+from jobs.worker import run_worker
+
+from . import actions
+from .clients import StoreganiseNotConfigured, site_credentials, storeganise_client
+from .crypto import rotate
+from .demo import ensure_demo_accounts, import_demo_business
 from .extensions import db
-from .models import Role, Site, StaffUser
+from .jobqueue import BULK, DEFAULT, PULL, RELAY, SWEEP, get_redis
+from .mirror.importer import ImportBusy, import_business, pull_changes
+from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Role, Site, StaffUser
+from .pti import PtiClient, check_site
+from .storeganise import StoreganiseError
+from .sync.errors import problem
 
 users = AppGroup("users", help="Staff accounts.")
 demo = AppGroup("demo", help="The demo business and accounts (demo mode only).")
@@ -39,8 +52,6 @@ def create_user(email: str, role: str, name: str, password: str) -> None:
 @demo.command("seed")
 def seed() -> None:
     """Create the demo accounts and load the demo business (idempotent)."""
-    from .demo import ensure_demo_accounts, import_demo_business
-
     if not current_app.config.get("DEMO_MODE"):
         raise click.ClickException("Demo data is only loaded in demo mode: set PTI_SYNC_DEMO=1.")
     created = ensure_demo_accounts()
@@ -50,8 +61,6 @@ def seed() -> None:
 @keys.command("rotate")
 def rotate_keys() -> None:
     """Re-encrypt every site's PTI credentials under the first key of ENCRYPTION_KEYS."""
-    from .crypto import rotate
-
     sites = db.session.scalars(select(Site).where(Site.pti_credentials.is_not(None))).all()
     for site in sites:
         site.pti_credentials = rotate(current_app.config["ENCRYPTION_KEYS"], site.pti_credentials)
@@ -63,16 +72,10 @@ def rotate_keys() -> None:
 @click.argument("site")
 def check_pti(site: str) -> None:
     """Check SITE's PTI connection (site code or Storeganise id): reachable, credentials, unit names."""
-    from sqlalchemy import or_
-
-    from .connections import current_credentials
-    from .pti import PtiClient, check_site
-    from .sync.errors import problem
-
     record = db.session.scalar(select(Site).where(or_(Site.code == site, Site.sg_id == site)))
     if record is None:
         raise click.ClickException(f"No site {site!r}.")
-    creds = current_credentials(record)
+    creds = site_credentials(record)
     if not (record.pti_base_url and record.pti_site_code and creds):
         entry = problem("site_not_configured")
         raise click.ClickException(f"{entry.message} {entry.fix}")
@@ -87,10 +90,6 @@ def check_pti(site: str) -> None:
 
 def _storeganise(read):
     """Run `read(client)` against the configured Storeganise; failures become one plain line, not a traceback."""
-    from .importer import ImportBusy
-    from .sg import StoreganiseNotConfigured, storeganise_client
-    from .storeganise import StoreganiseError
-
     try:
         with storeganise_client() as client:
             return read(client)
@@ -102,8 +101,6 @@ def _storeganise(read):
 @click.option("--site", "site_code", default=None, help="Only this site (its code or Storeganise id).")
 def sg_import(site_code: str | None) -> None:
     """Import sites, units, rentals and customers from Storeganise; mark changed customers for a push."""
-    from .importer import import_business
-
     report = _storeganise(lambda client: import_business(client, site_code, progress=click.echo))
     click.echo(report.summary())
 
@@ -111,8 +108,6 @@ def sg_import(site_code: str | None) -> None:
 @sg.command("pull")
 def sg_pull() -> None:
     """Read only the rentals Storeganise changed since the last pull (what the scheduler runs every 5 minutes)."""
-    from .importer import pull_changes
-
     click.echo(_storeganise(lambda client: pull_changes(client, progress=click.echo)).summary())
 
 
@@ -120,8 +115,6 @@ def sg_pull() -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 def worker(burst: bool) -> None:
     """Run an RQ worker (with the scheduler) on the urgent, default and bulk queues, in that order."""
-    from jobs.worker import run_worker
-
     run_worker(burst=burst)
 
 
@@ -130,10 +123,6 @@ sync = AppGroup("sync", help="Staff actions and sync status (each asks for a pus
 
 def _find(model, key: str):
     """A record by our id or its Storeganise id (customers also by e-mail, sites by code)."""
-    from sqlalchemy import or_
-
-    from .models import Customer
-
     clauses = [model.sg_id == key]
     if key.isdigit():
         clauses.append(model.id == int(key))
@@ -148,11 +137,9 @@ def _find(model, key: str):
 
 
 def _act(fn, *args, **kwargs) -> None:
-    from .actions import ActionError
-
     try:
         queued = fn(*args, actor="cli", **kwargs)
-    except ActionError as exc:
+    except actions.ActionError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Done: {queued} push(es) queued. Follow them with `flask sync status`.")
 
@@ -162,9 +149,6 @@ def _act(fn, *args, **kwargs) -> None:
 @click.argument("key")
 def resync(kind: str, key: str) -> None:
     """Push a rental, a customer or a whole site to PTI again."""
-    from . import actions
-    from .models import Customer, Rental
-
     model = {"rental": Rental, "customer": Customer, "site": Site}[kind]
     _act(getattr(actions, f"resync_{kind}"), _find(model, key))
 
@@ -173,30 +157,21 @@ def resync(kind: str, key: str) -> None:
 @click.argument("rental")
 def suspend(rental: str) -> None:
     """Overlock a rental's unit by hand (kept until unsuspended)."""
-    from .actions import set_suspended
-    from .models import Rental
-
-    _act(set_suspended, _find(Rental, rental), True)
+    _act(actions.set_suspended, _find(Rental, rental), True)
 
 
 @sync.command("unsuspend")
 @click.argument("rental")
 def unsuspend(rental: str) -> None:
     """Lift a rental's overlock."""
-    from .actions import set_suspended
-    from .models import Rental
-
-    _act(set_suspended, _find(Rental, rental), False)
+    _act(actions.set_suspended, _find(Rental, rental), False)
 
 
 @sync.command("regenerate-code")
 @click.argument("customer")
 def regenerate(customer: str) -> None:
     """Give a customer a new access code at every site (the old one stops working)."""
-    from .actions import regenerate_code
-    from .models import Customer
-
-    _act(regenerate_code, _find(Customer, customer))
+    _act(actions.regenerate_code, _find(Customer, customer))
 
 
 @sync.command("set-access")
@@ -205,29 +180,19 @@ def regenerate(customer: str) -> None:
 @click.option("--zone", type=int, help="PTI zone (time-zone number); leave out to use the site's default.")
 def set_access_command(customer: str, level: int | None, zone: int | None) -> None:
     """Override a customer's access level and PTI zone (or clear the overrides)."""
-    from .actions import set_access
-    from .models import Customer
-
-    _act(set_access, _find(Customer, customer), level=level, zone=zone)
+    _act(actions.set_access, _find(Customer, customer), level=level, zone=zone)
 
 
 @sync.command("requeue-failed")
 @click.option("--site", "site_key", help="Only this site (code or id).")
 def requeue(site_key: str | None) -> None:
     """Put every failed customer back in line (after fixing what failed)."""
-    from .actions import requeue_failed
-
-    _act(requeue_failed, site=_find(Site, site_key) if site_key else None)
+    _act(actions.requeue_failed, site=_find(Site, site_key) if site_key else None)
 
 
 @sync.command("status")
 def status() -> None:
     """Sync health per site: rentals by state, accounts owed a push, failures by reason."""
-    from sqlalchemy import func
-
-    from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental
-    from .sync.errors import problem
-
     for site in db.session.scalars(select(Site).order_by(Site.code)):
         states = dict(db.session.execute(
             select(Rental.sync_state, func.count()).where(Rental.site_id == site.id,
@@ -251,17 +216,11 @@ SWEEP_EVERY_S = 3600  # the drift sweep of every site's PTI users and units
 @click.command("cron")
 def cron() -> None:
     """Run the periodic jobs: relay every 15 s, Storeganise pull every 5 min, PTI drift sweep every hour."""
-    from rq.cron import CronScheduler
-
-    from jobs.maintenance import relay_owed, sweep_all
-    from jobs.pull import pull_changes
-
-    from .queue import BULK, DEFAULT, get_redis
-
     scheduler = CronScheduler(connection=get_redis(), name="pti-sync-cron")
-    scheduler.register(relay_owed, DEFAULT, interval=RELAY_EVERY_S)
-    scheduler.register(pull_changes, DEFAULT, interval=PULL_EVERY_S)
-    scheduler.register(sweep_all, BULK, interval=SWEEP_EVERY_S)
+    # By name from the job table, as every enqueue does: only the cron process imports the job code.
+    scheduler.register(import_attribute(RELAY), DEFAULT, interval=RELAY_EVERY_S)
+    scheduler.register(import_attribute(PULL), DEFAULT, interval=PULL_EVERY_S)
+    scheduler.register(import_attribute(SWEEP), BULK, interval=SWEEP_EVERY_S)
     scheduler.start()
 
 

@@ -12,6 +12,8 @@ DEMO_ENCRYPTION_KEY = "ZGVtby1vbmx5LWtleS1kZW1vLW9ubHkta2V5LWRlbW8="
 DEMO_STOREGANISE_API_KEY = "demo-api-key"
 DEMO_WEBHOOK_SECRET = "demo-webhook-secret"
 
+DEFAULT_PTI_SITE_CONCURRENCY = 4  # PTI calls in flight per site, across every worker
+
 WEB_PORT = 5000
 PTI_SIM_PORT = 5001
 SG_SIM_PORT = 5002
@@ -75,7 +77,7 @@ def from_env(instance_path: str) -> dict:
         "MAX_CONTENT_LENGTH": _int("MAX_UPLOAD_BYTES", 5 * 1024 * 1024),
         "PTI_CONNECT_TIMEOUT_S": _float("PTI_CONNECT_TIMEOUT_S", 3.0),
         "PTI_READ_TIMEOUT_S": _float("PTI_READ_TIMEOUT_S", 10.0),
-        "PTI_SITE_CONCURRENCY": _int("PTI_SITE_CONCURRENCY", 4),
+        "PTI_SITE_CONCURRENCY": _int("PTI_SITE_CONCURRENCY", DEFAULT_PTI_SITE_CONCURRENCY),
     }
 
 

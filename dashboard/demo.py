@@ -5,9 +5,12 @@ from __future__ import annotations
 from flask import current_app
 from sqlalchemy import select
 
+from .clients import StoreganiseNotConfigured, storeganise_client
 from .extensions import db
-from .mirror import upsert_customer, upsert_rental, upsert_site, upsert_unit
-from .models import Role, Site, StaffUser
+from .mirror.importer import import_business
+from .mirror.records import by_sg_id, land_customer, land_rental, land_site, land_unit
+from .models import Customer, Rental, Role, Site, StaffUser, Unit
+from .storeganise import StoreganiseError
 
 DEMO_PASSWORD = "demo"
 SIMULATOR_PROBE_TIMEOUT_S = 3.0
@@ -40,20 +43,20 @@ def ensure_demo_accounts() -> int:
 
 def load_business(business) -> dict[str, int]:
     """Upsert a DemoBusiness-shaped set of Storeganise records into the mirror (idempotent)."""
-    sites = {s["id"]: upsert_site(s)[0] for s in business.sites}
+    sites = {s["id"]: land_site(s, by_sg_id(Site, s["id"])) for s in business.sites}
     db.session.flush()
-    units = {u["id"]: upsert_unit(u, sites[u["siteId"]])[0] for u in business.units}
-    customers = {c["id"]: upsert_customer(c)[0] for c in business.users}
+    units = {u["id"]: land_unit(u, sites[u["siteId"]], by_sg_id(Unit, u["id"])) for u in business.units}
+    customers = {c["id"]: land_customer(c, by_sg_id(Customer, c["id"])) for c in business.users}
     db.session.flush()
     for r in business.unit_rentals:
-        upsert_rental(r, sites[r["siteId"]], units[r["unitId"]], customers[r["ownerId"]])
+        land_rental(r, sites[r["siteId"]], units[r["unitId"]], customers[r["ownerId"]], by_sg_id(Rental, r["id"]))
     db.session.commit()
     return {"sites": len(sites), "units": len(units), "customers": len(customers),
             "rentals": len(business.unit_rentals)}
 
 
 def seed_demo_business() -> dict[str, int]:
-    from sim.demo_data import build_demo_business
+    from sim.demo_data import build_demo_business  # the demo lives with the simulators: loaded only for a seed
 
     return load_business(build_demo_business(current_app.config["PTI_SIM_URL"]))
 
@@ -64,10 +67,6 @@ def import_demo_business() -> str:
     Only when the simulator does not answer (e.g. `flask demo seed` run on its own) is the same data loaded
     directly, as a fallback, and the message says so.
     """
-    from .importer import import_business
-    from .sg import StoreganiseNotConfigured, storeganise_client
-    from .storeganise import StoreganiseError
-
     if has_business():
         return "The demo business is already in the mirror (`flask sg import` refreshes it from Storeganise)."
     url = current_app.config.get("STOREGANISE_API_URL")

@@ -1,4 +1,4 @@
-"""Periodic jobs (registered by `flask cron`): the relay, the drift sweep, and a site push."""
+"""Periodic jobs (registered by `flask cron`): the relay and the drift sweep."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ import logging
 
 from sqlalchemy import select
 
+from dashboard.clients import pti_client, pti_connection
+from dashboard.engine.intent import relay
+from dashboard.engine.sweep import sweep_site
 from dashboard.extensions import db
+from dashboard.mirror.deliveries import requeue_stale_deliveries
 from dashboard.models import Site
-from dashboard.sweep import push_site, relay, sweep_site
+from dashboard.pti import PtiError
 
 log = logging.getLogger(__name__)
 
 
 def relay_owed() -> int:
     """Re-enqueue accounts (and webhook deliveries) whose job Redis lost."""
-    from jobs.events import requeue_stale_deliveries
-
     accounts = relay()
     deliveries = requeue_stale_deliveries()
     if accounts or deliveries:
@@ -26,9 +28,6 @@ def relay_owed() -> int:
 
 def sweep_all() -> dict[str, int]:
     """Run the drift sweep on every synced site; a site PTI refuses is reported and skipped."""
-    from dashboard.pti import PtiError
-    from dashboard.reconcile import pti_client, pti_connection
-
     drifted = {}
     for site in db.session.scalars(select(Site).where(Site.sync_enabled.is_(True))).all():
         connection = pti_connection(site)
@@ -41,8 +40,3 @@ def sweep_all() -> dict[str, int]:
             continue
         drifted[site.code] = len(report.drifted)
     return drifted
-
-
-def push_site_job(site_id: int, trigger: str = "resync site") -> int:
-    site = db.session.get(Site, site_id)
-    return push_site(site, trigger) if site else 0

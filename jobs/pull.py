@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dashboard import importer
-from dashboard.sg import storeganise_client
+from dashboard.clients import storeganise_client
+from dashboard.mirror import importer
 
 
 def pull_changes() -> str:

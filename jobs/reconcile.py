@@ -10,10 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import current_app
 from rq import get_current_job
 
+from dashboard.clients import storeganise_client
+from dashboard.engine import writeback
+from dashboard.engine.intent import PENDING_KEY
+from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
-from dashboard.intent import PENDING_KEY
-from dashboard.queue import enqueue, get_redis
-from dashboard.reconcile import WRITE_BACK_JOB, reconcile
+from dashboard.jobqueue import WRITE_BACK, enqueue, get_redis
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
         if writer.is_alive():  # Storeganise is slow: what the writer has not reached gets its own job
             with app.app_context():
                 while (account_id := _next(owed)) is not None:
-                    enqueue(WRITE_BACK_JOB, account_id)
+                    enqueue(WRITE_BACK, account_id)
     return outcomes
 
 
@@ -74,9 +76,6 @@ def write_back_all(app, owed: queue.SimpleQueue) -> None:
     a 10,000-rental push then starves its own batches of workers. When Storeganise fails (or is not configured),
     this account and every later one get their own job instead, which retries and reports as before.
     """
-    from dashboard import writeback
-    from dashboard.sg import storeganise_client
-
     with app.app_context():
         client = None
         failed = False
@@ -92,7 +91,7 @@ def write_back_all(app, owed: queue.SimpleQueue) -> None:
                         failed = True
                         log.warning("batch write-back stopped (%s): the rest go to their own jobs",
                                     exc.__class__.__name__)
-                enqueue(WRITE_BACK_JOB, account_id)
+                enqueue(WRITE_BACK, account_id)
         finally:
             if client is not None:
                 client.close()

@@ -6,7 +6,7 @@ from flask import current_app
 from rq import Worker
 
 from dashboard.extensions import db
-from dashboard.queue import QUEUE_NAMES, get_redis
+from dashboard.jobqueue import QUEUE_NAMES, get_redis
 
 
 class AppWorker(Worker):

@@ -5,8 +5,8 @@ A transient Storeganise error is raised, so RQ records it and retries.
 
 from __future__ import annotations
 
-from dashboard import writeback
-from dashboard.sg import storeganise_client
+from dashboard.clients import storeganise_client
+from dashboard.engine import writeback
 
 
 def write_back_account(account_id: int) -> None:

@@ -2,8 +2,8 @@
 
 from sqlalchemy import select
 
+from dashboard.engine.intent import account_for
 from dashboard.extensions import db
-from dashboard.intent import account_for
 from dashboard.models import AuditEntry, Customer, PtiAccount, Rental
 
 HTMX = {"HX-Request": "true"}

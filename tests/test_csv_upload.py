@@ -13,10 +13,10 @@ from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+from dashboard.engine.intent import account_for
 from dashboard.extensions import db
-from dashboard.intent import account_for
+from dashboard.jobqueue import BULK, DEFAULT, URGENT, get_redis
 from dashboard.models import AuditEntry, PtiAccount, Rental, SyncState, Upload, UploadRow
-from dashboard.queue import BULK, DEFAULT, URGENT, get_redis
 
 HTMX = {"HX-Request": "true", "HX-Target": "upload-result"}
 HEADER = "id,customFields.pti_synced"

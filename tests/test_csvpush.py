@@ -4,8 +4,8 @@ from datetime import datetime
 
 import pytest
 
-from dashboard import csvpush
-from dashboard.csvpush import CsvRow, escape_cell, parse, unknown_rental_errors
+from dashboard.uploads import parse as csvpush
+from dashboard.uploads.parse import CsvRow, escape_cell, parse, unknown_rental_errors
 
 A = "64de6eebdd7adb0014825d1a"
 B = "64de6eebdd7adb0014825d1b"

@@ -2,7 +2,7 @@
 
 from rq import Queue, Worker
 
-from dashboard.queue import get_redis
+from dashboard.jobqueue import get_redis
 from tests.conftest import free_port
 
 

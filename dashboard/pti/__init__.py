@@ -3,7 +3,7 @@
 from dashboard.pti.check import SiteCheck, check_site
 from dashboard.pti.client import MAX_ACCESS_CODE, MIN_ACCESS_CODE, PtiClient, is_valid_unit_name, parse_retry_after
 from dashboard.pti.errors import PtiError, PtiPermanentError, PtiRetryableError
-from dashboard.pti.registry import PtiClientRegistry, PtiConnection, get_client
+from dashboard.pti.registry import PtiClientRegistry, PtiConnection
 
 __all__ = [
     "MAX_ACCESS_CODE",
@@ -16,7 +16,6 @@ __all__ = [
     "PtiRetryableError",
     "SiteCheck",
     "check_site",
-    "get_client",
     "is_valid_unit_name",
     "parse_retry_after",
 ]

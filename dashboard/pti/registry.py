@@ -59,10 +59,3 @@ class PtiClientRegistry:
         for _, client in clients:
             client.close()
 
-
-clients = PtiClientRegistry()
-
-
-def get_client(key: str, connection: PtiConnection) -> PtiClient:
-    """The process-wide client for site `key` (e.g. the site's database id)."""
-    return clients.get(key, connection)

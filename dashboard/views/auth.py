@@ -14,8 +14,8 @@ from wtforms.validators import DataRequired, Length
 
 from ..audit import record
 from ..extensions import db
+from ..jobqueue import get_redis
 from ..models import StaffUser
-from ..queue import get_redis
 from ..security import EVERYONE, public, roles_required
 
 bp = Blueprint("auth", __name__)

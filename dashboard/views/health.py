@@ -12,8 +12,8 @@ from rq import Worker
 from sqlalchemy import func, select, text
 
 from ..extensions import db
+from ..jobqueue import QUEUE_NAMES, get_queue, get_redis
 from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncState, WebhookDelivery
-from ..queue import QUEUE_NAMES, get_queue, get_redis
 from ..security import public
 
 bp = Blueprint("health", __name__)

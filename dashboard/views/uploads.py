@@ -16,12 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..bulk_push import apply_csv, progress
-from ..csvpush import escape_cell
 from ..extensions import db, htmx
 from ..models import Rental, Role, SyncState, Upload, UploadRow, UploadStatus, count
 from ..security import UPLOADERS, roles_required
 from ..sync.errors import problem
+from ..uploads.apply import apply_csv, progress
+from ..uploads.parse import escape_cell
 
 bp = Blueprint("uploads", __name__, url_prefix="/uploads")
 

@@ -17,8 +17,8 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
-from .. import deliveries
 from ..extensions import csrf, db
+from ..mirror import deliveries
 from ..models import WebhookDelivery
 from ..security import public
 from ..storeganise import SIGNATURE_HEADER, WebhookError, is_stale, parse_event, verify

@@ -6,8 +6,8 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
 from dashboard.extensions import db
+from dashboard.jobqueue import QUEUE_NAMES, get_redis
 from dashboard.models import AuditEntry, PtiAccount
-from dashboard.queue import QUEUE_NAMES, get_redis
 from tests.engine.conftest import account_of, customer_with
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import select
 
+from dashboard.engine.intent import mark_dirty
+from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
-from dashboard.intent import mark_dirty
 from dashboard.models import Customer, Rental, SyncAttempt, SyncState
-from dashboard.reconcile import reconcile
 from tests.engine.conftest import account_of, customer_with, site, vacant_unit
 
 
@@ -119,7 +119,7 @@ def test_overdue_locks_only_the_overdue_unit_and_payment_unlocks_it(business, pt
 
 
 def test_a_new_code_reaches_pti_and_a_locked_unit_stays_locked(business, pti):
-    from dashboard.reconcile import choose_code
+    from dashboard.engine.reconcile import choose_code
 
     customer = customer_with(2)
     customer.rentals[0].overlocked = True

@@ -2,10 +2,9 @@
 
 from rq import Queue
 
+from dashboard.engine.intent import PENDING_KEY, mark_dirty, push_site, relay, request_reconcile
 from dashboard.extensions import db
-from dashboard.intent import PENDING_KEY, mark_dirty, request_reconcile
-from dashboard.queue import BULK, DEFAULT, URGENT, get_redis
-from dashboard.sweep import push_site, relay
+from dashboard.jobqueue import BULK, DEFAULT, URGENT, get_redis
 from tests.engine.conftest import customer_with, site
 
 

@@ -4,10 +4,9 @@ from sqlalchemy import select
 
 def test_mark_site_dirty_matches_mark_dirty(app):
     from dashboard.demo import load_business
+    from dashboard.engine.intent import mark_dirty, mark_site_dirty
     from dashboard.extensions import db
-    from dashboard.intent import mark_dirty
     from dashboard.models import PtiAccount, Rental, Site, SyncState
-    from dashboard.sweep import mark_site_dirty
     from sim.demo_data import build_demo_business
 
     load_business(build_demo_business("http://127.0.0.1:1"))

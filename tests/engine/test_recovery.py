@@ -20,11 +20,10 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from dashboard.demo import load_business
+from dashboard.engine.intent import mark_dirty, relay, request_reconcile
 from dashboard.extensions import db
-from dashboard.intent import mark_dirty, request_reconcile
+from dashboard.jobqueue import QUEUE_NAMES, get_redis
 from dashboard.models import Customer, PtiAccount, Site, SyncState
-from dashboard.queue import QUEUE_NAMES, get_redis
-from dashboard.sweep import relay
 from sim.demo_data import build_demo_business, make_sites
 from sim.pti import create_app
 from sim.server import serve_in_thread

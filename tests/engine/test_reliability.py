@@ -14,12 +14,12 @@ import pytest
 from flask import current_app
 from sqlalchemy import select
 
+from dashboard.engine.intent import mark_dirty
+from dashboard.engine.reconcile import reconcile
+from dashboard.engine.site_guard import SiteGuard
 from dashboard.extensions import db
-from dashboard.intent import mark_dirty
+from dashboard.jobqueue import get_redis
 from dashboard.models import PtiAccount, Rental
-from dashboard.queue import get_redis
-from dashboard.reconcile import reconcile
-from dashboard.site_guard import SiteGuard
 from jobs.reconcile import reconcile_batch
 from sim.server import serve_in_thread
 from tests.engine.conftest import PtiSim, account_of, customer_with, site
@@ -201,7 +201,7 @@ def test_r7_a_short_retry_after_is_waited_out_and_no_call_arrives_early(app, bus
 def test_r7_a_long_retry_after_pauses_every_job_of_the_site_until_it_expires(app, business, pti, monkeypatch):
     """R7: a Retry-After longer than a job should wait ends the attempt, and other jobs for the same site send
     nothing until it expires; then they succeed."""
-    monkeypatch.setattr("dashboard.reconcile.MAX_INLINE_WAIT_S", 0.5)
+    monkeypatch.setattr("dashboard.engine.reconcile.MAX_INLINE_WAIT_S", 0.5)
     app.config.update(FAST_TIMEOUT)
     pti.faults(site="NG01", retry_after_s=1.5)
     customers = [customer_with(1), customer_with(2)]

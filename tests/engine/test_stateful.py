@@ -27,12 +27,12 @@ from hypothesis.stateful import (
 from sqlalchemy import event, select
 
 from dashboard.demo import load_business
+from dashboard.engine.intent import mark_dirty
+from dashboard.engine.reconcile import choose_code, reconcile
 from dashboard.extensions import db
-from dashboard.intent import mark_dirty
+from dashboard.jobqueue import get_redis
 from dashboard.models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, Unit
 from dashboard.pti import PtiClient
-from dashboard.queue import get_redis
-from dashboard.reconcile import choose_code, reconcile
 from sim.demo_data import DemoSite, build_demo_business
 from sim.pti import create_app
 from sim.server import serve_in_thread
@@ -427,7 +427,7 @@ def tiny_pti():
 @pytest.mark.slow
 def test_events_and_faults_in_any_order_keep_pti_safe_and_converge_once_faults_stop(app, tiny_pti, monkeypatch):
     app.config["PTI_READ_TIMEOUT_S"] = READ_TIMEOUT_S
-    monkeypatch.setattr("dashboard.reconcile.CALL_BACKOFF_BASE_S", CALL_BACKOFF_S)
+    monkeypatch.setattr("dashboard.engine.reconcile.CALL_BACKOFF_BASE_S", CALL_BACKOFF_S)
     if db.engine.dialect.name == "sqlite":  # durability is not under test: skip the fsync of every commit
         event.listen(db.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous = OFF"))
         db.session.remove()

@@ -8,14 +8,13 @@ import httpx
 import pytest
 from rq import Queue
 
-from dashboard.queue import QUEUE_NAMES, get_redis
-from dashboard.sg import TRANSPORT_EXTENSION
+from dashboard.clients import TRANSPORT_EXTENSION
+from dashboard.jobqueue import QUEUE_NAMES, RECONCILE, get_redis
 from dashboard.storeganise import StoreganiseClient, compact_json, sign
 from sim.storeganise import DEMO_API_KEY
 from sim.storeganise import create_app as create_sim
 
 SIM_API_URL = "http://sg.test/api/v1/admin"
-RECONCILE_JOB = "jobs.reconcile.reconcile_account"
 
 
 @pytest.fixture
@@ -93,4 +92,4 @@ def queued_jobs(func_name: str | None = None) -> list[tuple[str, object]]:
 
 def reconcile_requests() -> list[tuple[str, int, str]]:
     """(queue, account id, trigger) of every reconcile the product asked for and no worker ran yet."""
-    return [(queue, *job.args) for queue, job in queued_jobs(RECONCILE_JOB)]
+    return [(queue, *job.args) for queue, job in queued_jobs(RECONCILE)]

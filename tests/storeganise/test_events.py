@@ -11,7 +11,7 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from dashboard.extensions import db
-from dashboard.importer import import_business
+from dashboard.mirror.importer import import_business
 from dashboard.models import Customer, PtiAccount, Rental, Unit, WebhookDelivery
 from dashboard.storeganise import StoreganiseError, compact_json, sign
 from jobs.events import handle_delivery
@@ -311,7 +311,8 @@ def test_signed_bodies_from_the_simulator_verify_with_the_products_secret(hooks,
 
 def test_the_late_echo_of_an_overdue_lock_does_not_lock_a_rental_just_paid(business, sim, hooks, sg):
     """Payment lands between our pti_overlocked=true write and its echo: the echo must not read as a suspend."""
-    from dashboard.refresh import Effects, refresh_rental
+    from dashboard.engine.writeback import write_overlocks
+    from dashboard.mirror.records import Effects, refresh_rental
 
     target = sole_rental(sim, overdue=False)
     sim.set_overdue(target["id"], True)
@@ -325,5 +326,5 @@ def test_the_late_echo_of_an_overdue_lock_does_not_lock_a_rental_just_paid(busin
     echo = next(r for r in hooks.deliver_new() if r["type"] == "unitRental.updated")
     assert run([echo]) == ["processed"]
     assert rental(target["id"]).overlocked is False  # not re-locked by our own older value
-    fx.write_overlocks(sg)
+    write_overlocks(sg, fx.overlocks)
     assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False

@@ -6,11 +6,12 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import func, select
 
-from dashboard.connections import current_credentials
+from dashboard.clients import site_credentials
 from dashboard.crypto import PtiCredentials
 from dashboard.extensions import db
-from dashboard.importer import IMPORT_LOCK, PULL_CURSOR, ImportBusy, import_business, pull_changes
-from dashboard.mirror import parse_time
+from dashboard.jobqueue import get_redis
+from dashboard.mirror.importer import IMPORT_LOCK, PULL_CURSOR, ImportBusy, import_business, pull_changes
+from dashboard.mirror.records import parse_time
 from dashboard.models import (
     ACTIVE_RENTAL_STATES,
     Customer,
@@ -22,7 +23,6 @@ from dashboard.models import (
     WebhookDelivery,
     utcnow,
 )
-from dashboard.queue import get_redis
 from jobs.pull import import_all
 from jobs.pull import pull_changes as pull_job
 
@@ -52,7 +52,7 @@ def test_an_import_of_the_demo_business_matches_the_simulator_exactly(app, sg, s
         assert (site.code, site.title, site.pti_base_url, site.pti_site_code) == (
             data["code"], data["title"], fields["pti_base_url"], fields["pti_site_code"])
         assert (site.default_access_level, site.default_zone) == (fields["pti_access_level"], fields["pti_zone"])
-        assert current_credentials(site) == PtiCredentials(
+        assert site_credentials(site) == PtiCredentials(
             fields["pti_site_key"], fields["pti_username"], fields["pti_password"])
         assert fields["pti_password"] not in site.pti_credentials  # sealed on arrival
     for data in state["units"]:
@@ -226,7 +226,7 @@ def test_a_pull_does_not_run_beside_an_import_and_an_import_waits_for_its_turn(a
 def test_a_delivery_that_meets_a_concurrent_insert_is_retried(app, sg, sim, hooks, monkeypatch):
     from sqlalchemy.exc import IntegrityError
 
-    import dashboard.events as events
+    import dashboard.mirror.events as events
     from jobs.events import handle_delivery
 
     unit = next(u for u in sim.units.values() if u["state"] == "available")

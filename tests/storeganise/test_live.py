@@ -10,8 +10,8 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
-from dashboard.deliveries import HANDLE_JOB
 from dashboard.extensions import db
+from dashboard.jobqueue import HANDLE_DELIVERY
 from dashboard.models import Rental, WebhookDelivery
 from jobs.pull import import_all
 from sim.server import serve_in_thread
@@ -42,7 +42,7 @@ def work(sim) -> list[str]:
     """Wait for the simulator's deliveries, then perform every handle_delivery job they enqueued."""
     assert sim.wait_for_webhooks(10)
     statuses = []
-    for _, job in queued_jobs(HANDLE_JOB):
+    for _, job in queued_jobs(HANDLE_DELIVERY):
         statuses.append(job.perform())
         job.delete()
     return statuses

@@ -9,8 +9,9 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
-from dashboard.deliveries import HANDLE_JOB, job_id, requeue_stale_deliveries
 from dashboard.extensions import db
+from dashboard.jobqueue import HANDLE_DELIVERY
+from dashboard.mirror.deliveries import job_id, requeue_stale_deliveries
 from dashboard.models import WebhookDelivery
 from dashboard.storeganise import compact_json, sign
 
@@ -47,7 +48,7 @@ def test_a_signed_delivery_is_recorded_and_enqueued_for_the_worker(client):
     [row] = deliveries()
     assert (row.id, row.type, row.status) == ("65a1f0c2e4b0a1b2c3d4e5f6", "unitRental.updated", "queued")
     assert row.payload["data"]["unitRentalId"] == "r1"
-    [(queue, job)] = queued_jobs(HANDLE_JOB)
+    [(queue, job)] = queued_jobs(HANDLE_DELIVERY)
     assert queue == "default" and job.args == ("65a1f0c2e4b0a1b2c3d4e5f6",)
     assert job.id == job_id(row.id)
 
@@ -55,7 +56,7 @@ def test_a_signed_delivery_is_recorded_and_enqueued_for_the_worker(client):
 @pytest.mark.parametrize("event_type", ["unitRental.markOverdue", "unitRental.unmarkOverdue"])
 def test_lock_and_unlock_events_go_to_the_urgent_queue(client, event_type):
     assert post(client, compact_json(event(event_type=event_type, data={"unitRentalId": "r1"}))).status_code == 200
-    assert [queue for queue, _ in queued_jobs(HANDLE_JOB)] == ["urgent"]
+    assert [queue for queue, _ in queued_jobs(HANDLE_DELIVERY)] == ["urgent"]
 
 
 def test_a_delivery_without_a_signature_is_refused_and_not_recorded(client):
@@ -114,7 +115,7 @@ def test_a_replayed_delivery_id_is_acknowledged_once_and_acted_on_once(client):
     assert replay.status_code == 200 and replay.json == {"status": "duplicate"}
     resent = compact_json(event(created=now_iso(timedelta(seconds=5))))  # same id, new bytes: still a replay
     assert post(client, resent).json == {"status": "duplicate"}
-    assert len(deliveries()) == 1 and len(queued_jobs(HANDLE_JOB)) == 1
+    assert len(deliveries()) == 1 and len(queued_jobs(HANDLE_DELIVERY)) == 1
 
 
 @pytest.mark.parametrize("offset", [timedelta(hours=-25), timedelta(hours=2)])
@@ -156,7 +157,7 @@ def test_with_redis_down_the_delivery_is_acknowledged_and_stays_queued_for_the_r
     row.received_at -= timedelta(minutes=1)
     db.session.commit()
     assert requeue_stale_deliveries(older_than_s=30) == 1
-    [(queue, job)] = queued_jobs(HANDLE_JOB)
+    [(queue, job)] = queued_jobs(HANDLE_DELIVERY)
     assert job.args == (row.id,)
 
 
@@ -166,7 +167,7 @@ def test_the_relay_leaves_alone_deliveries_whose_job_is_still_waiting(client):
     row.received_at -= timedelta(minutes=5)
     db.session.commit()
     assert requeue_stale_deliveries(older_than_s=30) == 0
-    assert len(queued_jobs(HANDLE_JOB)) == 1
+    assert len(queued_jobs(HANDLE_DELIVERY)) == 1
 
 
 def test_the_relay_waits_before_re_enqueueing_a_fresh_delivery(client, redis_url):

@@ -8,9 +8,9 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
+from dashboard.engine.intent import account_for
 from dashboard.extensions import db
-from dashboard.importer import import_business
-from dashboard.intent import account_for
+from dashboard.mirror.importer import import_business
 from dashboard.models import PtiAccount, Rental, ReportedProblem, SyncState
 from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from dashboard.sync.errors import problem

@@ -15,17 +15,16 @@ from rq import Retry
 from rq.job import Job, JobStatus
 from sqlalchemy import select
 
-from .extensions import db
-from .models import WebhookDelivery, utcnow
-from .queue import DEFAULT, JOB_RESULT_TTL_S, URGENT, get_queue, get_redis
-from .storeganise.webhooks import MARK_OVERDUE, UNMARK_OVERDUE
+from ..extensions import db
+from ..jobqueue import DEFAULT, HANDLE_DELIVERY, URGENT, enqueue, get_redis
+from ..models import WebhookDelivery, utcnow
+from ..storeganise.webhooks import MARK_OVERDUE, UNMARK_OVERDUE
 
 QUEUED = "queued"  # recorded, owed to the worker
 PROCESSED = "processed"
 IGNORED = "ignored"  # a type the product does not act on
 FAILED = "failed"  # a permanent error; `error` says why
 
-HANDLE_JOB = "jobs.events.handle_delivery"
 URGENT_TYPES = frozenset({MARK_OVERDUE, UNMARK_OVERDUE})
 # RQ's own retries of a transient failure; after them the relay keeps re-enqueueing until Storeganise answers.
 JOB_RETRY = Retry(max=3, interval=[10, 30, 60])
@@ -45,10 +44,9 @@ def job_id(delivery_id: str) -> str:
 
 def enqueue_delivery(delivery_id: str, event_type: str):
     """Enqueue the delivery's job in one Redis round trip (the receiver answers within milliseconds)."""
-    queue = get_queue(URGENT if event_type in URGENT_TYPES else DEFAULT)
     with get_redis().pipeline() as pipe:
-        job = queue.enqueue(HANDLE_JOB, delivery_id, job_id=job_id(delivery_id), retry=JOB_RETRY,
-                            result_ttl=JOB_RESULT_TTL_S, pipeline=pipe)
+        job = enqueue(HANDLE_DELIVERY, delivery_id, queue=URGENT if event_type in URGENT_TYPES else DEFAULT,
+                      job_id=job_id(delivery_id), retry=JOB_RETRY, pipeline=pipe)
         pipe.execute()
     return job
 

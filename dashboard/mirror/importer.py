@@ -1,9 +1,9 @@
 """Filling and refreshing the mirror from Storeganise: the full import and the incremental pull.
 
-`import_business` reads every site (with its PTI settings: secrets are sealed on arrival by mirror.upsert_site),
+`import_business` reads every site (with its PTI settings: secrets are sealed on arrival by records.land_site),
 unit, rental and renting customer; `pull_changes` reads only the rentals Storeganise changed since the last pull
 (plus units and customers the mirror does not know yet). Both mark for a push every customer whose inputs
-changed, through the same rules as the webhook handlers (dashboard/refresh.py).
+changed, through the same rules as the webhook handlers (dashboard/mirror/records.py).
 """
 
 from __future__ import annotations
@@ -17,26 +17,24 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
-from .extensions import db
-from .mirror import parse_time
-from .models import SyncCursor, utcnow
-from .queue import get_redis
-from .refresh import (
+from ..extensions import db
+from ..jobqueue import get_redis
+from ..models import SyncCursor, utcnow
+from ..storeganise import StoreganiseClient
+from .records import (
     Effects,
-    apply_customer,
     apply_rental,
     apply_site,
     apply_unit,
-    ensure_customers,
     ensure_site,
     ensure_unit,
+    fetch_customers,
+    parse_time,
 )
-from .storeganise import StoreganiseClient
 
 PULL_CURSOR = "storeganise:unit-rentals"
 # Re-read this much before the last pull: a change stamped just before it may have been committed just after.
 PULL_OVERLAP = timedelta(seconds=60)
-USER_ID_CHUNK = 50
 IMPORT_LOCK = "pti-sync:storeganise-import"
 IMPORT_LOCK_TTL_S = 3600  # a crashed import frees the lock after this long
 IMPORT_WAIT_S = 600  # how long an import waits for a running one
@@ -72,8 +70,7 @@ def _quiet(message: str) -> None:
 def _finish(report: ImportReport, fx: Effects, client: StoreganiseClient, trigger: str, started: float) -> None:
     db.session.commit()
     report.marked = len(fx.accounts)
-    report.enqueued = fx.reconcile(trigger, bulk=True)
-    report.overlocks_written = fx.write_overlocks(client)
+    report.enqueued, report.overlocks_written = fx.deliver(client, trigger, bulk=True)
     report.seconds = time.monotonic() - started
 
 
@@ -149,8 +146,7 @@ def _import(client: StoreganiseClient, site_code: str | None, progress: Progress
         with db.session.no_autoflush:  # one flush per batch, not one per record: ids are needed only batch-wise
             units = {u["id"]: apply_unit(u, site, fx, flush=False) for u in units_data}
             db.session.flush()
-            customers = ensure_owners(client, {r["ownerId"] for r in rentals}, fx)
-            db.session.flush()
+            customers = fetch_customers(client, {r["ownerId"] for r in rentals}, fx, refresh=True)
             for rental_data in rentals:
                 unit = units.get(rental_data["unitId"]) or ensure_unit(client, rental_data["unitId"], fx)
                 apply_rental(rental_data, site, unit, customers[rental_data["ownerId"]], fx, flush=False)
@@ -165,19 +161,6 @@ def _import(client: StoreganiseClient, site_code: str | None, progress: Progress
         _save_cursor(cursor_at)
     _finish(report, fx, client, "import", started)
     return report
-
-
-def ensure_owners(client: StoreganiseClient, owner_ids: set[str], fx: Effects) -> dict:
-    """Every owner re-read from Storeganise (an import refreshes customers the mirror already holds too)."""
-    owners = {}
-    ordered = sorted(owner_ids)
-    for start in range(0, len(ordered), USER_ID_CHUNK):
-        for data in client.list_users(ids=ordered[start:start + USER_ID_CHUNK]):
-            owners[data["id"]] = apply_customer(data, fx, flush=False)
-    missing = owner_ids - owners.keys()
-    if missing:
-        raise LookupError(f"Storeganise did not return the owners of some rentals: {', '.join(sorted(missing))}.")
-    return owners
 
 
 def pull_changes(client: StoreganiseClient, progress: Progress = _quiet, *, wait_s: float = 0) -> ImportReport:
@@ -197,7 +180,7 @@ def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
     report, fx = ImportReport(full=False), Effects()
     since = (cursor.at - PULL_OVERLAP).replace(tzinfo=UTC)
     rentals = client.list_unit_rentals(updated_after=since)
-    customers = ensure_customers(client, {r["ownerId"] for r in rentals}, fx, chunk=USER_ID_CHUNK)
+    customers = fetch_customers(client, {r["ownerId"] for r in rentals}, fx, refresh=False)
     for rental_data in rentals:
         site = ensure_site(client, rental_data["siteId"], fx)
         unit = ensure_unit(client, rental_data["unitId"], fx)

@@ -18,11 +18,11 @@ from typing import TypeVar
 
 import redis
 
-from .pti import PtiRetryableError
+from ..config import DEFAULT_PTI_SITE_CONCURRENCY
+from ..pti import PtiRetryableError
 
 T = TypeVar("T")
 
-DEFAULT_SITE_CONCURRENCY = 4
 BREAKER_THRESHOLD = 10  # consecutive retryable failures that open it (a 20% fault storm seldom makes 10)
 BREAKER_COOLDOWN_S = 15.0
 LEASE_S = 60  # a crashed holder's slot frees itself after this long
@@ -44,7 +44,7 @@ return 0
 class SiteGuard:
     conn: redis.Redis
     site_id: int
-    limit: int = DEFAULT_SITE_CONCURRENCY
+    limit: int = DEFAULT_PTI_SITE_CONCURRENCY
     threshold: int = BREAKER_THRESHOLD
     cooldown: float = BREAKER_COOLDOWN_S
 

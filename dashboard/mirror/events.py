@@ -14,12 +14,12 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ..extensions import db
+from ..models import Customer, Unit, WebhookDelivery
+from ..storeganise import StoreganiseClient, StoreganiseError, WebhookEvent
+from ..storeganise import webhooks as sg
 from . import deliveries
-from .extensions import db
-from .models import Customer, Unit, WebhookDelivery
-from .refresh import Effects, apply_customer, apply_unit, ensure_site, refresh_rental
-from .storeganise import StoreganiseClient, StoreganiseError, WebhookEvent
-from .storeganise import webhooks as sg
+from .records import Effects, apply_customer, apply_unit, ensure_site, refresh_rental
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def process_delivery(delivery_id: str, client: StoreganiseClient) -> str:
         handler(client, event, fx)
         delivery.status, delivery.error = deliveries.PROCESSED, None
         db.session.commit()
-        fx.reconcile(trigger=event.type)
-        fx.write_overlocks(client)
+        fx.deliver(client, trigger=event.type)
     except StoreganiseError as exc:
         db.session.rollback()
         if exc.retryable:

@@ -1,13 +1,16 @@
-"""Writing PTI results back to Storeganise: the pti_* custom fields, and tasks for staff when a push fails.
+"""Every write to Storeganise: the pti_* custom fields after a push or an overdue flip, the access overrides staff
+set, and tasks for staff when a push fails.
 
 Every value is stored in the mirror (and committed) BEFORE the PUT: the `unitRental.updated` / `user.updated`
 echo Storeganise sends for our own write then re-reads a record equal to the mirror, finds no change and asks
-for nothing. A problem is raised as a Storeganise task once per cause, and forgotten when the account syncs again.
+for nothing. One Redis memo per rental remembers what we wrote and what is still on its way. A problem is raised
+as a Storeganise task once per cause, and forgotten when the account syncs again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -15,11 +18,11 @@ import redis
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from .extensions import db
-from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, ReportedProblem, SyncState, to_ms
-from .queue import get_redis
-from .storeganise import StoreganiseClient, StoreganiseError, format_timestamp
-from .sync.errors import problem
+from ..extensions import db
+from ..jobqueue import get_redis
+from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, ReportedProblem, SyncState, to_ms
+from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
+from ..sync.errors import problem
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,11 @@ log = logging.getLogger(__name__)
 UNIT_REASONS = frozenset({"unit_unmapped", "invalid_unit_name", "unit_not_found", "unit_rented_to_other"})
 SITE_REASONS = frozenset({"invalid_credentials", "site_not_configured"})
 DEFAULT_REASON = "pti_rejected"
-WRITTEN_KEY = "pti-sync:sg-written:{rental}"  # the pti_synced|pti_overlocked we last wrote to a rental
-WRITTEN_TTL_S = 7 * 24 * 3600
+# The memo of one rental's pti_* fields in Storeganise (a Redis hash): `written`, the pti_synced|pti_overlocked we
+# last wrote; `overlock` and `until`, a pti_overlocked we still have to PUT after an overdue flip, and until when.
+MEMO_KEY = "pti-sync:sg-rental:{rental}"
+MEMO_TTL_S = 7 * 24 * 3600
+ON_ITS_WAY_S = 120  # longer than any write takes; a crashed write stops mattering after this
 
 
 @dataclass
@@ -98,17 +104,82 @@ def _written(rental_sg_ids: list[str]) -> list[str | None]:
     if not rental_sg_ids:
         return []
     try:
-        values = get_redis().mget([WRITTEN_KEY.format(rental=r) for r in rental_sg_ids])
+        pipe = get_redis().pipeline(transaction=False)
+        for rental in rental_sg_ids:
+            pipe.hget(MEMO_KEY.format(rental=rental), "written")
+        values = pipe.execute()
     except redis.RedisError:
         return [None] * len(rental_sg_ids)
     return [v.decode() if v is not None else None for v in values]
 
 
 def _remember(rental_sg_id: str, fields: dict) -> None:
+    key = MEMO_KEY.format(rental=rental_sg_id)
     try:
-        get_redis().set(WRITTEN_KEY.format(rental=rental_sg_id), _fingerprint(fields), ex=WRITTEN_TTL_S)
+        pipe = get_redis().pipeline()
+        pipe.hset(key, "written", _fingerprint(fields))
+        pipe.expire(key, MEMO_TTL_S)
+        pipe.execute()
     except redis.RedisError:
         pass  # only an optimisation: the next write-back writes again
+
+
+# --- pti_overlocked values on their way to Storeganise -------------------------------------------------------
+
+
+def note_overlock_on_its_way(rental_sg_id: str, overlocked: bool) -> None:
+    """Before the mirror commits a flip we still have to PUT: until the PUT lands, Storeganise's value is stale."""
+    key = MEMO_KEY.format(rental=rental_sg_id)
+    try:
+        pipe = get_redis().pipeline()
+        pipe.hset(key, mapping={"overlock": int(overlocked), "until": time.time() + ON_ITS_WAY_S})
+        pipe.expire(key, MEMO_TTL_S)
+        pipe.execute()
+    except redis.RedisError:
+        pass  # without Redis an echo may briefly look like a manual change; the next event or pull corrects it
+
+
+def overlock_on_its_way(rental_sg_id: str) -> bool | None:
+    """The pti_overlocked we are still writing to the rental, or None when no write is on its way."""
+    try:
+        overlock, until = get_redis().hmget(MEMO_KEY.format(rental=rental_sg_id), "overlock", "until")
+    except redis.RedisError:
+        return None
+    if overlock is None or until is None or float(until) < time.time():
+        return None
+    return overlock == b"1"
+
+
+def forget_overlock_on_its_way(rental_sg_id: str) -> None:
+    try:
+        get_redis().hdel(MEMO_KEY.format(rental=rental_sg_id), "overlock", "until")
+    except redis.RedisError:
+        pass
+
+
+def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> int:
+    """After the commit (the mirror already holds these values, so the echo changes nothing): PUT them.
+
+    Only an overdue flip puts a value here. If a PUT fails, the mirror forgets the flip of the rentals not
+    written yet, so the retry (or the next pull) sees the flip again and writes pti_overlocked then, instead of
+    mistaking Storeganise's old value for a manual unsuspend.
+    """
+    written = 0
+    try:
+        for rental_sg_id, overlocked in list(overlocks.items()):
+            client.update_unit_rental_custom_fields(rental_sg_id, {"pti_overlocked": overlocked})
+            del overlocks[rental_sg_id]
+            forget_overlock_on_its_way(rental_sg_id)
+            written += 1
+    except StoreganiseError:
+        for rental_sg_id in overlocks:
+            forget_overlock_on_its_way(rental_sg_id)
+        db.session.rollback()
+        for rental in db.session.scalars(select(Rental).where(Rental.sg_id.in_(overlocks))):
+            rental.overdue = not overlocks[rental.sg_id]
+        db.session.commit()
+        raise
+    return written
 
 
 def forget_problems(account: PtiAccount) -> None:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Row, func, select, update
 
-from . import csvpush
-from .audit import record
-from .extensions import db
-from .intent import mark_dirty, request_reconcile
-from .models import ACTIVE_RENTAL_STATES, Rental, StaffUser, SyncState, Upload, UploadRow, UploadStatus
+from ..audit import record
+from ..engine.intent import mark_dirty, request_reconcile
+from ..extensions import db
+from ..models import ACTIVE_RENTAL_STATES, Rental, StaffUser, SyncState, Upload, UploadRow, UploadStatus
+from . import parse as csvpush
 
 LOOKUP_CHUNK = 500  # ids per IN (...) query: well under every database's parameter limit
 FILENAME_CHARS = 255

@@ -20,13 +20,12 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from .connections import current_credentials
-from .extensions import db
-from .models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
-from .pti import PtiClient, PtiClientRegistry, PtiConnection, PtiError, PtiPermanentError, PtiRetryableError
-from .queue import DEFAULT, URGENT, enqueue, get_queue, get_redis
-from .site_guard import SiteGuard
-from .sync import (
+from ..clients import pti_client, pti_connection
+from ..extensions import db
+from ..jobqueue import DEFAULT, RECONCILE, REPORT_FAILURE, URGENT, WRITE_BACK, enqueue, get_queue, get_redis
+from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
+from ..pti import PtiClient, PtiError, PtiPermanentError, PtiRetryableError
+from ..sync import (
     ActualAccess,
     CreateUser,
     CustomerSnapshot,
@@ -51,6 +50,7 @@ from .sync import (
     plan,
     resolve,
 )
+from .site_guard import SiteGuard
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ ATTEMPT_BACKOFF_BASE_S = 5.0
 ATTEMPT_BACKOFF_CAP_S = 300.0
 LOCK_TTL_S = 300
 LOCK_WAIT_S = 30
-RECONCILE_JOB = "jobs.reconcile.reconcile_account"
-WRITE_BACK_JOB = "jobs.writeback.write_back_account"
+TRIGGER_CHARS = 64  # the journal's trigger column
 
 # Problems the core reports for the customer as a whole: no rental can be pushed until they are fixed.
 ACCOUNT_REASONS = {"no_access_level", "no_zone", "no_access_code"}
@@ -113,24 +112,6 @@ def describe(op: Operation) -> str:
         case UnlockUnit():
             return f"unlock {op.unit_name}"
     return type(op).__name__
-
-
-def pti_connection(site: Site) -> PtiConnection | None:
-    creds = current_credentials(site)
-    if creds is None or not site.pti_base_url or not site.pti_site_code:
-        return None
-    return PtiConnection(site.pti_base_url, site.pti_site_code, creds.site_key, creds.username, creds.password,
-                         label=site.code)
-
-
-def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
-    """The site's PTI client in this process (one pool and token per site), with the configured time-outs."""
-    app = current_app._get_current_object()
-    registry = app.extensions.get("pti_clients")
-    if registry is None:
-        registry = app.extensions["pti_clients"] = PtiClientRegistry(
-            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"])
-    return registry.get(str(site.id), connection)
 
 
 def site_guard(site: Site) -> SiteGuard:
@@ -187,7 +168,8 @@ def snapshot(account: PtiAccount) -> tuple[list[Rental], DesiredAccess]:
 def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
     """A new access code for the account, unique at its site; stored (committed) before any PTI call uses it.
 
-    The customer's code at another site is reused when free here, so one customer keeps one code.
+    The customer's code at another site is reused when free here, so one customer keeps one code. NoFreeCode when
+    the site's code length has no free code left.
     """
     taken = set(db.session.scalars(
         select(PtiAccount.access_code).where(PtiAccount.site_id == account.site_id,
@@ -196,10 +178,7 @@ def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
     preferred = account.customer.pti_access_code
     if preferred and preferred not in taken and len(str(preferred)) == account.site.code_length:
         return preferred
-    try:
-        return generate_code(account.site.code_length, taken)
-    except NoFreeCode as exc:
-        raise Park("duplicate_access_code", str(exc)) from exc
+    return generate_code(account.site.code_length, taken)
 
 
 # --- reading PTI ----------------------------------------------------------------------------------------------
@@ -298,7 +277,7 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
     (a bulk batch writes back in its own process instead of forking a job per account)."""
     lock = get_redis().lock(f"pti-sync:lock:account:{account_id}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S)
     if not lock.acquire():
-        enqueue(RECONCILE_JOB, account_id, trigger)  # another job holds it for long: come back after it
+        enqueue(RECONCILE, account_id, trigger)  # another job holds it for long: come back after it
         return Result("busy")
     try:
         db.session.expire_all()
@@ -318,8 +297,8 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
     started = time.monotonic()
     generation = account.generation
     site = account.site
-    journal = SyncAttempt(account_id=account.id, trigger=trigger[:64], rq_job_id=job_id, generation=generation,
-                          outcome="running")
+    journal = SyncAttempt(account_id=account.id, trigger=trigger[:TRIGGER_CHARS], rq_job_id=job_id,
+                          generation=generation, outcome="running")
     operations: list[str] = []
     try:
         rentals, desired = snapshot(account)
@@ -363,6 +342,9 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
     except Park as exc:
         db.session.rollback()
         return _park(account, journal, exc, operations, started)
+    except NoFreeCode as exc:
+        db.session.rollback()
+        return _park(account, journal, Park("duplicate_access_code", str(exc)), operations, started)
     except PtiError as exc:  # a retryable error outside the Caller (e.g. a lookup after an uncertain create)
         db.session.rollback()
         if exc.retryable:
@@ -414,7 +396,7 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
         if write_back is not None:
             write_back(account.id)
         else:
-            enqueue(WRITE_BACK_JOB, account.id)
+            enqueue(WRITE_BACK, account.id)
     return Result(outcome, operations=operations)
 
 
@@ -424,7 +406,7 @@ def _retry(account: PtiAccount, journal: SyncAttempt, exc: Retry, operations, st
         account.attempts += 1
     if account.attempts >= MAX_ATTEMPTS:
         return _park(account, journal, Park(exc.reason, "gave up after repeated retryable failures"), operations,
-                     started, journal_outcome="failed")
+                     started)
     wait = backoff(account.attempts or 1, ATTEMPT_BACKOFF_BASE_S, ATTEMPT_BACKOFF_CAP_S, exc.retry_after)
     account.state = SyncState.PENDING
     account.last_error, account.last_error_detail = exc.reason, None
@@ -432,13 +414,12 @@ def _retry(account: PtiAccount, journal: SyncAttempt, exc: Retry, operations, st
     account.next_attempt_at = utcnow() + timedelta(seconds=wait)
     _journal(journal, "retry", operations, started, exc.reason)
     db.session.commit()
-    get_queue(URGENT if account.urgent else DEFAULT).enqueue_in(timedelta(seconds=wait), RECONCILE_JOB, account.id,
+    get_queue(URGENT if account.urgent else DEFAULT).enqueue_in(timedelta(seconds=wait), RECONCILE, account.id,
                                                                  journal.trigger)
     return Result("retry", exc.reason, operations, wait)
 
 
-def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, started,
-          journal_outcome: str = "failed") -> Result:
+def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, started) -> Result:
     db.session.refresh(account, with_for_update=True)  # the account row before its rentals, as everywhere
     account.state = SyncState.FAILED
     account.last_error, account.last_error_detail = exc.reason, exc.detail
@@ -451,7 +432,7 @@ def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, star
             rental.sync_state, rental.last_error = SyncState.FAILED, exc.reason
         else:  # never synced anyway: the unit's own problem is the one to show
             rental.sync_state, rental.last_error = SyncState.UNMAPPED, "unit_unmapped"
-    _journal(journal, journal_outcome, operations, started, exc.reason, exc.detail)
+    _journal(journal, "failed", operations, started, exc.reason, exc.detail)
     db.session.commit()
-    enqueue("jobs.writeback.report_failure", account.id)
+    enqueue(REPORT_FAILURE, account.id)
     return Result("failed", exc.reason, operations)

@@ -1,0 +1,57 @@
+"""Building the clients of the two systems we talk to, from the app's settings: Storeganise's, and each site's PTI
+client with its credentials (decrypted only here, only when needed). Jobs, commands and the engine use this one place.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from .crypto import CredentialError, PtiCredentials, unseal
+from .models import Site
+from .pti import PtiClient, PtiClientRegistry, PtiConnection
+from .storeganise import StoreganiseClient
+
+TRANSPORT_EXTENSION = "storeganise_transport"  # tests put an httpx transport (e.g. the simulator's WSGI app) here
+PTI_CLIENTS_EXTENSION = "pti_clients"
+
+
+class StoreganiseNotConfigured(RuntimeError):
+    """STOREGANISE_API_URL or STOREGANISE_API_KEY is missing."""
+
+
+def storeganise_client(**options) -> StoreganiseClient:
+    config = current_app.config
+    url, key = config.get("STOREGANISE_API_URL"), config.get("STOREGANISE_API_KEY")
+    if not url or not key:
+        raise StoreganiseNotConfigured("Storeganise is not configured: set STOREGANISE_API_URL and "
+                                       "STOREGANISE_API_KEY (see README, Configuration).")
+    return StoreganiseClient(url, api_key=key, transport=current_app.extensions.get(TRANSPORT_EXTENSION), **options)
+
+
+def site_credentials(site: Site) -> PtiCredentials | None:
+    """The site's PTI credentials, or None when it has none (or they cannot be read)."""
+    if not site.pti_credentials:
+        return None
+    try:
+        return unseal(current_app.config["ENCRYPTION_KEYS"], site.sg_id, site.pti_credentials)
+    except CredentialError:
+        return None
+
+
+def pti_connection(site: Site) -> PtiConnection | None:
+    """The site's PTI settings, or None while any of them is missing."""
+    creds = site_credentials(site)
+    if creds is None or not site.pti_base_url or not site.pti_site_code:
+        return None
+    return PtiConnection(site.pti_base_url, site.pti_site_code, creds.site_key, creds.username, creds.password,
+                         label=site.code)
+
+
+def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
+    """The site's PTI client in this process (one pool and token per site), with the configured time-outs."""
+    app = current_app._get_current_object()
+    registry = app.extensions.get(PTI_CLIENTS_EXTENSION)
+    if registry is None:
+        registry = app.extensions[PTI_CLIENTS_EXTENSION] = PtiClientRegistry(
+            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"])
+    return registry.get(str(site.id), connection)

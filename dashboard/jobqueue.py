@@ -1,0 +1,83 @@
+"""Redis, the RQ queues and every job's name: one place that owns their lifecycle (get_redis, get_queue, enqueue).
+
+Jobs are enqueued by dotted name so the web process never imports job code; `JOBS` below is the one table of them.
+Three queues, drained in order: `urgent` (lockouts and unlocks: a payment's unlock never waits behind a bulk push),
+`default`, `bulk`.
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import current_app
+from rq import Queue
+
+URGENT = "urgent"
+DEFAULT = "default"
+BULK = "bulk"
+QUEUE_NAMES = (URGENT, DEFAULT, BULK)
+
+REDIS_SOCKET_TIMEOUT_S = 2.0  # a Redis that is down must fail a page fast, not hang it
+REDIS_HEALTH_CHECK_S = 30
+JOB_TIMEOUT_S = 600  # one job; a bulk batch says its own
+JOB_RESULT_TTL_S = 600  # the database keeps the durable history; Redis only minutes of results
+
+# Every job, by the dotted name RQ imports in the worker. Enqueue these constants, never a spelled-out name.
+RECONCILE = "jobs.reconcile.reconcile_account"
+RECONCILE_BATCH = "jobs.reconcile.reconcile_batch"
+HANDLE_DELIVERY = "jobs.events.handle_delivery"
+WRITE_BACK = "jobs.writeback.write_back_account"
+REPORT_FAILURE = "jobs.writeback.report_failure"
+WRITE_BACK_OVERRIDES = "jobs.writeback.write_back_overrides"
+RELAY = "jobs.maintenance.relay_owed"
+SWEEP = "jobs.maintenance.sweep_all"
+PULL = "jobs.pull.pull_changes"
+IMPORT = "jobs.pull.import_all"
+
+JOBS: dict[str, str] = {
+    RECONCILE: "make PTI match Storeganise for one customer at one site",
+    RECONCILE_BATCH: "the same for a batch of one site's customers (a site push), PTI calls in parallel",
+    HANDLE_DELIVERY: "act on one recorded Storeganise webhook delivery",
+    WRITE_BACK: "write a push's results (pti_synced, pti_overlocked, access code, PTI user id) to Storeganise",
+    REPORT_FAILURE: "raise a Storeganise task for each cause of a parked account, once per cause",
+    WRITE_BACK_OVERRIDES: "write a customer's access level and zone set by staff to Storeganise",
+    RELAY: "re-enqueue every account and delivery still owed whose job Redis lost (every 15 s)",
+    SWEEP: "compare each site's PTI users and units with the mirror; mark drifted customers (hourly)",
+    PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
+    IMPORT: "import every site, unit, rental and renting customer from Storeganise",
+}
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+                                health_check_interval=REDIS_HEALTH_CHECK_S)
+
+
+def get_redis() -> redis.Redis:
+    """The Redis connection of this app (one client with its own pool per app)."""
+    app = current_app._get_current_object()
+    conn = app.extensions.get("pti_sync_redis")
+    if conn is None:
+        conn = app.extensions["pti_sync_redis"] = connect(app.config["REDIS_URL"])
+    return conn
+
+
+def get_queue(name: str = DEFAULT) -> Queue:
+    return Queue(name, connection=get_redis(), default_timeout=current_app.config["JOB_TIMEOUT_S"])
+
+
+def enqueue(job: str, *args, queue: str = DEFAULT, job_id: str | None = None, **options):
+    """Enqueue one of `JOBS` by name; a `job_id` makes the enqueue idempotent while it is queued."""
+    if job not in JOBS:
+        raise ValueError(f"{job} is not in the job table (dashboard/jobqueue.py JOBS)")
+    options.setdefault("result_ttl", JOB_RESULT_TTL_S)
+    return get_queue(queue).enqueue(job, *args, job_id=job_id, **options)
+
+
+def queue_depth() -> int:
+    conn = get_redis()
+    return sum(Queue(name, connection=conn).count for name in QUEUE_NAMES)
+
+
+def init_app(app) -> None:
+    app.config.setdefault("JOB_TIMEOUT_S", JOB_TIMEOUT_S)

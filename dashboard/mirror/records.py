@@ -1,0 +1,284 @@
+"""The mirror's records: Storeganise records (Admin API shape) landed in our tables, and what each change owes PTI.
+
+Every path that brings a record (webhook handlers, the import, the incremental pull, the demo seed) lands it here,
+so a change means the same thing whichever path noticed it. Only *inputs* of the sync count as changes (unit names,
+overrides, rental state, pti_synced, pti_overlocked...); the fields we write back ourselves (pti_access_code,
+pti_user_id) never do, and our own write-backs reach the mirror before Storeganise, so their echo finds nothing
+changed: no loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..clients import site_credentials
+from ..crypto import PtiCredentials, seal
+from ..engine import writeback
+from ..engine.intent import mark_dirty, request_reconcile
+from ..extensions import db
+from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, Unit
+from ..storeganise import StoreganiseClient
+
+SITE_INPUTS = ("pti_base_url", "pti_site_code", "pti_credentials", "default_access_level", "default_zone")
+UNIT_INPUTS = ("site_id", "pti_unit_name")
+CUSTOMER_INPUTS = ("email", "first_name", "last_name", "access_level_override", "zone_override")
+RENTAL_INPUTS = ("site_id", "unit_id", "customer_id", "state", "overdue", "overlocked", "pti_synced")
+USER_ID_CHUNK = 50  # ids per `GET users?ids=` request
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Storeganise ISO-8601 (`2023-09-13T10:00:00.000Z`) to a naive UTC datetime; ValueError when malformed."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _int_or_none(value) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def by_sg_id(model, sg_id: str):
+    return db.session.scalar(select(model).where(model.sg_id == sg_id))
+
+
+def values(row, fields: tuple[str, ...]) -> tuple | None:
+    return None if row is None else tuple(getattr(row, name) for name in fields)
+
+
+def _assign(row, **changes) -> None:
+    for key, value in changes.items():
+        if getattr(row, key) != value:
+            setattr(row, key, value)
+
+
+@dataclass
+class Effects:
+    """What landing records owes: accounts to push and pti_overlocked values to write back, both after the commit."""
+
+    accounts: dict[tuple[int, int], PtiAccount] = field(default_factory=dict)
+    overlocks: dict[str, bool] = field(default_factory=dict)  # rental sg_id -> pti_overlocked Storeganise lacks
+
+    def mark(self, customer_id: int, site_id: int, *, urgent: bool = False) -> None:
+        """Mark once per customer and site (a second mark only raises the urgency)."""
+        account = self.accounts.get((customer_id, site_id))
+        if account is None:
+            self.accounts[(customer_id, site_id)] = mark_dirty(customer_id, site_id, urgent=urgent)
+        elif urgent:
+            account.urgent = True
+
+    def mark_active_rentals(self, *, customer_id: int | None = None, unit_id: int | None = None,
+                            site_id: int | None = None) -> None:
+        """Mark every customer with an active rental matching the filter (their inputs changed)."""
+        stmt = select(Rental.customer_id, Rental.site_id).where(Rental.state.in_(ACTIVE_RENTAL_STATES)).distinct()
+        if customer_id is not None:
+            stmt = stmt.where(Rental.customer_id == customer_id)
+        if unit_id is not None:
+            stmt = stmt.where(Rental.unit_id == unit_id)
+        if site_id is not None:
+            stmt = stmt.where(Rental.site_id == site_id)
+        for row in db.session.execute(stmt):
+            self.mark(row.customer_id, row.site_id)
+
+    def deliver(self, client: StoreganiseClient, trigger: str, *, bulk: bool = False) -> tuple[int, int]:
+        """After the commit: ask for the pushes, then write the owed pti_overlocked values back to Storeganise.
+
+        Returns (reconcile jobs enqueued, pti_overlocked values written)."""
+        enqueued = request_reconcile(list(self.accounts.values()), trigger=trigger, bulk=bulk)
+        return enqueued, writeback.write_overlocks(client, self.overlocks)
+
+
+# --- landing one record --------------------------------------------------------------------------------------
+# `land_*` writes a record onto its row (created when `row` is None) and returns the row; `apply_*` lands it and
+# marks the customers whose inputs changed. The demo seed lands records without marking anyone.
+
+
+def land_site(data: dict, site: Site | None) -> Site:
+    if site is None:
+        site = Site(sg_id=data["id"])
+        db.session.add(site)
+    fields = data.get("customFields") or {}
+    _assign(
+        site,
+        code=data.get("code") or data["id"],
+        title=data.get("title") or data.get("code") or data["id"],
+        pti_base_url=fields.get("pti_base_url") or None,
+        pti_site_code=fields.get("pti_site_code") or None,
+        default_access_level=_int_or_none(fields.get("pti_access_level")),
+        default_zone=_int_or_none(fields.get("pti_zone")),
+    )
+    secrets = (fields.get("pti_site_key"), fields.get("pti_username"), fields.get("pti_password"))
+    # Re-seal only when the credentials differ: compare by decrypting what we hold.
+    if all(secrets) and site_credentials(site) != PtiCredentials(*secrets):
+        site.pti_credentials = seal(current_app.config["ENCRYPTION_KEYS"], site.sg_id, PtiCredentials(*secrets))
+    return site
+
+
+def land_unit(data: dict, site: Site, unit: Unit | None) -> Unit:
+    if unit is None:
+        unit = Unit(sg_id=data["id"], site=site)
+        db.session.add(unit)
+    fields = data.get("customFields") or {}
+    _assign(unit, site_id=site.id, name=data.get("name") or data["id"], state=data.get("state") or "available",
+            pti_unit_name=(fields.get("pti_unit_name") or None))
+    return unit
+
+
+def land_customer(data: dict, customer: Customer | None) -> Customer:
+    if customer is None:
+        customer = Customer(sg_id=data["id"])
+        db.session.add(customer)
+    fields = data.get("customFields") or {}
+    _assign(
+        customer,
+        email=(data.get("email") or "").strip().lower(),
+        first_name=data.get("firstName") or "",
+        last_name=data.get("lastName") or "",
+        overdue=bool(data.get("overdue")),
+        access_level_override=_int_or_none(fields.get("pti_access_level")),
+        zone_override=_int_or_none(fields.get("pti_zone")),
+        pti_access_code=_int_or_none(fields.get("pti_access_code")),
+        pti_user_id=(fields.get("pti_user_id") or None),
+    )
+    return customer
+
+
+def land_rental(data: dict, site: Site, unit: Unit, customer: Customer, rental: Rental | None) -> Rental:
+    if rental is None:
+        rental = Rental(sg_id=data["id"], site=site, unit=unit, customer=customer)
+        db.session.add(rental)
+    fields = data.get("customFields") or {}
+    _assign(
+        rental,
+        site_id=site.id,
+        unit_id=unit.id,
+        customer_id=customer.id,
+        state=data.get("state") or "occupied",
+        overdue=bool(data.get("overdue")),
+        overlocked=bool(fields.get("pti_overlocked")),
+        pti_synced=parse_time(fields.get("pti_synced")),
+    )
+    rental.sg_updated = parse_time(data.get("updated"))
+    return rental
+
+
+def apply_site(data: dict, fx: Effects) -> Site:
+    existing = by_sg_id(Site, data["id"])
+    before = values(existing, SITE_INPUTS)
+    site = land_site(data, existing)
+    db.session.flush()
+    if existing is not None and values(site, SITE_INPUTS) != before:
+        fx.mark_active_rentals(site_id=site.id)
+    return site
+
+
+def apply_unit(data: dict, site: Site, fx: Effects, *, flush: bool = True) -> Unit:
+    existing = by_sg_id(Unit, data["id"])
+    before = values(existing, UNIT_INPUTS)
+    unit = land_unit(data, site, existing)
+    if flush:
+        db.session.flush()
+    if existing is not None and values(unit, UNIT_INPUTS) != before:
+        fx.mark_active_rentals(unit_id=unit.id)
+    return unit
+
+
+def apply_customer(data: dict, fx: Effects, *, flush: bool = True) -> Customer:
+    existing = by_sg_id(Customer, data["id"])
+    before = values(existing, CUSTOMER_INPUTS)
+    customer = land_customer(data, existing)
+    if flush:
+        db.session.flush()
+    if existing is not None and values(customer, CUSTOMER_INPUTS) != before:
+        fx.mark_active_rentals(customer_id=customer.id)
+    return customer
+
+
+def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Effects, *,
+                 overdue_event: bool = False, flush: bool = True) -> Rental:
+    """Land a rental and mark its customer when an input changed.
+
+    The overdue flag drives pti_overlocked: when it flips (or on an overdue event) the rental's lock follows it and
+    Storeganise's pti_overlocked is written back. Otherwise pti_overlocked is what staff set: a change of it is a
+    manual suspend or unsuspend, and urgent.
+    """
+    existing = by_sg_id(Rental, data["id"])
+    before = values(existing, RENTAL_INPUTS)
+    was_active = existing is not None and existing.active
+    old_owner = (existing.customer_id, existing.site_id) if existing is not None else None
+    overdue_before = existing.overdue if existing is not None else None
+    rental = land_rental(data, site, unit, customer, existing)
+    stored_overlock = rental.overlocked  # what Storeganise holds in pti_overlocked
+    on_its_way = writeback.overlock_on_its_way(rental.sg_id)
+    if overdue_event or (overdue_before is not None and overdue_before != rental.overdue):
+        rental.overlocked = rental.overdue
+    elif on_its_way is not None and stored_overlock != on_its_way:
+        # Storeganise has not received the pti_overlocked we are writing (a payment right after an overdue):
+        # its value is our own older write, not a person's suspend. Keep ours; the write lands shortly.
+        rental.overlocked = on_its_way
+    if rental.overlocked != stored_overlock:
+        fx.overlocks[rental.sg_id] = rental.overlocked
+        writeback.note_overlock_on_its_way(rental.sg_id, rental.overlocked)
+    if flush:
+        db.session.flush()
+    after = values(rental, RENTAL_INPUTS)
+    if not (rental.active or was_active):
+        return rental
+    lock_changed = before is None or before[RENTAL_INPUTS.index("overlocked")] != rental.overlocked
+    if overdue_event or after != before:
+        fx.mark(rental.customer_id, rental.site_id, urgent=overdue_event or (lock_changed and existing is not None))
+    if old_owner is not None and was_active and old_owner != (rental.customer_id, rental.site_id):
+        fx.mark(*old_owner)
+    return rental
+
+
+# --- fetching what the mirror needs from Storeganise ---------------------------------------------------------
+
+
+def ensure_site(client: StoreganiseClient, sg_id: str, fx: Effects) -> Site:
+    return by_sg_id(Site, sg_id) or apply_site(client.get_site(sg_id), fx)
+
+
+def ensure_unit(client: StoreganiseClient, sg_id: str, fx: Effects) -> Unit:
+    unit = by_sg_id(Unit, sg_id)
+    if unit is None:
+        data = client.get_unit(sg_id)
+        unit = apply_unit(data, ensure_site(client, data["siteId"], fx), fx)
+    return unit
+
+
+def fetch_customers(client: StoreganiseClient, sg_ids: set[str], fx: Effects, *, refresh: bool) -> dict[str, Customer]:
+    """The customers with these ids, read from Storeganise in chunks: all of them (`refresh`, as the import does),
+    or only those the mirror does not hold yet. LookupError when Storeganise does not return some of them."""
+    known = {} if refresh else {c.sg_id: c for c in db.session.scalars(
+        select(Customer).where(Customer.sg_id.in_(sg_ids)))}
+    wanted = sorted(sg_ids - known.keys())
+    with db.session.no_autoflush:  # one flush for the lot: the ids are needed only once all have landed
+        for start in range(0, len(wanted), USER_ID_CHUNK):
+            for data in client.list_users(ids=wanted[start:start + USER_ID_CHUNK]):
+                known[data["id"]] = apply_customer(data, fx, flush=False)
+    db.session.flush()
+    missing = sg_ids - known.keys()
+    if missing:
+        raise LookupError(f"Storeganise did not return the owners of some rentals: {', '.join(sorted(missing))}.")
+    return known
+
+
+def refresh_rental(client: StoreganiseClient, rental_sg_id: str, fx: Effects, *, overdue_event: bool = False) -> Rental:
+    """Re-read one rental with its unit and owner, and land all three in the mirror."""
+    data = client.get_unit_rental(rental_sg_id, include=("unit", "owner", "customFields"))
+    site = ensure_site(client, data["siteId"], fx)
+    unit = apply_unit(data.get("unit") or client.get_unit(data["unitId"]), site, fx)
+    customer = apply_customer(data.get("owner") or client.get_user(data["ownerId"]), fx)
+    return apply_rental(data, site, unit, customer, fx, overdue_event=overdue_event)

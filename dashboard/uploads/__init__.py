@@ -1,0 +1,1 @@
+"""Bulk-push CSV uploads: reading and checking a file (parse), and applying it all or nothing (apply)."""
