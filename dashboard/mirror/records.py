@@ -57,6 +57,14 @@ def values(row, fields: tuple[str, ...]) -> tuple | None:
     return None if row is None else tuple(getattr(row, name) for name in fields)
 
 
+def _row(model, data: dict, row, **new):
+    """The row to land `data` on: `row`, or a new one added to the session."""
+    if row is None:
+        row = model(sg_id=data["id"], **new)
+        db.session.add(row)
+    return row
+
+
 def _assign(row, **changes) -> None:
     for key, value in changes.items():
         if getattr(row, key) != value:
@@ -105,9 +113,7 @@ class Effects:
 
 
 def land_site(data: dict, site: Site | None) -> Site:
-    if site is None:
-        site = Site(sg_id=data["id"])
-        db.session.add(site)
+    site = _row(Site, data, site)
     fields = data.get("customFields") or {}
     _assign(
         site,
@@ -126,9 +132,7 @@ def land_site(data: dict, site: Site | None) -> Site:
 
 
 def land_unit(data: dict, site: Site, unit: Unit | None) -> Unit:
-    if unit is None:
-        unit = Unit(sg_id=data["id"], site=site)
-        db.session.add(unit)
+    unit = _row(Unit, data, unit, site=site)
     fields = data.get("customFields") or {}
     _assign(unit, site_id=site.id, name=data.get("name") or data["id"], state=data.get("state") or "available",
             pti_unit_name=(fields.get("pti_unit_name") or None))
@@ -136,9 +140,7 @@ def land_unit(data: dict, site: Site, unit: Unit | None) -> Unit:
 
 
 def land_customer(data: dict, customer: Customer | None) -> Customer:
-    if customer is None:
-        customer = Customer(sg_id=data["id"])
-        db.session.add(customer)
+    customer = _row(Customer, data, customer)
     fields = data.get("customFields") or {}
     _assign(
         customer,
@@ -155,9 +157,7 @@ def land_customer(data: dict, customer: Customer | None) -> Customer:
 
 
 def land_rental(data: dict, site: Site, unit: Unit, customer: Customer, rental: Rental | None) -> Rental:
-    if rental is None:
-        rental = Rental(sg_id=data["id"], site=site, unit=unit, customer=customer)
-        db.session.add(rental)
+    rental = _row(Rental, data, rental, site=site, unit=unit, customer=customer)
     fields = data.get("customFields") or {}
     _assign(
         rental,
