@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .storeganise.fields import EMPTY_UNIT_NOT_SYNCED, EMPTY_UNIT_RULES, FieldCodes
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEMO_SECRET_KEY = "demo-secret-key-not-for-production"
 # A fixed Fernet key, only ever used in demo and test mode: production must set ENCRYPTION_KEYS.
@@ -47,6 +49,20 @@ def _float(name: str, default: float) -> float:
     return _number(name, default, float, "a number")
 
 
+def _field_codes() -> FieldCodes:
+    try:
+        return FieldCodes.parse(os.environ.get("STOREGANISE_FIELD_CODES"))
+    except ValueError as exc:
+        raise ConfigError(f"STOREGANISE_FIELD_CODES: {exc}") from exc
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def from_env(instance_path: str) -> dict:
     """Build the settings mapping from environment variables; see README's configuration table."""
     demo = _bool(os.environ.get("PTI_SYNC_DEMO"))
@@ -67,6 +83,9 @@ def from_env(instance_path: str) -> dict:
         # A delivery created longer ago than this (or this far ahead of our clock) is refused as stale.
         "STOREGANISE_WEBHOOK_MAX_AGE_S": _int("STOREGANISE_WEBHOOK_MAX_AGE_S", 24 * 3600),
         "STOREGANISE_WEBHOOK_MAX_SKEW_S": _int("STOREGANISE_WEBHOOK_MAX_SKEW_S", 300),
+        # Custom-field codes (dashboard/storeganise/fields.py) and what an empty unit field means.
+        "STOREGANISE_FIELDS": _field_codes(),
+        "PTI_EMPTY_UNIT_NAME": _choice("PTI_EMPTY_UNIT_NAME", EMPTY_UNIT_NOT_SYNCED, EMPTY_UNIT_RULES),
         "PTI_SIM_URL": os.environ.get("PTI_SIM_URL") or f"http://127.0.0.1:{pti_sim_port}",
         "METRICS_PUBLIC": _bool(os.environ.get("METRICS_PUBLIC"), default=True),
         "SESSION_COOKIE_SECURE": _bool(os.environ.get("SESSION_COOKIE_SECURE"), default=not demo),

@@ -84,7 +84,8 @@ class Unit(db.Model):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     state: Mapped[str] = mapped_column(String(32), default="available")
-    pti_unit_name: Mapped[str | None] = mapped_column(String(100))
+    pti_unit_name: Mapped[str | None] = mapped_column(String(100))  # None: not synced (see pti_switched_off)
+    pti_switched_off: Mapped[bool] = mapped_column(default=False)  # staff set the PTI Unit Name to NONE
 
     site: Mapped[Site] = relationship(back_populates="units")
 

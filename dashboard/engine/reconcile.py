@@ -160,7 +160,8 @@ def snapshot(account: PtiAccount) -> tuple[list[Rental], DesiredAccess]:
         CustomerSnapshot(customer.sg_id, customer.email, customer.first_name, customer.last_name,
                          account.access_code, account.pti_user_id, customer.access_level_override,
                          customer.zone_override),
-        [RentalSnapshot(r.sg_id, r.unit.pti_unit_name, r.state, r.overlocked) for r in rentals],
+        [RentalSnapshot(r.sg_id, r.unit.pti_unit_name, r.state, r.overlocked, r.unit.pti_switched_off)
+         for r in rentals],
     )
     return list(rentals), desired
 
@@ -371,7 +372,7 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     status = {r.rental_id: r.status for r in desired.rentals}
     for rental in rentals:
         st = status.get(rental.sg_id)
-        if disabled or not rental.active:
+        if disabled or not rental.active or st is RentalStatus.UNIT_SWITCHED_OFF:
             rental.sync_state, rental.last_error = SyncState.DISABLED, None
         elif st in UNIT_STATUS_REASONS:
             reason = UNIT_STATUS_REASONS[st]
@@ -428,7 +429,9 @@ def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, star
     for rental in db.session.scalars(select(Rental).where(
             Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
             Rental.state.in_(ACTIVE_RENTAL_STATES)).options(joinedload(Rental.unit))):
-        if rental.unit.pti_unit_name:
+        if rental.unit.pti_switched_off:
+            rental.sync_state, rental.last_error = SyncState.DISABLED, None
+        elif rental.unit.pti_unit_name:
             rental.sync_state, rental.last_error = SyncState.FAILED, exc.reason
         else:  # never synced anyway: the unit's own problem is the one to show
             rental.sync_state, rental.last_error = SyncState.UNMAPPED, "unit_unmapped"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC
 
 import redis
+from flask import current_app
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +23,7 @@ from ..extensions import db
 from ..jobqueue import get_redis
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, ReportedProblem, SyncState, to_ms
 from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
+from ..storeganise.fields import FieldCodes
 from ..sync.errors import problem
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,9 @@ class WriteBack:
 
 
 def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
-    """PUT pti_synced and pti_overlocked on the account's in-sync active rentals, and pti_access_code /
-    pti_user_id on the customer, where Storeganise does not hold them yet.
+    """PUT the push's results where Storeganise does not hold them yet: on each in-sync active rental of the account
+    its pti_synced, pti_overlocked, and the access code and PTI user id it opens with; on the customer, the code and
+    PTI user id of their first account (see `first_account_id`).
 
     pti_synced is the rental's own push time, which the engine stores (in milliseconds) before it asks for this;
     a rental whose values were already written (remembered in Redis) is not written again, so a reconcile that
@@ -54,7 +57,7 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     account = db.session.get(PtiAccount, account_id)
     if account is None:
         return WriteBack()
-    customer = account.customer
+    customer, codes = account.customer, _codes()
     rentals = db.session.scalars(
         select(Rental).where(Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
                              Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state == SyncState.IN_SYNC)
@@ -62,22 +65,27 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     ).all()
     puts: list[tuple[str, dict]] = []
     for rental in rentals:
-        fields: dict = {"pti_overlocked": rental.overlocked}
+        fields: dict = {codes.rental_overlocked: rental.overlocked}
         if rental.pti_synced is not None:
             rental.pti_synced = to_ms(rental.pti_synced)
-            fields["pti_synced"] = format_timestamp(rental.pti_synced.replace(tzinfo=UTC))
+            fields[codes.rental_synced] = format_timestamp(rental.pti_synced.replace(tzinfo=UTC))
+        if account.access_code is not None:
+            fields[codes.rental_access_code] = str(account.access_code)
+        if account.pti_user_id:
+            fields[codes.rental_pti_id] = account.pti_user_id
         puts.append((rental.sg_id, fields))
     puts = [put for put, known in zip(puts, _written([sg_id for sg_id, _ in puts]), strict=True)
             if known != _fingerprint(put[1])]
 
     previous = (customer.pti_access_code, customer.pti_user_id)
     user_fields: dict = {}
-    if account.access_code is not None and customer.pti_access_code != account.access_code:
-        customer.pti_access_code = account.access_code
-        user_fields["pti_access_code"] = str(account.access_code)
-    if account.pti_user_id and customer.pti_user_id != account.pti_user_id:
-        customer.pti_user_id = account.pti_user_id
-        user_fields["pti_user_id"] = account.pti_user_id
+    if account.id == first_account_id(customer.id):
+        if account.access_code is not None and customer.pti_access_code != account.access_code:
+            customer.pti_access_code = account.access_code
+            user_fields[codes.user_access_code] = str(account.access_code)
+        if account.pti_user_id and customer.pti_user_id != account.pti_user_id:
+            customer.pti_user_id = account.pti_user_id
+            user_fields[codes.user_pti_id] = account.pti_user_id
     forget_problems(account)
     db.session.commit()
 
@@ -95,8 +103,22 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
 
+def first_account_id(customer_id: int) -> int | None:
+    """The customer's account whose code and PTI user id the Storeganise user carries: their first one with a code.
+
+    A customer with rentals at several sites usually has one code everywhere (choose_code reuses it where free); the
+    user-level fields name the first site's, and every rental carries its own site's code and PTI user id."""
+    return db.session.scalar(select(PtiAccount.id).where(PtiAccount.customer_id == customer_id,
+                                                         PtiAccount.access_code.is_not(None))
+                             .order_by(PtiAccount.id).limit(1))
+
+
+def _codes() -> FieldCodes:
+    return current_app.config["STOREGANISE_FIELDS"]
+
+
 def _fingerprint(fields: dict) -> str:
-    return f"{fields.get('pti_synced')}|{fields['pti_overlocked']}"
+    return "|".join(f"{key}={fields[key]}" for key in sorted(fields))
 
 
 def _written(rental_sg_ids: list[str]) -> list[str | None]:
@@ -167,7 +189,7 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     written = 0
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
-            client.update_unit_rental_custom_fields(rental_sg_id, {"pti_overlocked": overlocked})
+            client.update_unit_rental_custom_fields(rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
             forget_overlock_on_its_way(rental_sg_id)
             written += 1
@@ -251,6 +273,7 @@ def write_back_overrides(customer_id: int, client: StoreganiseClient) -> dict:
     customer = db.session.get(Customer, customer_id)
     if customer is None:
         return {}
-    fields = {"pti_access_level": customer.access_level_override, "pti_zone": customer.zone_override}
+    codes = _codes()
+    fields = {codes.user_access_level: customer.access_level_override, codes.user_zone: customer.zone_override}
     client.update_user_custom_fields(customer.sg_id, fields)
     return fields

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -63,7 +64,9 @@ def on_rental_updated(client: StoreganiseClient, event: WebhookEvent, fx: Effect
     """A person changed pti_synced (asks for a push) or pti_overlocked (a manual suspend: urgent); our own
     write-backs come back here too and find the mirror already equal."""
     keys = event.changed_keys
-    if keys and not any(k in RENTAL_KEYS or k.startswith("customFields.pti_") for k in keys):
+    codes = current_app.config["STOREGANISE_FIELDS"]
+    inputs = {codes.changed_key(code) for code in codes.inputs}
+    if keys and not any(k in RENTAL_KEYS or k in inputs for k in keys):
         return
     for rental_id in _rental_ids(client, event, "unitRentalId"):
         refresh_rental(client, rental_id, fx)

@@ -22,9 +22,10 @@ from ..engine.intent import mark_dirty, request_reconcile
 from ..extensions import db
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, Unit
 from ..storeganise import StoreganiseClient
+from ..storeganise.fields import EMPTY_UNIT_USES_UNIT_NAME, UNIT_SWITCHED_OFF, FieldCodes
 
 SITE_INPUTS = ("pti_base_url", "pti_site_code", "pti_credentials", "default_access_level", "default_zone")
-UNIT_INPUTS = ("site_id", "pti_unit_name")
+UNIT_INPUTS = ("site_id", "pti_unit_name", "pti_switched_off")
 CUSTOMER_INPUTS = ("email", "first_name", "last_name", "access_level_override", "zone_override")
 RENTAL_INPUTS = ("site_id", "unit_id", "customer_id", "state", "overdue", "overlocked", "pti_synced")
 USER_ID_CHUNK = 50  # ids per `GET users?ids=` request
@@ -47,6 +48,15 @@ def _int_or_none(value) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _codes() -> FieldCodes:
+    return current_app.config["STOREGANISE_FIELDS"]
+
+
+def _text(value) -> str | None:
+    text = value.strip() if isinstance(value, str) else (str(value) if value not in (None, "") else None)
+    return text or None
 
 
 def by_sg_id(model, sg_id: str):
@@ -114,17 +124,17 @@ class Effects:
 
 def land_site(data: dict, site: Site | None) -> Site:
     site = _row(Site, data, site)
-    fields = data.get("customFields") or {}
+    fields, codes = data.get("customFields") or {}, _codes()
     _assign(
         site,
         code=data.get("code") or data["id"],
         title=data.get("title") or data.get("code") or data["id"],
-        pti_base_url=fields.get("pti_base_url") or None,
-        pti_site_code=fields.get("pti_site_code") or None,
-        default_access_level=_int_or_none(fields.get("pti_access_level")),
-        default_zone=_int_or_none(fields.get("pti_zone")),
+        pti_base_url=fields.get(codes.site_base_url) or None,
+        pti_site_code=fields.get(codes.site_code) or None,
+        default_access_level=_int_or_none(fields.get(codes.site_access_level)),
+        default_zone=_int_or_none(fields.get(codes.site_zone)),
     )
-    secrets = (fields.get("pti_site_key"), fields.get("pti_username"), fields.get("pti_password"))
+    secrets = (fields.get(codes.site_key), fields.get(codes.site_username), fields.get(codes.site_password))
     # Re-seal only when the credentials differ: compare by decrypting what we hold.
     if all(secrets) and site_credentials(site) != PtiCredentials(*secrets):
         site.pti_credentials = seal(current_app.config["ENCRYPTION_KEYS"], site.sg_id, PtiCredentials(*secrets))
@@ -133,32 +143,36 @@ def land_site(data: dict, site: Site | None) -> Site:
 
 def land_unit(data: dict, site: Site, unit: Unit | None) -> Unit:
     unit = _row(Unit, data, unit, site=site)
-    fields = data.get("customFields") or {}
-    _assign(unit, site_id=site.id, name=data.get("name") or data["id"], state=data.get("state") or "available",
-            pti_unit_name=(fields.get("pti_unit_name") or None))
+    name = data.get("name") or data["id"]
+    pti_name = _text((data.get("customFields") or {}).get(_codes().unit_name))
+    switched_off = pti_name is not None and pti_name.upper() == UNIT_SWITCHED_OFF
+    if pti_name is None and current_app.config["PTI_EMPTY_UNIT_NAME"] == EMPTY_UNIT_USES_UNIT_NAME:
+        pti_name = name
+    _assign(unit, site_id=site.id, name=name, state=data.get("state") or "available",
+            pti_unit_name=None if switched_off else pti_name, pti_switched_off=switched_off)
     return unit
 
 
 def land_customer(data: dict, customer: Customer | None) -> Customer:
     customer = _row(Customer, data, customer)
-    fields = data.get("customFields") or {}
+    fields, codes = data.get("customFields") or {}, _codes()
     _assign(
         customer,
         email=(data.get("email") or "").strip().lower(),
         first_name=data.get("firstName") or "",
         last_name=data.get("lastName") or "",
         overdue=bool(data.get("overdue")),
-        access_level_override=_int_or_none(fields.get("pti_access_level")),
-        zone_override=_int_or_none(fields.get("pti_zone")),
-        pti_access_code=_int_or_none(fields.get("pti_access_code")),
-        pti_user_id=(fields.get("pti_user_id") or None),
+        access_level_override=_int_or_none(fields.get(codes.user_access_level)),
+        zone_override=_int_or_none(fields.get(codes.user_zone)),
+        pti_access_code=_int_or_none(fields.get(codes.user_access_code)),
+        pti_user_id=(fields.get(codes.user_pti_id) or None),
     )
     return customer
 
 
 def land_rental(data: dict, site: Site, unit: Unit, customer: Customer, rental: Rental | None) -> Rental:
     rental = _row(Rental, data, rental, site=site, unit=unit, customer=customer)
-    fields = data.get("customFields") or {}
+    fields, codes = data.get("customFields") or {}, _codes()
     _assign(
         rental,
         site_id=site.id,
@@ -166,8 +180,8 @@ def land_rental(data: dict, site: Site, unit: Unit, customer: Customer, rental: 
         customer_id=customer.id,
         state=data.get("state") or "occupied",
         overdue=bool(data.get("overdue")),
-        overlocked=bool(fields.get("pti_overlocked")),
-        pti_synced=parse_time(fields.get("pti_synced")),
+        overlocked=bool(fields.get(codes.rental_overlocked)),
+        pti_synced=parse_time(fields.get(codes.rental_synced)),
     )
     rental.sg_updated = parse_time(data.get("updated"))
     return rental

@@ -43,9 +43,10 @@ class CustomerSnapshot:
 @dataclass(frozen=True)
 class RentalSnapshot:
     rental_id: str
-    unit_name: str | None  # the unit's pti_unit_name
+    unit_name: str | None  # the unit's PTI Unit Name
     state: str  # submitted, cancelled, abandoned, reserved, occupied, ended
     overlocked: bool = False
+    unit_switched_off: bool = False  # staff set the unit's PTI Unit Name to NONE: never synced, on purpose
 
 
 # --- desired state (output) ---------------------------------------------------------------------------------
@@ -55,6 +56,7 @@ class RentalStatus(StrEnum):
     SYNCABLE = "syncable"
     INACTIVE = "inactive"  # not reserved or occupied: grants no access
     UNIT_UNMAPPED = "unit_unmapped"  # the unit has no PTI Unit Name: not synced
+    UNIT_SWITCHED_OFF = "unit_switched_off"  # the unit's PTI Unit Name is NONE: not synced, and not a problem
     INVALID_UNIT_NAME = "invalid_unit_name"  # the PTI Unit Name breaks PTI's naming rule: not synced
 
 
@@ -114,6 +116,8 @@ def is_valid_unit_name(name: str | None) -> bool:
 def rental_status(rental: RentalSnapshot) -> RentalStatus:
     if rental.state not in ACTIVE_STATES:
         return RentalStatus.INACTIVE
+    if rental.unit_switched_off:
+        return RentalStatus.UNIT_SWITCHED_OFF
     if not (rental.unit_name or "").strip():
         return RentalStatus.UNIT_UNMAPPED
     if not is_valid_unit_name(rental.unit_name):

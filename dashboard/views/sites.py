@@ -27,7 +27,8 @@ def show(site_id: int):
     site = db.session.get(Site, site_id) or abort(404)
     health = next(h for h in site_health() if h.site.id == site.id)
     unmapped = db.session.scalars(
-        select(Unit).where(Unit.site_id == site.id, Unit.pti_unit_name.is_(None)).order_by(Unit.name)
+        select(Unit).where(Unit.site_id == site.id, Unit.pti_unit_name.is_(None),
+                     Unit.pti_switched_off.is_(False)).order_by(Unit.name)
     ).all()
     return render_template("sites/show.html", site=site, health=health, unmapped=unmapped)
 
