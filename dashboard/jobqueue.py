@@ -26,7 +26,7 @@ RECONCILE = "jobs.reconcile.reconcile_account"
 RECONCILE_BATCH = "jobs.reconcile.reconcile_batch"
 HANDLE_DELIVERY = "jobs.events.handle_delivery"
 WRITE_BACK = "jobs.writeback.write_back_account"
-REPORT_FAILURE = "jobs.writeback.report_failure"
+REPORT_PROBLEMS = "jobs.writeback.report_problems"
 WRITE_BACK_OVERRIDES = "jobs.writeback.write_back_overrides"
 RELAY = "jobs.maintenance.relay_owed"
 SWEEP = "jobs.maintenance.sweep_all"
@@ -38,7 +38,7 @@ JOBS: dict[str, str] = {
     RECONCILE_BATCH: "the same for a batch of one site's customers (a site push), PTI calls in parallel",
     HANDLE_DELIVERY: "act on one recorded Storeganise webhook delivery",
     WRITE_BACK: "write a push's results (pti_synced, pti_overlocked, access code, PTI user id) to Storeganise",
-    REPORT_FAILURE: "raise a Storeganise task for each cause of a parked account, once per cause",
+    REPORT_PROBLEMS: "raise a Storeganise task for each standing problem not reported yet, once per cause",
     WRITE_BACK_OVERRIDES: "write a customer's access level and zone set by staff to Storeganise",
     RELAY: "re-enqueue every account and delivery still owed whose job Redis lost (every 15 s)",
     SWEEP: "compare each site's PTI users and units with the mirror; mark drifted customers (hourly)",

@@ -246,21 +246,30 @@ class SyncAttempt(db.Model):
     account: Mapped[PtiAccount] = relationship()
 
 
-class ReportedProblem(db.Model):
-    """A problem already raised as a task inside Storeganise, so each cause is reported once.
+class OpenProblem(db.Model):
+    """A problem that stands now, shown on its record's page and raised once as a task inside Storeganise.
 
-    `cause` is "<target type>:<target id>:<reason>"; the row is removed when the account syncs again, so a
-    problem that comes back later is reported again.
+    `cause` says what makes two reports the same ("unit:<sg id>:<reason>", "value:rental:<sg id>:<field>"...). The
+    row exists while the problem does: fixed, it is deleted, so one that comes back later is reported again. A row
+    not yet reported (`reported_at` empty) is owed to Storeganise: the relay re-drives it until a task exists.
     """
 
-    __tablename__ = "reported_problems"
+    __tablename__ = "problems"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     cause: Mapped[str] = mapped_column(String(200), unique=True)
+    reason: Mapped[str] = mapped_column(String(64))  # a key of dashboard/sync/errors.py
+    entity: Mapped[str] = mapped_column(String(16))  # site, unit, customer, rental or account: whose page shows it
+    record_sg_id: Mapped[str] = mapped_column(String(64), index=True)  # that record's Storeganise id
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
     account_id: Mapped[int | None] = mapped_column(ForeignKey("pti_accounts.id"), index=True)
-    reason: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(16))  # the Storeganise task's target: unit, user, addon, site
+    target_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(300))  # how staff recognise it ("unit A12 at Northgate")
+    detail: Mapped[str | None] = mapped_column(Text)  # e.g. the field and the value that cannot be read
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reported_at: Mapped[datetime | None] = mapped_column(index=True)
     sg_task_id: Mapped[str | None] = mapped_column(String(64))  # the Storeganise task job
-    reported_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class SyncCursor(db.Model):

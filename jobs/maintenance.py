@@ -7,6 +7,7 @@ import logging
 from sqlalchemy import select
 
 from dashboard.clients import pti_client, pti_connection
+from dashboard.engine import problems
 from dashboard.engine.intent import relay
 from dashboard.engine.sweep import sweep_site
 from dashboard.extensions import db
@@ -18,12 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def relay_owed() -> int:
-    """Re-enqueue accounts (and webhook deliveries) whose job Redis lost."""
+    """Re-enqueue accounts and webhook deliveries whose job Redis lost, and the report of problems still owed."""
     accounts = relay()
     deliveries = requeue_stale_deliveries()
+    reports = problems.request_reports()
     if accounts or deliveries:
         log.info("relay re-enqueued %s accounts and %s webhook deliveries", accounts, deliveries)
-    return accounts + deliveries
+    return accounts + deliveries + reports
 
 
 def sweep_all() -> dict[str, int]:

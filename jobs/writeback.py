@@ -15,10 +15,11 @@ def write_back_account(account_id: int) -> None:
         writeback.write_back(account_id, client)
 
 
-def report_failure(account_id: int) -> int:
-    """After the engine parks an account as failed: one Storeganise task per cause not reported yet."""
+def report_problems() -> int:
+    """Raise a Storeganise task for each standing problem not reported yet (enqueued when one is found; the relay
+    asks again while any are left)."""
     with storeganise_client() as client:
-        return writeback.report_failure(account_id, client)
+        return writeback.report_problems(client)
 
 
 def write_back_overrides(customer_id: int) -> dict:

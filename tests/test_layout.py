@@ -37,10 +37,10 @@ def test_the_engine_never_imports_what_comes_in_nor_what_sits_on_top(path):
 
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "mirror").glob("*.py")), ids=lambda p: p.name)
-def test_the_mirror_uses_the_engine_only_to_mark_intent_and_write_back(path):
+def test_the_mirror_uses_the_engine_only_to_mark_intent_record_problems_and_write_back(path):
     for module in imports_of(path):
         if module.startswith("dashboard.engine."):
-            assert module.split(".")[2] in {"intent", "writeback"}, f"{path.name}: {module}"
+            assert module.split(".")[2] in {"intent", "writeback", "problems"}, f"{path.name}: {module}"
         assert not re.match(r"dashboard\.(uploads|views|actions|cli)\b", module), f"{path.name}: {module}"
 
 

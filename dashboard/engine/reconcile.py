@@ -22,7 +22,7 @@ from sqlalchemy.orm import joinedload
 
 from ..clients import pti_client, pti_connection
 from ..extensions import db
-from ..jobqueue import DEFAULT, RECONCILE, REPORT_FAILURE, URGENT, WRITE_BACK, enqueue, get_queue, get_redis
+from ..jobqueue import DEFAULT, RECONCILE, REPORT_PROBLEMS, URGENT, WRITE_BACK, enqueue, get_queue, get_redis
 from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
 from ..pti import PtiClient, PtiError, PtiPermanentError, PtiRetryableError
 from ..sync import (
@@ -50,6 +50,7 @@ from ..sync import (
     plan,
     resolve,
 )
+from . import problems
 from .site_guard import SiteGuard
 
 log = logging.getLogger(__name__)
@@ -391,8 +392,12 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     account.attempts, account.next_attempt_at = 0, None
     account.last_error = account.last_error_detail = None
     account.last_attempt_at = account.last_synced_at = utcnow()
+    new_problems = problems.account_synced(account, {
+        r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS})
     _journal(journal, outcome, operations, started)
     db.session.commit()
+    if new_problems:
+        enqueue(REPORT_PROBLEMS, job_id=problems.REPORT_JOB_ID)
     if not disabled:
         if write_back is not None:
             write_back(account.id)
@@ -426,16 +431,20 @@ def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, star
     account.last_error, account.last_error_detail = exc.reason, exc.detail
     account.last_attempt_at = utcnow()
     account.next_attempt_at = None
-    for rental in db.session.scalars(select(Rental).where(
-            Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
-            Rental.state.in_(ACTIVE_RENTAL_STATES)).options(joinedload(Rental.unit))):
+    rentals = db.session.scalars(select(Rental).where(
+        Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
+        Rental.state.in_(ACTIVE_RENTAL_STATES)).options(joinedload(Rental.unit))).all()
+    for rental in rentals:
         if rental.unit.pti_switched_off:
             rental.sync_state, rental.last_error = SyncState.DISABLED, None
         elif rental.unit.pti_unit_name:
             rental.sync_state, rental.last_error = SyncState.FAILED, exc.reason
         else:  # never synced anyway: the unit's own problem is the one to show
             rental.sync_state, rental.last_error = SyncState.UNMAPPED, "unit_unmapped"
+    new_problems = problems.account_parked(account, exc.reason, exc.detail,
+                                           [r.unit for r in rentals if r.last_error == exc.reason])
     _journal(journal, "failed", operations, started, exc.reason, exc.detail)
     db.session.commit()
-    enqueue(REPORT_FAILURE, account.id)
+    if new_problems:
+        enqueue(REPORT_PROBLEMS, job_id=problems.REPORT_JOB_ID)
     return Result("failed", exc.reason, operations)

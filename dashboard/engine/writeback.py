@@ -16,22 +16,18 @@ from datetime import UTC
 
 import redis
 from flask import current_app
-from sqlalchemy import delete, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 
 from ..extensions import db
 from ..jobqueue import get_redis
-from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, ReportedProblem, SyncState, to_ms
+from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, SyncState, to_ms, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
 from ..storeganise.fields import FieldCodes
 from ..sync.errors import problem
+from . import problems
 
 log = logging.getLogger(__name__)
 
-# Problems with one unit (shown on the unit) and problems with the whole site's connection (shown to the add-on).
-UNIT_REASONS = frozenset({"unit_unmapped", "invalid_unit_name", "unit_not_found", "unit_rented_to_other"})
-SITE_REASONS = frozenset({"invalid_credentials", "site_not_configured"})
-DEFAULT_REASON = "pti_rejected"
 # The memo of one rental's pti_* fields in Storeganise (a Redis hash): `written`, the pti_synced|pti_overlocked we
 # last wrote; `overlock` and `until`, a pti_overlocked we still have to PUT after an overdue flip, and until when.
 MEMO_KEY = "pti-sync:sg-rental:{rental}"
@@ -86,7 +82,6 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
         if account.pti_user_id and customer.pti_user_id != account.pti_user_id:
             customer.pti_user_id = account.pti_user_id
             user_fields[codes.user_pti_id] = account.pti_user_id
-    forget_problems(account)
     db.session.commit()
 
     try:
@@ -204,66 +199,35 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     return written
 
 
-def forget_problems(account: PtiAccount) -> None:
-    """The account synced: its problems (and its site's connection problems) are over; report them anew if back."""
-    db.session.execute(delete(ReportedProblem).where(or_(
-        ReportedProblem.account_id == account.id,
-        ReportedProblem.cause.like(f"site:{account.site.sg_id}:%"),
-    )))
+REPORT_BATCH = 200  # problems raised per job; the relay asks again while any are left
 
 
-@dataclass(frozen=True)
-class Target:
-    cause: str  # what makes two reports the same
-    target_type: str  # Storeganise task target: unit, user or addon
-    target_id: str | None
-    subject: str  # how staff recognise it
+def report_problems(client: StoreganiseClient) -> int:
+    """Raise a Storeganise task for each standing problem not reported yet (once per cause); returns how many.
 
-
-def _targets(account: PtiAccount, reason: str) -> list[Target]:
-    site, customer = account.site, account.customer
-    if reason in SITE_REASONS:
-        return [Target(f"site:{site.sg_id}:{reason}", "addon", None, f"site {site.title}")]
-    if reason in UNIT_REASONS:
-        rentals = db.session.scalars(
-            select(Rental).where(Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
-                                 Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.last_error == reason)
-            .order_by(Rental.id)
-        ).all()
-        if rentals:
-            return [Target(f"unit:{r.unit.sg_id}:{reason}", "unit", r.unit.sg_id,
-                           f"unit {r.unit.name} at {site.title}") for r in rentals]
-    return [Target(f"user:{customer.sg_id}:{site.sg_id}:{reason}", "user", customer.sg_id,
-                   f"customer {customer.name} ({customer.email}) at {site.title}")]
-
-
-def report_failure(account_id: int, client: StoreganiseClient) -> int:
-    """Raise a Storeganise task for each cause of the account's failure not reported yet; returns how many."""
-    account = db.session.get(PtiAccount, account_id)
-    if account is None or account.state != SyncState.FAILED:
-        return 0  # it recovered (or vanished) before this job ran
-    reason = account.last_error or DEFAULT_REASON
-    entry = problem(reason)
+    Each problem is claimed (committed) before its task is created, so two jobs never raise the same task twice;
+    when Storeganise fails, the claim is undone and the error raised, so the retry (or the relay) reports it."""
     created = 0
-    for target in _targets(account, reason):
-        claim = ReportedProblem(cause=target.cause, account_id=account.id, reason=reason)
-        db.session.add(claim)
+    for problem_id in problems.unreported(REPORT_BATCH):
+        claimed = db.session.execute(update(OpenProblem).where(
+            OpenProblem.id == problem_id, OpenProblem.reported_at.is_(None)).values(reported_at=utcnow()))
+        db.session.commit()
+        row = db.session.get(OpenProblem, problem_id)
+        if claimed.rowcount != 1 or row is None:
+            continue  # another job took it, or it was fixed meanwhile
+        entry = problem(row.reason)
+        detail = f"{row.detail}\n\n" if row.detail else ""
         try:
-            db.session.commit()  # claim the cause first: two jobs never raise the same task twice
-        except IntegrityError:
-            db.session.rollback()
-            continue
-        try:
-            task = client.create_task(target.target_type, target.target_id, f"PTI sync: {entry.message}",
-                                      f"{entry.message}\n\nWhat to do: {entry.fix}\n\nAffects {target.subject}.")
+            task = client.create_task(row.target_type, row.target_id, f"PTI sync: {entry.message}",
+                                      f"{entry.message}\n\n{detail}What to do: {entry.fix}\n\nAffects {row.subject}.")
         except StoreganiseError:
-            db.session.delete(claim)  # not reported after all: the retry must try again
+            db.session.execute(update(OpenProblem).where(OpenProblem.id == problem_id).values(reported_at=None))
             db.session.commit()
             raise
-        claim.sg_task_id = str(task.get("id")) if isinstance(task, dict) and task.get("id") else None
+        row.sg_task_id = str(task.get("id")) if isinstance(task, dict) and task.get("id") else None
         db.session.commit()
         created += 1
-        log.info("reported %s to Storeganise as a task on %s", reason, target.subject)
+        log.info("reported %s to Storeganise as a task on %s", row.reason, row.subject)
     return created
 
 

@@ -1,0 +1,142 @@
+"""The register of standing problems: opened where they are found, closed once fixed, each raised once in Storeganise.
+
+The engine opens a unit's problem when PTI refuses the unit (or the unit has no PTI name while rented), an account's
+when it parks, a site's when its connection fails; the mirror opens a value's when a field Storeganise sends cannot
+be read. A row per cause is the durable fact: `writeback.report_problems` turns the unreported ones into Storeganise
+tasks (the relay re-drives it), and the row is deleted when the problem is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import delete, or_, select
+
+from ..extensions import db
+from ..jobqueue import REPORT_PROBLEMS, enqueue
+from ..models import ACTIVE_RENTAL_STATES, OpenProblem, PtiAccount, Rental, Site, Unit
+
+# Problems with one unit (shown on the unit) and problems with the whole site's connection (shown to the add-on).
+UNIT_REASONS = frozenset({"unit_unmapped", "invalid_unit_name", "unit_not_found", "unit_rented_to_other"})
+SITE_REASONS = frozenset({"invalid_credentials", "site_not_configured"})
+BAD_VALUE = "bad_value"
+REPORT_JOB_ID = "pti-sync-report-problems"  # one report job queued at a time
+
+
+@dataclass(frozen=True)
+class Found:
+    """A problem as found, before it is recorded."""
+
+    cause: str
+    reason: str
+    entity: str  # whose page shows it: site, unit, customer, rental or account
+    record_sg_id: str
+    target_type: str  # the Storeganise task's target
+    target_id: str
+    subject: str
+    detail: str | None = None
+    site_id: int | None = None
+    account_id: int | None = None
+
+
+def settings_target(site: Site) -> tuple[str, str]:
+    """Where a settings problem is shown in Storeganise: the PTI add-on when the business has it, else the site."""
+    addon_id = current_app.config.get("STOREGANISE_ADDON_ID")
+    return ("addon", addon_id) if addon_id else ("site", site.sg_id)
+
+
+def site_problem(site: Site, reason: str, detail: str | None = None) -> Found:
+    target_type, target_id = settings_target(site)
+    return Found(f"site:{site.sg_id}:{reason}", reason, "site", site.sg_id, target_type, target_id,
+                 f"site {site.title}", detail, site_id=site.id)
+
+
+def unit_problem(unit: Unit, site: Site, reason: str, account_id: int | None = None) -> Found:
+    return Found(f"unit:{unit.sg_id}:{reason}", reason, "unit", unit.sg_id, "unit", unit.sg_id,
+                 f"unit {unit.name} at {site.title}", site_id=site.id, account_id=account_id)
+
+
+def account_problem(account: PtiAccount, reason: str, detail: str | None = None) -> Found:
+    site, customer = account.site, account.customer
+    return Found(f"user:{customer.sg_id}:{site.sg_id}:{reason}", reason, "account", customer.sg_id, "user",
+                 customer.sg_id, f"customer {customer.name} ({customer.email}) at {site.title}", detail,
+                 site_id=site.id, account_id=account.id)
+
+
+def value_problem(entity: str, record_sg_id: str, field: str, detail: str, *, target: tuple[str, str],
+                  subject: str, site_id: int | None = None) -> Found:
+    """A value Storeganise sent that cannot be read: `field` of the `entity` record `record_sg_id`."""
+    return Found(f"value:{entity}:{record_sg_id}:{field}", BAD_VALUE, entity, record_sg_id, *target, subject,
+                 detail, site_id=site_id)
+
+
+def open_problem(found: Found) -> bool:
+    """Record the problem in the caller's transaction, unless it stands already (then its detail is refreshed).
+    True when it is new, so owed to Storeganise."""
+    row = db.session.scalar(select(OpenProblem).where(OpenProblem.cause == found.cause))
+    if row is not None:
+        row.detail = found.detail
+        return False
+    with db.session.begin_nested():  # another writer may record the same cause first: keep the caller's work
+        db.session.add(OpenProblem(cause=found.cause, reason=found.reason, entity=found.entity,
+                                   record_sg_id=found.record_sg_id, target_type=found.target_type,
+                                   target_id=found.target_id, subject=found.subject, detail=found.detail,
+                                   site_id=found.site_id, account_id=found.account_id))
+    return True
+
+
+def close_causes(*patterns: str) -> None:
+    """Delete the problems whose cause matches any of these (exact, or a prefix ending in '%')."""
+    clauses = [OpenProblem.cause.like(p) if p.endswith("%") else OpenProblem.cause == p for p in patterns]
+    if clauses:
+        db.session.execute(delete(OpenProblem).where(or_(*clauses)).execution_options(synchronize_session=False))
+
+
+def account_synced(account: PtiAccount, unit_reasons: dict[int, str]) -> int:
+    """The account's push ended: its own problems and its site's connection problems are over, and its rentals'
+    units stand as `unit_reasons` says (unit id → reason; a unit not named there has no problem). Returns how many
+    problems are new."""
+    db.session.execute(delete(OpenProblem).where(OpenProblem.account_id == account.id, OpenProblem.entity == "account")
+                       .execution_options(synchronize_session=False))
+    close_causes(f"site:{account.site.sg_id}:%")
+    units = db.session.scalars(select(Unit).join(Rental, Rental.unit_id == Unit.id).where(
+        Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
+        Rental.state.in_(ACTIVE_RENTAL_STATES)).distinct()).all()
+    new = 0
+    for unit in units:
+        reason = unit_reasons.get(unit.id)
+        close_causes(*(f"unit:{unit.sg_id}:{r}" for r in UNIT_REASONS if r != reason))
+        if reason is not None:
+            new += open_problem(unit_problem(unit, account.site, reason, account.id))
+    return new
+
+
+def account_parked(account: PtiAccount, reason: str, detail: str | None, units: list[Unit]) -> int:
+    """The account parked for `reason`: record it where staff can fix it (the site, the units, or the customer).
+    Returns how many problems are new."""
+    if reason in SITE_REASONS:
+        return int(open_problem(site_problem(account.site, reason, detail)))
+    if reason in UNIT_REASONS and units:
+        return sum(open_problem(unit_problem(unit, account.site, reason, account.id)) for unit in units)
+    return int(open_problem(account_problem(account, reason, detail)))
+
+
+def request_reports() -> bool:
+    """For the relay: ask for a report job while any problem is owed to Storeganise. True when one was asked."""
+    if not unreported(1):
+        return False
+    enqueue(REPORT_PROBLEMS, job_id=REPORT_JOB_ID)
+    return True
+
+
+def unreported(limit: int) -> list[int]:
+    """Ids of problems not raised in Storeganise yet, oldest first."""
+    return list(db.session.scalars(select(OpenProblem.id).where(OpenProblem.reported_at.is_(None))
+                                   .order_by(OpenProblem.id).limit(limit)))
+
+
+def problems_of(entity: str, *record_sg_ids: str) -> list[OpenProblem]:
+    """The standing problems a page shows for these records."""
+    return list(db.session.scalars(select(OpenProblem).where(
+        OpenProblem.entity == entity, OpenProblem.record_sg_id.in_(record_sg_ids)).order_by(OpenProblem.id)))
