@@ -84,18 +84,39 @@ def test_bad_ids_dates_and_booleans_are_each_reported_with_their_line():
     assert lines(result) == [
         'Line 3: id "64de6eeb" is not a Storeganise rental id (24 characters 0-9 and a-f, like '
         "64de6eebdd7adb0014825d1a).",
-        'Line 4: customFields.pti_synced "17/08/2023" is not a date and time in ISO-8601 with its zone, like '
-        "2023-08-17T19:03:12.008Z (or leave it empty).",
+        'Line 4: customFields.pti_synced "17/08/2023" is not a date and time PTI Sync can read: type a date like '
+        "2023-08-17 or a date and time like 2023-08-17T19:03:12.008Z (ISO-8601, year first, never day/month; a time "
+        "without a zone is read as UTC), or leave it empty.",
         "Line 5: the id is empty; give the Storeganise rental id.",
-        'Line 5: customFields.pti_synced "2023-02-30T10:00:00Z" is not a date and time in ISO-8601 with its zone, '
-        "like 2023-08-17T19:03:12.008Z (or leave it empty).",
-        'Line 5: customFields.pti_overlocked "maybe" must be true or false (yes/no and 1/0 work too), or empty to '
-        "leave it as it is.",
+        'Line 5: customFields.pti_synced "2023-02-30T10:00:00Z" is not a date and time PTI Sync can read: type a '
+        "date like 2023-08-17 or a date and time like 2023-08-17T19:03:12.008Z (ISO-8601, year first, never "
+        "day/month; a time without a zone is read as UTC), or leave it empty.",
+        'Line 5: customFields.pti_overlocked "maybe" must be true or false (yes/no, on/off and 1/0 work too), or '
+        "empty to leave it as it is.",
     ]
 
 
-def test_a_time_without_a_zone_is_refused():
-    assert not parse(f"{HEADER}\n{A},2023-08-17T19:03:12\n".encode()).ok
+def test_a_date_alone_means_midnight_utc():
+    result = parse(f"{HEADER}\n{A},2023-09-13\n".encode())
+    assert result.ok and result.rows[0].pti_synced == datetime(2023, 9, 13, 0, 0)
+
+
+def test_a_time_without_a_zone_is_read_as_utc():
+    result = parse(f"{HEADER}\n{A},2023-08-17T19:03:12\n{B},2023-08-17 19:03\n".encode())
+    assert result.ok
+    assert [r.pti_synced for r in result.rows] == [datetime(2023, 8, 17, 19, 3, 12), datetime(2023, 8, 17, 19, 3)]
+
+
+@pytest.mark.parametrize("cell", ["13/09/2023", "09/13/2023", "13.09.2023"])
+def test_a_day_month_date_is_still_refused_and_the_error_names_the_formats_that_work(cell):
+    (message,) = lines(parse(f"{HEADER}\n{A},{cell}\n".encode()))
+    assert message.startswith(f'Line 2: customFields.pti_synced "{cell}" is not a date and time PTI Sync can read')
+    assert "2023-08-17" in message and "2023-08-17T19:03:12.008Z" in message and "never day/month" in message
+
+
+def test_overlocked_reads_on_and_off_like_storeganise_flags():
+    result = parse(f"{HEADER},customFields.pti_overlocked\n{A},,On\n{B},,off\n".encode())
+    assert [r.overlocked for r in result.rows] == [True, False]
 
 
 def test_a_duplicate_id_names_both_lines():

@@ -11,7 +11,9 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+
+from dashboard.storeganise.values import ValueProblem, read_bool, read_datetime
 
 ID_COLUMN = "id"
 SYNCED_COLUMN = "customFields.pti_synced"
@@ -24,11 +26,13 @@ FORMULA_PREFIXES = ("=", "+", "-", "@")  # what spreadsheet programs run as a fo
 ECHO_CHARS = 40  # how much of a bad value an error message quotes
 
 RENTAL_ID = re.compile(r"[0-9a-f]{24}")
-# ISO-8601 with a date, a time and a zone, as Storeganise writes it (2023-08-17T19:03:12.008Z); a time without a
-# zone is refused because nobody could tell which clock it was read from.
-TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})")
-TRUE_WORDS = {"true", "yes", "1"}
-FALSE_WORDS = {"false", "no", "0"}
+# Values are read by the rules every Storeganise reader shares (storeganise/values.py): pti_synced as ISO-8601, year
+# first, where a date alone (2023-09-13, as the seed writes it) is midnight UTC and a time without a zone is UTC
+# (Storeganise exports in UTC); day/month forms such as 13/09/2023 are refused, never guessed.
+SYNCED_FORMATS = ("is not a date and time PTI Sync can read: type a date like 2023-08-17 or a date and time like "
+                  "2023-08-17T19:03:12.008Z (ISO-8601, year first, never day/month; a time without a zone is read "
+                  "as UTC), or leave it empty")
+OVERLOCKED_FORMATS = "must be true or false (yes/no, on/off and 1/0 work too), or empty to leave it as it is"
 
 
 @dataclass(frozen=True)
@@ -201,29 +205,19 @@ def _rental_id(value: str, line: int, result: ParsedCsv) -> str | None:
 
 
 def _timestamp(value: str, line: int, result: ParsedCsv) -> datetime | None:
-    if not value:
+    try:
+        return read_datetime(value)
+    except ValueProblem:
+        result.add_error(line, _refusal(value, SYNCED_COLUMN, SYNCED_FORMATS))
         return None
-    if TIMESTAMP.fullmatch(value):
-        try:
-            return datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
-        except ValueError:
-            pass
-    result.add_error(line, _refusal(value, SYNCED_COLUMN, "is not a date and time in ISO-8601 with its zone, "
-                                                          "like 2023-08-17T19:03:12.008Z (or leave it empty)"))
-    return None
 
 
 def _boolean(value: str, line: int, result: ParsedCsv) -> bool | None:
-    word = value.lower()
-    if not word:
+    try:
+        return read_bool(value)
+    except ValueProblem:
+        result.add_error(line, _refusal(value, OVERLOCKED_COLUMN, OVERLOCKED_FORMATS))
         return None
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    result.add_error(line, _refusal(value, OVERLOCKED_COLUMN, "must be true or false (yes/no and 1/0 work too), "
-                                                              "or empty to leave it as it is"))
-    return None
 
 
 def _refusal(value: str, column: str, why: str) -> str:
