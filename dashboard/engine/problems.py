@@ -93,6 +93,18 @@ def close_causes(*patterns: str) -> None:
         db.session.execute(delete(OpenProblem).where(or_(*clauses)).execution_options(synchronize_session=False))
 
 
+def settle_values(entity: str, record_sg_id: str, found: list[Found]) -> int:
+    """The record's unreadable values are exactly `found`: open those, close the rest. Returns how many are new."""
+    causes = {f.cause for f in found}
+    standing = db.session.scalars(select(OpenProblem).where(  # by the indexed record id: cheap when none stand
+        OpenProblem.record_sg_id == record_sg_id, OpenProblem.entity == entity,
+        OpenProblem.reason == BAD_VALUE)).all()
+    for row in standing:
+        if row.cause not in causes:
+            db.session.delete(row)
+    return sum(open_problem(f) for f in found)
+
+
 def account_synced(account: PtiAccount, unit_reasons: dict[int, str]) -> int:
     """The account's push ended: its own problems and its site's connection problems are over, and its rentals'
     units stand as `unit_reasons` says (unit id → reason; a unit not named there has no problem). Returns how many

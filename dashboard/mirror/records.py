@@ -10,19 +10,20 @@ changed: no loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import select
 
 from ..clients import site_credentials
 from ..crypto import PtiCredentials, seal
-from ..engine import writeback
+from ..engine import problems, writeback
 from ..engine.intent import mark_dirty, request_reconcile
 from ..extensions import db
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, Unit
 from ..storeganise import StoreganiseClient
 from ..storeganise.fields import EMPTY_UNIT_USES_UNIT_NAME, UNIT_SWITCHED_OFF, FieldCodes
+from ..storeganise.values import ValueProblem, localised, read_bool, read_datetime, read_int, read_text
 
 SITE_INPUTS = ("pti_base_url", "pti_site_code", "pti_credentials", "default_access_level", "default_zone")
 UNIT_INPUTS = ("site_id", "pti_unit_name", "pti_switched_off")
@@ -31,32 +32,45 @@ RENTAL_INPUTS = ("site_id", "unit_id", "customer_id", "state", "overdue", "overl
 USER_ID_CHUNK = 50  # ids per `GET users?ids=` request
 
 
-def parse_time(value: str | None) -> datetime | None:
-    """Storeganise ISO-8601 (`2023-09-13T10:00:00.000Z`) to a naive UTC datetime; ValueError when malformed."""
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
-
-
-def _int_or_none(value) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+def parse_time(value) -> datetime | None:
+    """A Storeganise timestamp (`2023-09-13T10:00:00.000Z`) as a naive UTC datetime; ValueProblem when unreadable."""
+    return read_datetime(value)
 
 
 def _codes() -> FieldCodes:
     return current_app.config["STOREGANISE_FIELDS"]
 
 
-def _text(value) -> str | None:
-    text = value.strip() if isinstance(value, str) else (str(value) if value not in (None, "") else None)
-    return text or None
+class Fields:
+    """One record's custom fields, read by the shared lenient rules (storeganise/values.py).
+
+    A value that still cannot be read keeps what the mirror held (`keep`) and is collected in `problems`, field by
+    field, for `note_problems` to record on the record: one bad value never stops the record or the records around it.
+    """
+
+    def __init__(self, data: dict) -> None:
+        raw = data.get("customFields")
+        self.raw = raw if isinstance(raw, dict) else {}
+        self.problems: dict[str, ValueProblem] = {}
+
+    def read(self, reader, code: str, keep=None, *, secret: bool = False):
+        try:
+            return reader(self.raw.get(code))
+        except ValueProblem as exc:
+            if secret:  # never echo a credential, not even a bad one
+                exc = ValueProblem("(hidden)", exc.message, exc.fix)
+            exc.field = code
+            self.problems[code] = exc
+            return keep
+
+
+def note_problems(entity: str, sg_id: str, fields: Fields, *, target: tuple[str, str], subject: str,
+                  site_id: int | None = None) -> int:
+    """Record the record's unreadable values as problems (shown on its page, raised in Storeganise), and close those
+    of its values that read well now. Returns how many problems are new."""
+    return problems.settle_values(entity, sg_id, [problems.value_problem(
+        entity, sg_id, code, f"{code} is {exc.value}: {exc.message} {exc.fix}", target=target, subject=subject,
+        site_id=site_id) for code, exc in fields.problems.items()])
 
 
 def by_sg_id(model, sg_id: str):
@@ -87,6 +101,7 @@ class Effects:
 
     accounts: dict[tuple[int, int], PtiAccount] = field(default_factory=dict)
     overlocks: dict[str, bool] = field(default_factory=dict)  # rental sg_id -> pti_overlocked Storeganise lacks
+    new_problems: int = 0  # values that cannot be read, now shown on their record and owed to Storeganise
 
     def mark(self, customer_id: int, site_id: int, *, urgent: bool = False) -> None:
         """Mark once per customer and site (a second mark only raises the urgency)."""
@@ -114,6 +129,8 @@ class Effects:
 
         Returns (reconcile jobs enqueued, pti_overlocked values written)."""
         enqueued = request_reconcile(list(self.accounts.values()), trigger=trigger, bulk=bulk)
+        if self.new_problems:
+            problems.request_reports()
         return enqueued, writeback.write_overlocks(client, self.overlocks)
 
 
@@ -122,76 +139,108 @@ class Effects:
 # marks the customers whose inputs changed. The demo seed lands records without marking anyone.
 
 
-def land_site(data: dict, site: Site | None) -> Site:
+def land_site(data: dict, site: Site | None, fields: Fields | None = None) -> Site:
     site = _row(Site, data, site)
-    fields, codes = data.get("customFields") or {}, _codes()
+    fields, codes = fields or Fields(data), _codes()
+    secrets = tuple(fields.read(read_text, code, secret=True)
+                    for code in (codes.site_key, codes.site_username, codes.site_password))
     _assign(
         site,
-        code=data.get("code") or data["id"],
-        title=data.get("title") or data.get("code") or data["id"],
-        pti_base_url=fields.get(codes.site_base_url) or None,
-        pti_site_code=fields.get(codes.site_code) or None,
-        default_access_level=_int_or_none(fields.get(codes.site_access_level)),
-        default_zone=_int_or_none(fields.get(codes.site_zone)),
+        code=_plain(data.get("code")) or data["id"],
+        title=_title(data.get("title")) or _plain(data.get("code")) or data["id"],
+        pti_base_url=fields.read(read_text, codes.site_base_url, site.pti_base_url),
+        pti_site_code=fields.read(read_text, codes.site_code, site.pti_site_code),
+        default_access_level=fields.read(read_int, codes.site_access_level, site.default_access_level),
+        default_zone=fields.read(read_int, codes.site_zone, site.default_zone),
     )
-    secrets = (fields.get(codes.site_key), fields.get(codes.site_username), fields.get(codes.site_password))
     # Re-seal only when the credentials differ: compare by decrypting what we hold.
     if all(secrets) and site_credentials(site) != PtiCredentials(*secrets):
         site.pti_credentials = seal(current_app.config["ENCRYPTION_KEYS"], site.sg_id, PtiCredentials(*secrets))
     return site
 
 
-def land_unit(data: dict, site: Site, unit: Unit | None) -> Unit:
+def land_unit(data: dict, site: Site, unit: Unit | None, fields: Fields | None = None) -> Unit:
     unit = _row(Unit, data, unit, site=site)
-    name = data.get("name") or data["id"]
-    pti_name = _text((data.get("customFields") or {}).get(_codes().unit_name))
+    fields = fields or Fields(data)
+    name = _plain(data.get("name")) or data["id"]
+    pti_name = fields.read(read_text, _codes().unit_name, unit.pti_unit_name)
     switched_off = pti_name is not None and pti_name.upper() == UNIT_SWITCHED_OFF
     if pti_name is None and current_app.config["PTI_EMPTY_UNIT_NAME"] == EMPTY_UNIT_USES_UNIT_NAME:
         pti_name = name
-    _assign(unit, site_id=site.id, name=name, state=data.get("state") or "available",
+    _assign(unit, site_id=site.id, name=name, state=_plain(data.get("state")) or "available",
             pti_unit_name=None if switched_off else pti_name, pti_switched_off=switched_off)
     return unit
 
 
-def land_customer(data: dict, customer: Customer | None) -> Customer:
+def land_customer(data: dict, customer: Customer | None, fields: Fields | None = None) -> Customer:
     customer = _row(Customer, data, customer)
-    fields, codes = data.get("customFields") or {}, _codes()
+    fields, codes = fields or Fields(data), _codes()
     _assign(
         customer,
-        email=(data.get("email") or "").strip().lower(),
-        first_name=data.get("firstName") or "",
-        last_name=data.get("lastName") or "",
-        overdue=bool(data.get("overdue")),
-        access_level_override=_int_or_none(fields.get(codes.user_access_level)),
-        zone_override=_int_or_none(fields.get(codes.user_zone)),
-        pti_access_code=_int_or_none(fields.get(codes.user_access_code)),
-        pti_user_id=(fields.get(codes.user_pti_id) or None),
+        email=(_plain(data.get("email")) or "").lower(),
+        first_name=_plain(data.get("firstName")) or "",
+        last_name=_plain(data.get("lastName")) or "",
+        overdue=bool(data.get("overdue")),  # a timestamp while any active rental is overdue, else null
+        access_level_override=fields.read(read_int, codes.user_access_level, customer.access_level_override),
+        zone_override=fields.read(read_int, codes.user_zone, customer.zone_override),
+        pti_access_code=fields.read(read_int, codes.user_access_code, customer.pti_access_code),
+        pti_user_id=fields.read(read_text, codes.user_pti_id, customer.pti_user_id),
     )
     return customer
 
 
-def land_rental(data: dict, site: Site, unit: Unit, customer: Customer, rental: Rental | None) -> Rental:
+def land_rental(data: dict, site: Site, unit: Unit, customer: Customer, rental: Rental | None,
+                fields: Fields | None = None) -> Rental:
     rental = _row(Rental, data, rental, site=site, unit=unit, customer=customer)
-    fields, codes = data.get("customFields") or {}, _codes()
+    fields, codes = fields or Fields(data), _codes()
+    overlocked = fields.read(read_bool, codes.rental_overlocked, rental.overlocked)
     _assign(
         rental,
         site_id=site.id,
         unit_id=unit.id,
         customer_id=customer.id,
-        state=data.get("state") or "occupied",
-        overdue=bool(data.get("overdue")),
-        overlocked=bool(fields.get(codes.rental_overlocked)),
-        pti_synced=parse_time(fields.get(codes.rental_synced)),
+        state=_plain(data.get("state")) or "occupied",
+        overdue=_flag(data.get("overdue")),
+        overlocked=bool(overlocked),  # not set: not overlocked (the field's default)
+        pti_synced=fields.read(read_datetime, codes.rental_synced, rental.pti_synced),
     )
-    rental.sg_updated = parse_time(data.get("updated"))
+    rental.sg_updated = _time(data.get("updated"))
     return rental
+
+
+def _plain(value) -> str | None:
+    """A field of Storeganise's own (not a custom field): text, or None when it is missing or not text."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _title(value) -> str | None:
+    try:
+        return localised(value)
+    except ValueProblem:
+        return None
+
+
+def _flag(value) -> bool:
+    try:
+        return bool(read_bool(value))
+    except ValueProblem:
+        return bool(value)
+
+
+def _time(value) -> datetime | None:
+    try:
+        return read_datetime(value)
+    except ValueProblem:
+        return None
 
 
 def apply_site(data: dict, fx: Effects) -> Site:
     existing = by_sg_id(Site, data["id"])
     before = values(existing, SITE_INPUTS)
-    site = land_site(data, existing)
+    site = land_site(data, existing, fields := Fields(data))
     db.session.flush()
+    fx.new_problems += note_problems("site", site.sg_id, fields, target=problems.settings_target(site),
+                                     subject=f"site {site.title}", site_id=site.id)
     if existing is not None and values(site, SITE_INPUTS) != before:
         fx.mark_active_rentals(site_id=site.id)
     return site
@@ -200,7 +249,9 @@ def apply_site(data: dict, fx: Effects) -> Site:
 def apply_unit(data: dict, site: Site, fx: Effects, *, flush: bool = True) -> Unit:
     existing = by_sg_id(Unit, data["id"])
     before = values(existing, UNIT_INPUTS)
-    unit = land_unit(data, site, existing)
+    unit = land_unit(data, site, existing, fields := Fields(data))
+    fx.new_problems += note_problems("unit", unit.sg_id, fields, target=("unit", unit.sg_id),
+                                     subject=f"unit {unit.name} at {site.title}", site_id=site.id)
     if flush:
         db.session.flush()
     if existing is not None and values(unit, UNIT_INPUTS) != before:
@@ -211,7 +262,9 @@ def apply_unit(data: dict, site: Site, fx: Effects, *, flush: bool = True) -> Un
 def apply_customer(data: dict, fx: Effects, *, flush: bool = True) -> Customer:
     existing = by_sg_id(Customer, data["id"])
     before = values(existing, CUSTOMER_INPUTS)
-    customer = land_customer(data, existing)
+    customer = land_customer(data, existing, fields := Fields(data))
+    fx.new_problems += note_problems("customer", customer.sg_id, fields, target=("user", customer.sg_id),
+                                     subject=f"customer {customer.name} ({customer.email})")
     if flush:
         db.session.flush()
     if existing is not None and values(customer, CUSTOMER_INPUTS) != before:
@@ -232,7 +285,9 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
     was_active = existing is not None and existing.active
     old_owner = (existing.customer_id, existing.site_id) if existing is not None else None
     overdue_before = existing.overdue if existing is not None else None
-    rental = land_rental(data, site, unit, customer, existing)
+    rental = land_rental(data, site, unit, customer, existing, fields := Fields(data))
+    fx.new_problems += note_problems("rental", rental.sg_id, fields, target=("unit", unit.sg_id), site_id=site.id,
+                                     subject=f"the rental of unit {unit.name} at {site.title} by {customer.name}")
     stored_overlock = rental.overlocked  # what Storeganise holds in pti_overlocked
     on_its_way = writeback.overlock_on_its_way(rental.sg_id)
     if overdue_event or (overdue_before is not None and overdue_before != rental.overdue):

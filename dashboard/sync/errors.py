@@ -72,6 +72,9 @@ CATALOGUE: dict[str, Problem] = {
                 "Nothing to push for a deleted record; if it should exist, check it in Storeganise."),
         Problem("storeganise_rejected", "Storeganise rejected the request.",
                 "Read the message in the journal; check the custom fields' codes and types in Storeganise."),
+        Problem("bad_value", "Storeganise holds a value the product cannot read, so it keeps the last value it could.",
+                "Correct the value in Storeganise as the detail says (the field, what was found, what works); the "
+                "product reads it again on the next edit or pull."),
         Problem("storeganise_bad_response", "Storeganise answered with something the product cannot read.",
                 "Usually passes on its own; if it persists, check STOREGANISE_API_URL points at the Admin API."),
     ]

@@ -12,6 +12,7 @@ from wtforms.validators import NumberRange, Optional
 
 from .. import actions
 from ..audit import record
+from ..engine.problems import problems_of
 from ..extensions import db, htmx
 from ..models import Customer, PtiAccount, Rental, SyncState, count
 from ..security import ACTORS, EVERYONE, roles_required
@@ -58,7 +59,9 @@ def _page(customer_id: int) -> dict:
         select(PtiAccount).where(PtiAccount.customer_id == customer.id).options(joinedload(PtiAccount.site))
     ).all()
     form = AccessForm(data={"level": customer.access_level_override, "zone": customer.zone_override})
+    standing = [*problems_of("customer", customer.sg_id), *problems_of("account", customer.sg_id)]
     return dict(customer=customer, rentals=rentals, accounts=accounts, SyncState=SyncState, form=form,
+                problems=standing,
                 busy=any(a.state in (SyncState.PENDING, SyncState.SYNCING) for a in accounts))
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload
 
 from .. import actions
+from ..engine.problems import problems_of
 from ..extensions import db, htmx
 from ..models import Customer, Rental, Site, SyncAttempt, SyncState, Unit, count
 from ..security import ACTORS, EVERYONE, roles_required
@@ -63,7 +64,9 @@ def _page(rental_id: int) -> dict:
         .where(SyncAttempt.account.has(customer_id=rental.customer_id, site_id=rental.site_id))
         .order_by(SyncAttempt.id.desc()).limit(20)
     ).all()
-    return dict(rental=rental, attempts=attempts, SyncState=SyncState)
+    standing = [*problems_of("rental", rental.sg_id), *problems_of("unit", rental.unit.sg_id),
+                *(p for p in problems_of("account", rental.customer.sg_id) if p.site_id == rental.site_id)]
+    return dict(rental=rental, attempts=attempts, SyncState=SyncState, problems=standing)
 
 
 @bp.route("/<int:rental_id>")

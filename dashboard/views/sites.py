@@ -6,6 +6,7 @@ from flask import Blueprint, abort, render_template, url_for
 from sqlalchemy import select
 
 from .. import actions
+from ..engine.problems import problems_of
 from ..extensions import db
 from ..models import Site, Unit
 from ..security import ACTORS, EVERYONE, roles_required
@@ -30,7 +31,8 @@ def show(site_id: int):
         select(Unit).where(Unit.site_id == site.id, Unit.pti_unit_name.is_(None),
                      Unit.pti_switched_off.is_(False)).order_by(Unit.name)
     ).all()
-    return render_template("sites/show.html", site=site, health=health, unmapped=unmapped)
+    return render_template("sites/show.html", site=site, health=health, unmapped=unmapped,
+                           problems=problems_of("site", site.sg_id))
 
 
 def _site_action(site_id: int, action, done: str, **kwargs):
