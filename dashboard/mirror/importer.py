@@ -1,9 +1,10 @@
 """Filling and refreshing the mirror from Storeganise: the full import and the incremental pull.
 
 `import_business` reads every site (with its PTI settings: secrets are sealed on arrival by records.land_site),
-unit, rental and renting customer; `pull_changes` reads only the rentals Storeganise changed since the last pull
-(plus units and customers the mirror does not know yet). Both mark for a push every customer whose inputs
-changed, through the same rules as the webhook handlers (dashboard/mirror/records.py).
+unit, rental and renting customer. `pull_changes` (every 5 minutes) reads every site again (their settings send no
+webhook), and the units, users and rentals Storeganise changed since the last pull, each with its own cursor. Both
+mark for a push every customer whose inputs changed, through the same rules as the webhook handlers
+(dashboard/mirror/records.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import redis
 
 from ..extensions import db
 from ..jobqueue import get_redis
-from ..models import SyncCursor, utcnow
+from ..models import Customer, SyncCursor, Unit, utcnow
 from ..storeganise import StoreganiseClient
+from ..storeganise.values import ValueProblem
 from .records import (
     Effects,
+    apply_customer,
     apply_rental,
     apply_site,
     apply_unit,
+    by_sg_id,
     ensure_site,
     ensure_unit,
     fetch_customers,
@@ -33,6 +37,8 @@ from .records import (
 )
 
 PULL_CURSOR = "storeganise:unit-rentals"
+UNITS_CURSOR = "storeganise:units"
+USERS_CURSOR = "storeganise:users"
 # Re-read this much before the last pull: a change stamped just before it may have been committed just after.
 PULL_OVERLAP = timedelta(seconds=60)
 IMPORT_LOCK = "pti-sync:storeganise-import"
@@ -74,20 +80,27 @@ def _finish(report: ImportReport, fx: Effects, client: StoreganiseClient, trigge
     report.seconds = time.monotonic() - started
 
 
-def _advance(cursor_at: datetime | None, rentals: list[dict]) -> datetime | None:
-    stamps = [t for t in (parse_time(r.get("updated")) for r in rentals) if t is not None]
+def _stamp(record: dict) -> datetime | None:
+    try:
+        return parse_time(record.get("updated"))
+    except ValueProblem:  # an unreadable stamp never holds the cursor back: the record itself still lands
+        return None
+
+
+def _advance(cursor_at: datetime | None, records: list[dict]) -> datetime | None:
+    stamps = [t for t in map(_stamp, records) if t is not None]
     latest = max(stamps, default=None)
     if cursor_at is None or (latest is not None and latest > cursor_at):
         return latest
     return cursor_at
 
 
-def _save_cursor(at: datetime | None) -> None:
+def _save_cursor(at: datetime | None, name: str = PULL_CURSOR) -> None:
     if at is None:
         return
-    cursor = db.session.get(SyncCursor, PULL_CURSOR)
+    cursor = db.session.get(SyncCursor, name)
     if cursor is None:
-        db.session.add(SyncCursor(name=PULL_CURSOR, at=at))
+        db.session.add(SyncCursor(name=name, at=at))
     else:
         cursor.at = at
 
@@ -135,7 +148,7 @@ def _import(client: StoreganiseClient, site_code: str | None, progress: Progress
         if not sites:
             raise LookupError(f"Storeganise has no site with the code or id {site_code!r}.")
     report, fx = ImportReport(), Effects()
-    cursor_at = None
+    cursor_at, read_from = None, utcnow()
     for number, site_data in enumerate(sites, start=1):
         label = site_data.get("code") or site_data["id"]
         site = apply_site(site_data, fx)
@@ -159,6 +172,8 @@ def _import(client: StoreganiseClient, site_code: str | None, progress: Progress
     report.customers = len(report.customer_ids)
     if site_code is None:  # a one-site import has not read the other sites' changes
         _save_cursor(cursor_at)
+        for name in (UNITS_CURSOR, USERS_CURSOR):
+            _save_cursor(read_from, name)
     _finish(report, fx, client, "import", started)
     return report
 
@@ -178,18 +193,40 @@ def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
         return _import(client, None, progress)
     started = time.monotonic()
     report, fx = ImportReport(full=False), Effects()
-    since = (cursor.at - PULL_OVERLAP).replace(tzinfo=UTC)
-    rentals = client.list_unit_rentals(updated_after=since)
+
+    def since(name: str) -> datetime:
+        at = (db.session.get(SyncCursor, name) or cursor).at
+        return (at - PULL_OVERLAP).replace(tzinfo=UTC)
+
+    # Settings: every site again (there are few), so a corrected PTI password or a new default zone reaches PTI
+    # within one cycle; Storeganise sends no webhook for a site.
+    sites = client.list_sites()
+    for site_data in sites:
+        apply_site(site_data, fx)
+    # Units and customers Storeganise changed (a new PTI Unit Name, an override whose webhook was lost): only those
+    # the mirror holds matter; a unit or customer it does not know yet arrives with its first rental.
+    units = client.list_units(updated_after=since(UNITS_CURSOR))
+    for unit_data in units:
+        if by_sg_id(Unit, unit_data["id"]) is not None:
+            apply_unit(unit_data, ensure_site(client, unit_data["siteId"], fx), fx)
+    users = client.list_users(updated_after=since(USERS_CURSOR))
+    for user_data in users:
+        if by_sg_id(Customer, user_data["id"]) is not None:
+            apply_customer(user_data, fx)
+    rentals = client.list_unit_rentals(updated_after=since(PULL_CURSOR))
     customers = fetch_customers(client, {r["ownerId"] for r in rentals}, fx, refresh=False)
     for rental_data in rentals:
         site = ensure_site(client, rental_data["siteId"], fx)
         unit = ensure_unit(client, rental_data["unitId"], fx)
         apply_rental(rental_data, site, unit, customers[rental_data["ownerId"]], fx)
+    report.sites = len(sites)
+    report.units = len(units)
+    report.customers = len(users) + len(customers)
     report.rentals = len(rentals)
-    report.customers = len(customers)
-    report.units = len({r["unitId"] for r in rentals})
-    report.sites = len({r["siteId"] for r in rentals})
     _save_cursor(_advance(cursor.at, rentals))
-    progress(f"Pulled {len(rentals)} rentals changed since {since.isoformat(timespec='seconds')}")
+    for name, records in ((UNITS_CURSOR, units), (USERS_CURSOR, users)):
+        _save_cursor(_advance(since(name).replace(tzinfo=None) + PULL_OVERLAP, records), name)
+    progress(f"Pulled {len(sites)} sites, {len(units)} changed units, {len(users)} changed users and "
+             f"{len(rentals)} changed rentals")
     _finish(report, fx, client, "pull", started)
     return report
