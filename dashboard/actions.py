@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from .audit import record
+from .engine import pti_lists
 from .engine.intent import mark_dirty, push_site, request_reconcile
 from .engine.reconcile import choose_code
 from .extensions import db
@@ -81,6 +82,13 @@ def set_access(customer: Customer, actor: StaffUser | str, *, level: int | None,
     for name, value in (("access level", level), ("PTI zone", zone)):
         if value is not None and value < 1:
             raise ActionError(f"The {name} must be a PTI number of 1 or more.")
+    sites = [db.session.get(Site, site_id) for site_id in sorted(_sites_of(customer))]
+    lists = pti_lists.choices(sites)
+    if lists is not None:
+        for name, value, known in (("access level", level, lists[0]), ("PTI zone", zone, lists[1])):
+            if value is not None and value not in {ident for ident, _ in known}:
+                raise ActionError(f"PTI has no {name} {value} at this customer's sites; it has "
+                                  + (", ".join(f"{ident} ({label})" for ident, label in known) or "none") + ".")
     customer.access_level_override, customer.zone_override = level, zone
     accounts = [mark_dirty(customer, site_id) for site_id in sorted(_sites_of(customer))]
     record("set access", actor=actor, target_type="customer", target_id=customer.sg_id, level=level, zone=zone)

@@ -67,6 +67,10 @@ class Site(db.Model):
     default_zone: Mapped[int | None]
     code_length: Mapped[int] = mapped_column(default=6)
     sync_enabled: Mapped[bool] = mapped_column(default=True)
+    # PTI's own lists at this site, [{"id", "name"}], read before the first push and refreshed by the drift sweep.
+    pti_access_levels: Mapped[list | None] = mapped_column(JSON)
+    pti_time_zones: Mapped[list | None] = mapped_column(JSON)
+    pti_lists_read_at: Mapped[datetime | None]
     last_import_at: Mapped[datetime | None]
     last_sweep_at: Mapped[datetime | None]
 

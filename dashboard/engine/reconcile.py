@@ -50,7 +50,7 @@ from ..sync import (
     plan,
     resolve,
 )
-from . import problems
+from . import problems, pti_lists
 from .site_guard import SiteGuard
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,17 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
             rentals, desired = snapshot(account)
         client = pti_client(site, connection)
         call = Caller(client, site_guard(site))
+        if desired.user is not None and not pti_lists.known(site):
+            try:
+                pti_lists.read(site, call, client)
+                db.session.commit()
+            except PtiPermanentError as exc:  # the lists are a check, not a condition: push without it
+                log.warning("PTI's access levels and zones at %s cannot be read (%s): pushing unchecked",
+                            site.code, exc.reason)
+        unknown = pti_lists.check(site, desired, account.customer.access_level_override,
+                                  account.customer.zone_override)
+        if unknown is not None:
+            raise Park(*unknown)  # before any PTI write: PTI would refuse it, or give the wrong hours
         identity, actual = observe(call, client, desired, account)
         if identity.outcome is Outcome.DUPLICATE:
             raise Park("duplicate_pti_users", ", ".join(u.id for u in identity.others))

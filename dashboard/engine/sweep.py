@@ -11,7 +11,9 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import Customer, PtiAccount, Rental, Site, utcnow
+from ..pti import PtiPermanentError
 from ..sync import ActualAccess, plan
+from . import pti_lists
 from .intent import mark_dirty, request_reconcile
 from .reconcile import snapshot
 
@@ -41,6 +43,10 @@ class SweepReport:
 def sweep_site(site: Site, client) -> SweepReport:
     """Compare PTI's users and units with the mirror for users we created; mark drifted accounts dirty."""
     report = SweepReport(site.code)
+    try:
+        pti_lists.store(site, client.list_access_levels(), client.list_time_zones())
+    except PtiPermanentError as exc:
+        log.warning("PTI's access levels and zones at %s cannot be read (%s)", site.code, exc.reason)
     users = client.list_users()
     units = {u.name: u for u in client.list_units()}
     report.pti_users = len(users)

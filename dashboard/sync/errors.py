@@ -49,6 +49,18 @@ CATALOGUE: dict[str, Problem] = {
                 "Set the site's PTI zone, or the customer's own, in Storeganise."),
         Problem("no_access_code", "The customer has no PTI access code yet, so no PTI user can be created.",
                 "Press Resync: the product chooses and stores a code before it creates the PTI user."),
+        Problem("site_access_level_unknown", "The site's PTI Access Level is not one of the access levels PTI has.",
+                "Set the site's PTI Access Level in Storeganise to one PTI lists (the detail names them), then press "
+                "Retry failed customers on the site's page."),
+        Problem("site_zone_unknown", "The site's PTI zone is not one of the time zones PTI has.",
+                "Set the site's PTI zone in Storeganise to one PTI lists (the detail names them), then press Retry "
+                "failed customers on the site's page."),
+        Problem("access_level_unknown", "The customer's own PTI access level is not one PTI has at this site.",
+                "Choose one of PTI's access levels on the customer's page (the detail names them), or clear the "
+                "customer's own to use the site's."),
+        Problem("zone_unknown", "The customer's own PTI zone is not one PTI has at this site.",
+                "Choose one of PTI's time zones on the customer's page (the detail names them), or clear the "
+                "customer's own to use the site's."),
         Problem("site_not_configured", "The site has no PTI connection settings.",
                 "Fill in the site's PTI Site Code, Site Key, Username and Password."),
         Problem("pti_unreachable", "PTI did not answer (time-out or connection error).",

@@ -7,14 +7,15 @@ from flask_wtf import FlaskForm
 from jinja2_fragments.flask import render_block
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload, selectinload
-from wtforms import IntegerField
+from wtforms import IntegerField, SelectField
 from wtforms.validators import NumberRange, Optional
 
 from .. import actions
 from ..audit import record
+from ..engine import pti_lists
 from ..engine.problems import problems_of
 from ..extensions import db, htmx
-from ..models import Customer, PtiAccount, Rental, SyncState, count
+from ..models import Customer, PtiAccount, Rental, Site, SyncState, count
 from ..security import ACTORS, EVERYONE, roles_required
 from .acting import act
 
@@ -45,8 +46,37 @@ def index():
 
 
 class AccessForm(FlaskForm):
+    """Typed numbers while PTI's lists of the customer's sites are unknown (see `access_form`)."""
+
     level = IntegerField("Access level", validators=[Optional(), NumberRange(min=1)])
     zone = IntegerField("PTI zone", validators=[Optional(), NumberRange(min=1)])
+
+
+def _number_or_none(value) -> int | None:
+    return None if value in (None, "", "None") else int(value)
+
+
+class AccessChoiceForm(FlaskForm):
+    """PTI's own lists as choices; the action checks the choice against them again."""
+
+    level = SelectField("Access level", coerce=_number_or_none, validate_choice=False)
+    zone = SelectField("PTI zone", coerce=_number_or_none, validate_choice=False)
+
+
+def access_form(customer: Customer, sites: list[Site], **kwargs) -> FlaskForm:
+    """The override form: PTI's access levels and zones (those every site of the customer lists) when known."""
+    lists = pti_lists.choices(sites)
+    if lists is None:
+        return AccessForm(**kwargs)
+    form = AccessChoiceForm(**kwargs)
+    for field, items in ((form.level, lists[0]), (form.zone, lists[1])):
+        field.choices = [("", "The site's default"), *((ident, f"{ident} · {label}") for ident, label in items)]
+    return form
+
+
+def customer_accounts(customer: Customer) -> list[PtiAccount]:
+    return list(db.session.scalars(
+        select(PtiAccount).where(PtiAccount.customer_id == customer.id).options(joinedload(PtiAccount.site))))
 
 
 def _page(customer_id: int) -> dict:
@@ -55,10 +85,9 @@ def _page(customer_id: int) -> dict:
         select(Rental).where(Rental.customer_id == customer.id)
         .options(joinedload(Rental.unit), joinedload(Rental.site)).order_by(Rental.state)
     ).all()
-    accounts = db.session.scalars(
-        select(PtiAccount).where(PtiAccount.customer_id == customer.id).options(joinedload(PtiAccount.site))
-    ).all()
-    form = AccessForm(data={"level": customer.access_level_override, "zone": customer.zone_override})
+    accounts = customer_accounts(customer)
+    form = access_form(customer, [a.site for a in accounts],
+                       data={"level": customer.access_level_override, "zone": customer.zone_override})
     standing = [*problems_of("customer", customer.sg_id), *problems_of("account", customer.sg_id)]
     return dict(customer=customer, rentals=rentals, accounts=accounts, SyncState=SyncState, form=form,
                 problems=standing,
@@ -101,7 +130,8 @@ def regenerate_code(customer_id: int):
 @bp.route("/<int:customer_id>/access", methods=["POST"])
 @roles_required(*ACTORS)
 def set_access(customer_id: int):
-    form = AccessForm()
+    customer = db.session.get(Customer, customer_id) or abort(404)
+    form = access_form(customer, [a.site for a in customer_accounts(customer)])
     if not form.validate_on_submit():
         errors = "; ".join(f"{form[name].label.text}: {' '.join(e)}" for name, e in form.errors.items())
         flash(errors or "The form was not valid.", "error")
