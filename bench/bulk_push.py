@@ -17,22 +17,14 @@ from __future__ import annotations
 import os
 import time
 
-from bench.stack import Stack, StackConfig, env_float, env_int, say
+from bench.stack import Stack, StackConfig, business_config, env_flag, env_float, report, say
+
+HEADROOM = 1.3  # the wall time may exceed PTI's bound by this factor
 
 
 def config() -> tuple[StackConfig, float]:
-    sites = env_int("BENCH_SITES", 10)
-    rented = env_int("BENCH_RENTALS", 1000)
-    cfg = StackConfig(
-        sites=sites,
-        rented=rented,
-        units=env_int("BENCH_UNITS", rented + max(10, rented // 10)),
-        site_concurrency=env_int("BENCH_SITE_CONCURRENCY", 4),
-        workers=env_int("BENCH_WORKERS", sites + 2),
-        storeganise=os.environ.get("BENCH_STOREGANISE", "1") != "0",
-        cron=os.environ.get("BENCH_CRON", "0") == "1",
-        pti_server=os.environ.get("BENCH_PTI_SERVER", "gunicorn"),
-    )
+    cfg = business_config(storeganise=env_flag("BENCH_STOREGANISE", True),
+                          pti_server=os.environ.get("BENCH_PTI_SERVER", "gunicorn"))
     return cfg, env_float("BENCH_LATENCY_MS", 50)
 
 
@@ -41,7 +33,7 @@ def main() -> str:
     timeout_s = env_float("BENCH_TIMEOUT_S", 420)
     with Stack(cfg) as stack:
         stack.pti_faults(latency_ms=latency_ms)
-        if cfg.storeganise and os.environ.get("BENCH_ECHO", "0") != "1":
+        if cfg.storeganise and not env_flag("BENCH_ECHO", False):
             stack.http.post(f"{stack.sg_url}/_sim/config", json={"deliver": False}).raise_for_status()
         before = stack.pti_calls()
         cpu = stack.cpu_seconds()
@@ -63,13 +55,11 @@ def main() -> str:
     rentals = cfg.sites * cfg.rented
     concurrency = cfg.sites * cfg.site_concurrency
     bound = calls * latency_ms / 1000 / concurrency
-    ratio = wall / (1.3 * bound) if bound else float("inf")
+    ratio = wall / (HEADROOM * bound) if bound else float("inf")
     say(f"bulk push: {accounts} accounts, {failed} failed, queues after convergence {depths}")
     say("PTI calls by operation: " + ", ".join(f"{op} {n}" for op, n in sorted(by_op.items()) if n))
-    line = (f"BENCH bulk_push wall_s={wall:.1f} bound_s={bound:.1f} calls={calls} "
-            f"calls_per_rental={calls / rentals:.2f} ratio={ratio:.2f}")
-    print(line, flush=True)
-    return line
+    return report("bulk_push", wall_s=f"{wall:.1f}", bound_s=f"{bound:.1f}", calls=str(calls),
+                  calls_per_rental=f"{calls / rentals:.2f}", ratio=f"{ratio:.2f}")
 
 
 if __name__ == "__main__":

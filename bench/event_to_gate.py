@@ -17,21 +17,31 @@ BENCH_EVENT_CONCURRENCY events in flight [4], BENCH_LATENCY_MS [20], BENCH_SITE_
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import httpx
+from sqlalchemy import select
 
-from bench.stack import WEBHOOK_SECRET, Stack, StackConfig, env_float, env_int, percentile, say
+from bench.stack import Stack, business_config, env_flag, env_float, env_int, percentile, report, say, signed_webhook
+from dashboard.extensions import db
+from dashboard.models import Rental, Site, SyncState, Unit
+from dashboard.storeganise import SIGNATURE_HEADER
 
+TARGET_P95_IDLE_S = 1.0
+TARGET_P95_BULK_S = 3.0
 INITIAL_PUSH_TIMEOUT_S = 420.0
-POLL_S = 0.01
+WRITEBACK_DRAIN_TIMEOUT_S = 300.0  # after the initial push: its write-backs to Storeganise
+IDLE_DRAIN_TIMEOUT_S = 120.0  # after the idle phase
+POLL_S = 0.01  # the gate, while an event is on its way
 MAX_PUSH_ROUNDS = 6
+BULK_CHECK_EVERY_S = 1.0  # how often the event threads ask whether the bulk push has converged
+TARGETS_SEED = 5
+EVENT_HTTP_TIMEOUT_S = 10.0
+EVENT_HTTP_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -43,11 +53,6 @@ class Target:
 
 def targets(stack: Stack, count: int) -> list[Target]:
     """`count` distinct rentals, spread over the sites, in sync, not overdue, on a unit PTI knows."""
-    from sqlalchemy import select
-
-    from dashboard.extensions import db
-    from dashboard.models import Rental, Site, SyncState, Unit
-
     rows = db.session.execute(
         select(Rental.sg_id, Site.pti_site_code, Unit.pti_unit_name)
         .join(Site, Rental.site_id == Site.id).join(Unit, Rental.unit_id == Unit.id)
@@ -58,7 +63,7 @@ def targets(stack: Stack, count: int) -> list[Target]:
     by_site: dict[str, list[Target]] = {}
     for sg_id, site_code, unit_name in rows:
         by_site.setdefault(site_code, []).append(Target(sg_id, site_code, unit_name))
-    rng = random.Random(5)
+    rng = random.Random(TARGETS_SEED)
     for items in by_site.values():
         rng.shuffle(items)
     chosen: list[Target] = []
@@ -76,7 +81,8 @@ class Events:
 
     def __init__(self, stack: Stack, direct: bool, timeout_s: float) -> None:
         self.stack, self.direct, self.timeout_s = stack, direct, timeout_s
-        self.http = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=32))
+        self.http = httpx.Client(timeout=EVENT_HTTP_TIMEOUT_S,
+                                 limits=httpx.Limits(max_connections=EVENT_HTTP_CONNECTIONS))
         self.failures = 0
         self._lock = threading.Lock()
 
@@ -87,14 +93,10 @@ class Events:
         self.http.post(f"{self.stack.sg_url}/_sim/overdue",
                        json={"unitRentalId": target.rental_id, "overdue": overdue}).raise_for_status()
         if self.direct:
-            from dashboard.storeganise.webhooks import SIGNATURE_HEADER, compact_json, sign
-
-            created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            body = compact_json({"id": os.urandom(12).hex(), "type": "unitRental." + (
-                "markOverdue" if overdue else "unmarkOverdue"), "created": created,
-                "data": {"unitRentalId": target.rental_id}, "apiUrl": f"{self.stack.sg_url}/api/v1/admin"})
-            self.http.post(f"{self.stack.web_url}/webhooks/storeganise", content=body, headers={
-                "Content-Type": "application/json", SIGNATURE_HEADER: sign(WEBHOOK_SECRET, body)}).raise_for_status()
+            body, signature = signed_webhook("unitRental." + ("markOverdue" if overdue else "unmarkOverdue"),
+                                             {"unitRentalId": target.rental_id}, f"{self.stack.sg_url}/api/v1/admin")
+            self.http.post(self.stack.webhook_url, content=body, headers={
+                "Content-Type": "application/json", SIGNATURE_HEADER: signature}).raise_for_status()
 
     def one(self, target: Target, overdue: bool) -> float | None:
         """Seconds from the event until the PTI simulator shows the unit locked == overdue; None on time-out."""
@@ -152,7 +154,7 @@ class BulkPush:
         """Start the push again if it has converged (bounded rounds); called from the event threads."""
         with self._lock:
             now = time.monotonic()
-            if now - self._last_check < 1.0 or self.rounds >= MAX_PUSH_ROUNDS:
+            if now - self._last_check < BULK_CHECK_EVERY_S or self.rounds >= MAX_PUSH_ROUNDS:
                 return
             self._last_check = now
             with self.stack.app.app_context():
@@ -162,17 +164,11 @@ class BulkPush:
 
 
 def main() -> str:
-    sites = env_int("BENCH_SITES", 10)
-    rented = env_int("BENCH_RENTALS", 1000)
     events = env_int("BENCH_EVENTS", 200)
     concurrency = env_int("BENCH_EVENT_CONCURRENCY", 4)
     latency_ms = env_float("BENCH_LATENCY_MS", 20)
-    direct = os.environ.get("BENCH_DIRECT_WEBHOOKS") == "1"
-    cfg = StackConfig(sites=sites, rented=rented, units=env_int("BENCH_UNITS", rented + max(10, rented // 10)),
-                      site_concurrency=env_int("BENCH_SITE_CONCURRENCY", 4),
-                      workers=env_int("BENCH_WORKERS", sites + 2),
-                      storeganise=True, cron=os.environ.get("BENCH_CRON", "0") == "1")
-    with Stack(cfg) as stack:
+    direct = env_flag("BENCH_DIRECT_WEBHOOKS", False)
+    with Stack(business_config(storeganise=True)) as stack:
         # The initial push is set-up, not measured: PTI without latency, and the webhooks our own write-backs
         # cause (10,000 echoes) recorded but not sent, so it converges in minutes on a small machine.
         stack.http.post(f"{stack.sg_url}/_sim/config", json={"deliver": False}).raise_for_status()
@@ -180,7 +176,7 @@ def main() -> str:
         stack.push_all("bench-initial")
         took = stack.wait_converged(INITIAL_PUSH_TIMEOUT_S)
         say(f"initial push converged in {took:.1f} s; draining the write-backs ...")
-        wait_idle(stack, 300)
+        stack.wait_idle(WRITEBACK_DRAIN_TIMEOUT_S)
         if not direct:  # from now on Storeganise sends every webhook, the echoes of our write-backs included
             stack.http.post(f"{stack.sg_url}/_sim/config",
                             json={"deliver": True, "drop_pending": True}).raise_for_status()
@@ -192,7 +188,7 @@ def main() -> str:
         try:
             say(f"idle: {events} events, {concurrency} in flight ...")
             idle = runner.run(idle_targets, events, concurrency)
-            wait_idle(stack, 120)
+            stack.wait_idle(IDLE_DRAIN_TIMEOUT_S)
             say(f"bulk: push_site for every site, then {events} events, {concurrency} in flight ...")
             bulk = BulkPush(stack)
             bulk.start()
@@ -206,28 +202,10 @@ def main() -> str:
     p50_idle, p50_bulk = percentile(idle, 50), percentile(busy, 50)
     if failures:
         say(f"{failures} events never reached the gate within the time-out (counted as the time-out)")
-    ratio = max(p95_idle / 1.0, p95_bulk / 3.0)
+    ratio = max(p95_idle / TARGET_P95_IDLE_S, p95_bulk / TARGET_P95_BULK_S)
     say(f"idle: max {max(idle, default=0):.3f} s; bulk: max {max(busy, default=0):.3f} s")
-    line = (f"BENCH event_to_gate p95_idle_s={p95_idle:.3f} p95_bulk_s={p95_bulk:.3f} p50_idle_s={p50_idle:.3f} "
-            f"p50_bulk_s={p50_bulk:.3f} ratio={ratio:.2f}")
-    print(line, flush=True)
-    return line
-
-
-def wait_idle(stack: Stack, timeout_s: float) -> None:
-    """Until the queues are empty and no job is running (write-backs and their echo webhooks done)."""
-    from rq import Worker
-
-    from dashboard.jobqueue import get_redis
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        depths = stack.queue_depths()
-        busy = [w for w in Worker.all(connection=get_redis()) if w.get_current_job_id()]
-        if not any(depths.values()) and not busy:
-            return
-        time.sleep(0.5)
-    say(f"queues not idle after {timeout_s:.0f} s: {stack.queue_depths()}")
+    return report("event_to_gate", p95_idle_s=f"{p95_idle:.3f}", p95_bulk_s=f"{p95_bulk:.3f}",
+                  p50_idle_s=f"{p50_idle:.3f}", p50_bulk_s=f"{p50_bulk:.3f}", ratio=f"{ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,39 +4,71 @@
   SQLite in a temporary folder (BENCH_DATABASE=sqlite forces it); migrated with `flask db upgrade`
 - a redis-server of its own (no persistence), the PTI simulator (gunicorn, one process, threads: its state lives
   in the process) and the Storeganise simulator, both serving the load profile SIM_SITES names
-- the product: gunicorn (`dashboard:create_app()`, 4 workers), N RQ workers (`flask --app dashboard worker`) and,
-  when asked, the cron scheduler (`flask --app dashboard cron`: relay every 15 s)
+- the product: gunicorn (`dashboard:create_app()`, or another entry point that wraps it; 4 workers), N RQ workers
+  (`flask --app dashboard worker`) and, when asked, the cron scheduler (`flask --app dashboard cron`: relay every
+  15 s)
 - the business loaded into the mirror with every site's PTI address pointing at the PTI simulator
 
-Every process runs in its own process group and is stopped (TERM, then KILL) when the `with` block ends, however
-it ends; the database is dropped and the temporary folder removed. Traffic stays on 127.0.0.1.
+StackConfig says which of these a benchmark needs (webhook_ack: only the database, Redis and gunicorn). Every
+process runs in its own process group and is stopped (TERM, then KILL) when the `with` block ends, however it
+ends; the database is dropped and the temporary folder removed. Traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psycopg
+import redis
+from cryptography.fernet import Fernet
+from rq import Queue, Worker
+from sqlalchemy import func, select
+
+from dashboard import create_app
+from dashboard.demo import load_business
+from dashboard.engine.intent import push_site
+from dashboard.extensions import db
+from dashboard.jobqueue import QUEUE_NAMES, get_redis
+from dashboard.models import PtiAccount, Site, SyncState
+from dashboard.storeganise import compact_json, format_timestamp, sign
+from sim.demo_data import build_demo_business, sites_from_spec
+from sim.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 WEBHOOK_SECRET = "bench-webhook-secret"
+WEBHOOK_PATH = "/webhooks/storeganise"
 API_KEY = "bench-api-key"
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0  # for each process to answer
+START_POLL_S = 0.05
+STOP_TIMEOUT_S = 10.0  # after TERM, for all processes together
+KILL_TIMEOUT_S = 5.0  # after KILL, for each process
+MIGRATE_TIMEOUT_S = 300.0  # a `flask` command (the migrations)
+PG_PROBE_TIMEOUT_S = 2  # does PostgreSQL answer at all
+PG_ADMIN_TIMEOUT_S = 5
+HTTP_TIMEOUT_S = 30.0  # the harness's own calls to the simulators
+PROBE_TIMEOUT_S = 2.0  # one readiness request
+LOG_TAIL_CHARS = 3000  # of a process that exited, in the error
+PTI_SIM_BACKLOG = 2048  # connections the PTI simulator's gunicorn queues (every site's workers call it at once)
+PROGRESS_EVERY_S = 10.0
+IDLE_POLL_S = 0.5
+SPARE_UNITS = 10  # units per site beyond the rented ones, at the least (else a tenth of them)
 
 
 def env_int(name: str, default: int) -> int:
@@ -49,14 +81,21 @@ def env_float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def env_flag(name: str, default: bool) -> bool:
+    """0 is off, any other value on; unset or empty: `default`."""
+    raw = os.environ.get(name)
+    return raw != "0" if raw not in (None, "") else default
 
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def report(name: str, **figures: str) -> str:
+    """Print a benchmark's one result line, `BENCH <name> <figure>=<value> ...`, on stdout; return it."""
+    line = " ".join([f"BENCH {name}", *(f"{key}={value}" for key, value in figures.items())])
+    print(line, flush=True)
+    return line
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -73,38 +112,65 @@ def postgres_available() -> bool:
     if os.environ.get("BENCH_DATABASE", "").lower() == "sqlite":
         return False
     try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=2):
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=PG_PROBE_TIMEOUT_S):
             return True
     except Exception:  # noqa: BLE001 - any failure means: use SQLite
         return False
 
 
 def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=PG_ADMIN_TIMEOUT_S) as conn:
         conn.execute(sql)
+
+
+def gunicorn(entry_point: str, port: int, workers: int, *options: str) -> list[str]:
+    """The command serving a WSGI entry point (`module:callable()`) under gunicorn on 127.0.0.1:`port`."""
+    return [str(BIN / "gunicorn"), "--workers", str(workers), "--bind", f"127.0.0.1:{port}", *options, entry_point]
+
+
+def signed_webhook(event_type: str, data: dict, api_url: str) -> tuple[bytes, str]:
+    """A Storeganise webhook with a fresh id, created now, and its signature, as Storeganise sends it."""
+    created = format_timestamp(datetime.now(UTC))
+    body = compact_json({"id": uuid.uuid4().hex[:24], "type": event_type, "created": created, "data": data,
+                         "apiUrl": api_url})
+    return body, sign(WEBHOOK_SECRET, body)
 
 
 @dataclass
 class StackConfig:
+    # the business: sites × rented rentals (of `units` units a site), loaded into the mirror when `business`
     sites: int = 10
     units: int = 1100
     rented: int = 1000
-    site_concurrency: int = 4
-    workers: int = 4
-    web_workers: int = 4
-    storeganise: bool = True  # the Storeganise simulator (write-backs and their echo webhooks go there)
-    cron: bool = False  # the relay and the other periodic jobs
-    pti_threads: int = 64
+    business: bool = True
+    # the simulators
+    pti: bool = True
     pti_server: str = "gunicorn"  # or "werkzeug" (python -m sim.pti: one threaded Werkzeug server)
+    pti_threads: int = 64
+    storeganise: bool = True  # the Storeganise simulator (write-backs and their echo webhooks go there)
+    # the product
+    web_app: str = "dashboard:create_app()"  # gunicorn's entry point
+    web_workers: int = 4
+    access_log: bool = False  # gunicorn's access log on, as in the Procfile
+    workers: int = 4  # RQ workers
+    site_concurrency: int = 4
+    cron: bool = False  # the relay and the other periodic jobs
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def profile(self) -> str:
         return f"load:{self.sites}:{self.units}:{self.rented}"
+
+
+def business_config(**options) -> StackConfig:
+    """The stack for BENCH_SITES sites × BENCH_RENTALS rentals (BENCH_UNITS units a site), pushed by BENCH_WORKERS RQ
+    workers with BENCH_SITE_CONCURRENCY PTI calls a site at once; BENCH_CRON=1 adds the cron. `options`: the rest."""
+    sites = env_int("BENCH_SITES", 10)
+    rented = env_int("BENCH_RENTALS", 1000)
+    return StackConfig(sites=sites, rented=rented,
+                       units=env_int("BENCH_UNITS", rented + max(SPARE_UNITS, rented // 10)),
+                       site_concurrency=env_int("BENCH_SITE_CONCURRENCY", 4),
+                       workers=env_int("BENCH_WORKERS", sites + 2), cron=env_flag("BENCH_CRON", False), **options)
 
 
 @dataclass
@@ -122,6 +188,8 @@ class Stack:
         self.procs: list[Proc] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="pti-bench-"))
         self.pg_name: str | None = None
+        self.database_url = ""
+        self.encryption_key = Fernet.generate_key().decode()
         self.app = None
         self._ctx = None
         self.redis_port = free_port()
@@ -132,7 +200,8 @@ class Stack:
         self.pti_url = f"http://127.0.0.1:{self.pti_port}"
         self.sg_url = f"http://127.0.0.1:{self.sg_port}"
         self.web_url = f"http://127.0.0.1:{self.web_port}"
-        self.http = httpx.Client(timeout=30.0)
+        self.webhook_url = f"{self.web_url}{WEBHOOK_PATH}"
+        self.http = httpx.Client(timeout=HTTP_TIMEOUT_S)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -150,40 +219,66 @@ class Stack:
     def start(self) -> None:
         cfg = self.config
         started = time.monotonic()
-        if postgres_available():
-            self.pg_name = f"pti_bench_{uuid.uuid4().hex[:12]}"
-            _pg_admin(f'CREATE DATABASE "{self.pg_name}"')
-            self.database_url = PG_URL.format(name=self.pg_name)
-        else:
-            self.database_url = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
-        say(f"stack: {cfg.profile}, {cfg.workers} RQ workers, site concurrency {cfg.site_concurrency}, "
-            f"database {'PostgreSQL ' + self.pg_name if self.pg_name else 'SQLite'}")
-        self.spawn("redis", [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
-                             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp)])
-        if cfg.pti_server == "gunicorn":
-            self.spawn("pti-sim", [str(BIN / "gunicorn"), "-w", "1", "-k", "gthread", "--threads", str(cfg.pti_threads),
-                                   "--backlog", "2048", "--bind", f"127.0.0.1:{self.pti_port}", "sim.pti:create_app()"])
-        else:
+        self.database_url = self.create_database()
+        say(f"stack: {cfg.profile if cfg.business else 'no business'}, {cfg.workers} RQ workers, "
+            f"site concurrency {cfg.site_concurrency}, database {self.database}")
+        self.start_redis()
+        self.start_simulators()
+        self.wait_redis()
+        self.flask("db", "upgrade")
+        self.start_web()
+        self._open_app()
+        if cfg.business:
+            self.load_business()
+        self.start_workers()
+        self.wait_ready()
+        say(f"stack up in {time.monotonic() - started:.1f} s (logs in {self.tmp})")
+
+    def create_database(self) -> str:
+        """A fresh PostgreSQL database when one answers (named in self.pg_name), else SQLite in the temporary folder."""
+        if not postgres_available():
+            return f"sqlite:///{self.tmp / 'bench.sqlite3'}"
+        self.pg_name = f"pti_bench_{uuid.uuid4().hex[:12]}"
+        _pg_admin(f'CREATE DATABASE "{self.pg_name}"')
+        return PG_URL.format(name=self.pg_name)
+
+    @property
+    def database(self) -> str:
+        return f"PostgreSQL {self.pg_name}" if self.pg_name else "SQLite"
+
+    def start_simulators(self) -> None:
+        cfg = self.config
+        if cfg.pti and cfg.pti_server == "gunicorn":
+            self.spawn("pti-sim", gunicorn("sim.pti:create_app()", self.pti_port, 1, "--worker-class", "gthread",
+                                           "--threads", str(cfg.pti_threads), "--backlog", str(PTI_SIM_BACKLOG)))
+        elif cfg.pti:
             self.spawn("pti-sim", [sys.executable, "-m", "sim.pti", "--port", str(self.pti_port)])
         if cfg.storeganise:
             self.spawn("sg-sim", [sys.executable, "-m", "sim.storeganise", "--port", str(self.sg_port),
-                                  "--webhook-url", f"{self.web_url}/webhooks/storeganise", "--pti-url", self.pti_url])
-        self.wait_redis()
-        self.flask("db", "upgrade")
-        self.spawn("web", [str(BIN / "gunicorn"), "-w", str(cfg.web_workers), "--bind", f"127.0.0.1:{self.web_port}",
-                           "dashboard:create_app()"])
-        self._open_app()
-        self.load_business()
-        for i in range(cfg.workers):
+                                  "--webhook-url", self.webhook_url, "--pti-url", self.pti_url])
+
+    def start_redis(self) -> None:
+        self.spawn("redis", [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
+                             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp)])
+
+    def start_web(self) -> None:
+        access_log = ["--access-logfile", "-"] if self.config.access_log else []
+        self.spawn("web", gunicorn(self.config.web_app, self.web_port, self.config.web_workers, *access_log))
+
+    def start_workers(self) -> None:
+        for i in range(self.config.workers):
             self.spawn(f"worker-{i + 1}", [str(BIN / "flask"), "--app", "dashboard", "worker"])
-        if cfg.cron:
+        if self.config.cron:
             self.spawn("cron", [str(BIN / "flask"), "--app", "dashboard", "cron"])
-        self.wait_http(f"{self.pti_url}/_sim/faults", "PTI simulator")
-        if cfg.storeganise:
+
+    def wait_ready(self) -> None:
+        """Until every server answers and every RQ worker has registered."""
+        if self.config.pti:
+            self.wait_http(f"{self.pti_url}/_sim/faults", "PTI simulator")
+        if self.config.storeganise:
             self.wait_http(f"{self.sg_url}/_sim/config", "Storeganise simulator")
         self.wait_http(f"{self.web_url}/healthz", "web", any_status=True)
-        self.wait_workers(cfg.workers)
-        say(f"stack up in {time.monotonic() - started:.1f} s (logs in {self.tmp})")
+        self.wait_workers(self.config.workers)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) per kind of process, over each process group: the live processes and the
@@ -200,8 +295,6 @@ class Stack:
             kind = groups.get(int(fields[2]))  # the process group
             if kind is not None:
                 totals[kind] = totals.get(kind, 0.0) + sum(int(v) for v in fields[11:15]) / tick
-        import resource
-
         usage = resource.getrusage(resource.RUSAGE_SELF)
         totals["bench"] = usage.ru_utime + usage.ru_stime
         return totals
@@ -217,8 +310,6 @@ class Stack:
         with contextlib.suppress(Exception):
             self.http.close()
         if self._ctx is not None:
-            from dashboard.extensions import db
-
             with contextlib.suppress(Exception):
                 db.session.remove()
                 db.engine.dispose()
@@ -236,7 +327,7 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.popen.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.popen.wait(timeout=5)
+                    proc.popen.wait(timeout=KILL_TIMEOUT_S)
         self.procs.clear()
         if self.pg_name:
             try:
@@ -273,14 +364,6 @@ class Stack:
         env.update(self.config.extra_env)
         return env
 
-    @property
-    def encryption_key(self) -> str:
-        if not hasattr(self, "_key"):
-            from cryptography.fernet import Fernet
-
-            self._key = Fernet.generate_key().decode()
-        return self._key
-
     def spawn(self, name: str, argv: list[str]) -> Proc:
         log = self.tmp / f"{name}.log"
         with open(log, "wb") as out:
@@ -292,7 +375,7 @@ class Stack:
 
     def flask(self, *args: str) -> str:
         done = subprocess.run([str(BIN / "flask"), "--app", "dashboard", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=MIGRATE_TIMEOUT_S)
         if done.returncode != 0:
             raise RuntimeError(f"flask {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
@@ -300,13 +383,11 @@ class Stack:
     def _check_alive(self) -> None:
         for proc in self.procs:
             if proc.popen.poll() is not None:
-                tail = proc.log.read_text(errors="replace")[-3000:] if proc.log.exists() else ""
+                tail = proc.log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if proc.log.exists() else ""
                 raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{tail}")
 
     def wait_redis(self) -> None:
-        import redis
-
-        conn = redis.Redis(port=self.redis_port, socket_timeout=1)
+        conn = redis.Redis(port=self.redis_port, socket_timeout=PROBE_TIMEOUT_S)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             self._check_alive()
@@ -314,7 +395,7 @@ class Stack:
                 if conn.ping():
                     conn.close()
                     return
-            time.sleep(0.05)
+            time.sleep(START_POLL_S)
         raise RuntimeError("Redis did not start")
 
     def wait_http(self, url: str, what: str, any_status: bool = False) -> None:
@@ -322,34 +403,26 @@ class Stack:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                response = self.http.get(url, timeout=2)
+                response = self.http.get(url, timeout=PROBE_TIMEOUT_S)
                 if any_status or response.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(START_POLL_S)
         raise RuntimeError(f"the {what} did not answer at {url}")
 
     def wait_workers(self, count: int) -> None:
-        from rq import Worker
-
-        from dashboard.jobqueue import get_redis
-
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             self._check_alive()
             if len(Worker.all(connection=get_redis())) >= count:
                 return
-            time.sleep(0.1)
+            time.sleep(START_POLL_S)
         raise RuntimeError(f"{count} RQ workers did not register")
 
     # --- the product's database, in this process ---------------------------------------------------------
 
     def _open_app(self) -> None:
-        import logging
-
-        from dashboard import create_app
-
         self.app = create_app({
             "SQLALCHEMY_DATABASE_URI": self.database_url,
             "REDIS_URL": self.redis_url,
@@ -365,13 +438,9 @@ class Stack:
         self._ctx.push()
 
     def business(self):
-        from sim.demo_data import build_demo_business, sites_from_spec
-
         return build_demo_business(self.pti_url, sites=sites_from_spec(self.config.profile))
 
     def load_business(self) -> dict[str, int]:
-        from dashboard.demo import load_business
-
         started = time.monotonic()
         counts = load_business(self.business())
         say(f"mirror loaded in {time.monotonic() - started:.1f} s: "
@@ -388,31 +457,24 @@ class Stack:
 
     def push_all(self, trigger: str = "bench") -> int:
         """push_site for every site (what an operator's "push site" does), in this process."""
-        from sqlalchemy import select
-
-        from dashboard.engine.intent import push_site
-        from dashboard.extensions import db
-        from dashboard.models import Site
-
         total = 0
         for site in db.session.scalars(select(Site).order_by(Site.id)).all():
             total += push_site(site, trigger)
         return total
 
+    def count(self, model, *where) -> int:
+        """Rows of `model` (matching `where`) in the product's database, from a fresh snapshot."""
+        db.session.rollback()
+        try:
+            return db.session.scalar(select(func.count()).select_from(model).where(*where))
+        finally:
+            db.session.rollback()
+
     def owed(self) -> tuple[int, int]:
         """(accounts still owed a push, accounts parked as failed)."""
-        from sqlalchemy import func, select
-
-        from dashboard.extensions import db
-        from dashboard.models import PtiAccount, SyncState
-
-        db.session.rollback()  # a fresh snapshot
-        owed = db.session.scalar(select(func.count()).select_from(PtiAccount).where(
-            PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.state != SyncState.FAILED))
-        failed = db.session.scalar(select(func.count()).select_from(PtiAccount).where(
-            PtiAccount.state == SyncState.FAILED))
-        db.session.rollback()
-        return owed, failed
+        owed = self.count(PtiAccount, PtiAccount.generation > PtiAccount.synced_generation,
+                          PtiAccount.state != SyncState.FAILED)
+        return owed, self.count(PtiAccount, PtiAccount.state == SyncState.FAILED)
 
     def wait_converged(self, timeout_s: float, poll_s: float = 0.25) -> float:
         """Seconds until no account is owed a push; TimeoutError after `timeout_s`."""
@@ -427,14 +489,20 @@ class Stack:
                 return now - started
             if now > deadline:
                 raise TimeoutError(f"{owed} accounts still owed a push after {timeout_s:.0f} s ({failed} failed)")
-            if now - last_report > 10:
+            if now - last_report > PROGRESS_EVERY_S:
                 say(f"  {owed} accounts owed after {now - started:.0f} s ({failed} failed)")
                 last_report = now
             time.sleep(poll_s)
 
     def queue_depths(self) -> dict[str, int]:
-        from rq import Queue
-
-        from dashboard.jobqueue import QUEUE_NAMES, get_redis
-
         return {name: Queue(name, connection=get_redis()).count for name in QUEUE_NAMES}
+
+    def wait_idle(self, timeout_s: float) -> None:
+        """Until the queues are empty and no job is running (write-backs and their echo webhooks done)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            busy = [w for w in Worker.all(connection=get_redis()) if w.get_current_job_id()]
+            if not any(self.queue_depths().values()) and not busy:
+                return
+            time.sleep(IDLE_POLL_S)
+        say(f"queues not idle after {timeout_s:.0f} s: {self.queue_depths()}")

@@ -12,49 +12,38 @@ Environment: BENCH_WEBHOOKS [20000], BENCH_RATE per second [300], BENCH_WEB_WORK
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import os
 import random
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
-from datetime import UTC, datetime
-from pathlib import Path
 
-import httpx
+from bench.stack import WEBHOOK_PATH, Stack, StackConfig, env_float, env_int, percentile, report, say, signed_webhook
+from dashboard import create_app
+from dashboard.models import WebhookDelivery
+from dashboard.storeganise import SIGNATURE_HEADER
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-SECRET = "bench-webhook-secret"
+ENTRY_POINT = "bench.webhook_ack:served_app()"  # what gunicorn serves: this module's served_app
 BARE_PATH = "/_bench/bare"
-WEBHOOK_PATH = "/webhooks/storeganise"
+API_URL = "https://bench.storeganise.com/api/v1/admin"
 TARGET_P99_MS = 25.0
 TARGET_BARE_FACTOR = 2.0
 SENDERS = 16  # client threads; at 300/s and a few ms per request only a handful are ever busy
 WARMUP = 300  # requests sent before each measured run
-START_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 10.0
+SCHEDULE_LEAD_S = 0.2  # the first request leaves this long after the call, once every sender thread has started
 # Types and weights: mostly what the product enqueues (overdue ones to the urgent queue), some it ignores.
 EVENT_MIX = [
     ("unitRental.updated", 40), ("unitRental.markOverdue", 15), ("unitRental.unmarkOverdue", 10),
     ("job.unit_moveIn.completed", 10), ("job.unit_moveOut.completed", 8), ("user.updated", 7),
     ("invoice.updated", 10),
 ]
+IGNORED = {"invoice.updated"}  # recorded, not enqueued
 
 
 def served_app():
     """gunicorn entry point: the product, plus the bare endpoint on the same server and workers."""
-    from dashboard import create_app
-
     product = create_app()
 
     def app(environ, start_response):
@@ -66,38 +55,23 @@ def served_app():
     return app
 
 
-def say(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+def config(web_workers: int) -> StackConfig:
+    """Only the database, Redis and gunicorn as in production (Procfile: access log on): no RQ worker drains the
+    queues, no simulator, no business."""
+    return StackConfig(web_app=ENTRY_POINT, web_workers=web_workers, access_log=True, workers=0, business=False,
+                       pti=False, storeganise=False)
 
 
 def bodies(count: int, seed: int = 4) -> list[tuple[bytes, str, str]]:
     """(body, signature, type) for `count` deliveries with unique ids, signed as Storeganise signs them."""
-    from dashboard.storeganise import compact_json, sign
-
     rng = random.Random(seed)
     types = rng.choices([t for t, _ in EVENT_MIX], weights=[w for _, w in EVENT_MIX], k=count)
-    created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     out = []
     for event_type in types:
         data = {"unitRentalId": uuid.uuid4().hex[:24]}
         if event_type == "unitRental.updated":
             data["changedKeys"] = ["customFields.pti_synced"]
-        body = compact_json({"id": uuid.uuid4().hex[:24], "type": event_type, "created": created, "data": data,
-                             "apiUrl": "https://bench.storeganise.com/api/v1/admin"})
-        out.append((body, sign(SECRET, body), event_type))
+        out.append((*signed_webhook(event_type, data, API_URL), event_type))
     return out
 
 
@@ -113,18 +87,18 @@ def steady_load(url: str, requests: list[tuple[bytes, str] | None], rate: float)
     failures = 0
     lock = threading.Lock()
     cursor = iter(range(len(requests)))
-    start = time.perf_counter() + 0.2
+    start = time.perf_counter() + SCHEDULE_LEAD_S
 
     def send(item: tuple[bytes, str] | None) -> int:
         # A new connection per request, as gunicorn's sync workers close each one; http.client sends headers and
         # body in one segment, so Nagle's algorithm never waits for a delayed ACK.
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=REQUEST_TIMEOUT_S)
         try:
             if item is None:
                 conn.request("GET", parts.path)
             else:
                 conn.request("POST", parts.path, body=item[0],
-                             headers={"Content-Type": "application/json", "sg-signature": item[1]})
+                             headers={"Content-Type": "application/json", SIGNATURE_HEADER: item[1]})
             response = conn.getresponse()
             response.read()
             return response.status
@@ -159,133 +133,21 @@ def steady_load(url: str, requests: list[tuple[bytes, str] | None], rate: float)
     return latencies, failures
 
 
-class Server:
-    """A database, a Redis and the product under gunicorn, on free ports; everything removed on exit."""
-
-    def __init__(self, web_workers: int) -> None:
-        self.web_workers = web_workers
-        self.tmp = Path(tempfile.mkdtemp(prefix="pti-bench-ack-"))
-        self.procs: list[subprocess.Popen] = []
-        self.pg_name: str | None = None
-        self.redis_port, self.web_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.web_port}"
-
-    def __enter__(self) -> Server:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PTI_SYNC_DEMO", "FLASK_APP", "FLASK_DEBUG")}
-        env.update({
-            "PTI_SYNC_INSTANCE": str(self.tmp / "instance"),
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "SECRET_KEY": "bench-secret-key",
-            "ENCRYPTION_KEYS": "ZGVtby1vbmx5LWtleS1kZW1vLW9ubHkta2V5LWRlbW8=",
-            "STOREGANISE_WEBHOOK_SECRET": SECRET,
-        })
-        return env
-
-    def start(self) -> None:
-        if os.environ.get("BENCH_DATABASE", "").lower() != "sqlite" and self._postgres():
-            self.pg_name = f"pti_bench_ack_{uuid.uuid4().hex[:10]}"
-            self._pg(f'CREATE DATABASE "{self.pg_name}"')
-            self.database_url = PG_URL.format(name=self.pg_name)
-        else:
-            self.database_url = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
-        self.spawn("redis", [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
-                             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp)])
-        subprocess.run([str(BIN / "flask"), "--app", "dashboard", "db", "upgrade"], cwd=ROOT, env=self.env,
-                       check=True, capture_output=True, timeout=300)
-        self.spawn("web", [str(BIN / "gunicorn"), "--workers", str(self.web_workers), "--bind",
-                           f"127.0.0.1:{self.web_port}", "--access-logfile", "-", "bench.webhook_ack:served_app()"])
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"a server process exited; logs in {self.tmp}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + BARE_PATH, timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("gunicorn did not answer")
-
-    def spawn(self, name: str, argv: list[str]) -> None:
-        with open(self.tmp / f"{name}.log", "wb") as log:
-            self.procs.append(subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, start_new_session=True))
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-        self.procs.clear()
-        if self.pg_name:
-            with contextlib.suppress(Exception):
-                self._pg(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def counts(self) -> tuple[int, int]:
-        """(deliveries recorded, handle_delivery jobs waiting in Redis)."""
-        import redis
-        from rq import Queue
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(self.database_url)
-        with engine.connect() as conn:
-            recorded = conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar()
-        engine.dispose()
-        conn = redis.Redis(port=self.redis_port)
-        queued = sum(Queue(name, connection=conn).count for name in ("urgent", "default", "bulk"))
-        return recorded, queued
-
-    @staticmethod
-    def _postgres() -> bool:
-        try:
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN_URL, connect_timeout=2):
-                return True
-        except Exception:  # noqa: BLE001 - any failure means: use SQLite
-            return False
-
-    @staticmethod
-    def _pg(sql: str) -> None:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql)
-
-
-def main() -> None:
-    count = int(os.environ.get("BENCH_WEBHOOKS") or 20_000)
-    rate = float(os.environ.get("BENCH_RATE") or 300)
-    web_workers = int(os.environ.get("BENCH_WEB_WORKERS") or 4)
+def main() -> str:
+    count = env_int("BENCH_WEBHOOKS", 20_000)
+    rate = env_float("BENCH_RATE", 300)
+    web_workers = env_int("BENCH_WEB_WORKERS", 4)
     deliveries = bodies(WARMUP + count)
-    known = sum(t != "invoice.updated" for *_, t in deliveries)
-    with Server(web_workers) as server:
-        database = f"PostgreSQL {server.pg_name}" if server.pg_name else "SQLite"
-        say(f"webhook_ack: {count} webhooks at {rate:.0f}/s, gunicorn {web_workers} workers, {database}")
-        steady_load(server.url + BARE_PATH, [None] * WARMUP, rate)
-        bare, bare_failures = steady_load(server.url + BARE_PATH, [None] * count, rate)
+    known = sum(t not in IGNORED for *_, t in deliveries)
+    with Stack(config(web_workers)) as stack:
+        say(f"webhook_ack: {count} webhooks at {rate:.0f}/s, gunicorn {web_workers} workers, {stack.database}")
+        bare_url, hook_url = stack.web_url + BARE_PATH, stack.web_url + WEBHOOK_PATH
+        steady_load(bare_url, [None] * WARMUP, rate)
+        bare, bare_failures = steady_load(bare_url, [None] * count, rate)
         signed = [(body, signature) for body, signature, _ in deliveries]
-        steady_load(server.url + WEBHOOK_PATH, signed[:WARMUP], rate)
-        hooks, failures = steady_load(server.url + WEBHOOK_PATH, signed[WARMUP:], rate)
-        recorded, queued = server.counts()
+        steady_load(hook_url, signed[:WARMUP], rate)
+        hooks, failures = steady_load(hook_url, signed[WARMUP:], rate)
+        recorded, queued = stack.count(WebhookDelivery), sum(stack.queue_depths().values())
     say(f"bare: {len(bare)} requests, {bare_failures} not 200; webhooks: {len(hooks)} requests, {failures} not 200; "
         f"{recorded} deliveries recorded, {queued} jobs enqueued (expected {len(deliveries)} and {known})")
     if failures or bare_failures or recorded != len(deliveries) or queued != known:
@@ -293,8 +155,8 @@ def main() -> None:
     p99, p50, bare_p99 = percentile(hooks, 99), percentile(hooks, 50), percentile(bare, 99)
     bare_ratio = p99 / bare_p99
     ratio = max(p99 / TARGET_P99_MS, bare_ratio / TARGET_BARE_FACTOR)
-    print(f"BENCH webhook_ack p99_ms={p99:.2f} p50_ms={p50:.2f} bare_p99_ms={bare_p99:.2f} "
-          f"bare_ratio={bare_ratio:.2f} ratio={ratio:.2f}", flush=True)
+    return report("webhook_ack", p99_ms=f"{p99:.2f}", p50_ms=f"{p50:.2f}", bare_p99_ms=f"{bare_p99:.2f}",
+                  bare_ratio=f"{bare_ratio:.2f}", ratio=f"{ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from dataclasses import dataclass
 
 from werkzeug.serving import BaseWSGIServer, make_server
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the system picks it); whoever binds it next should do so soon."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 @dataclass

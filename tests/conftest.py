@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,13 +15,9 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from sim.server import free_port
+
 os.environ.pop("PTI_SYNC_DEMO", None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_server_binary() -> str:

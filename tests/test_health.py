@@ -3,7 +3,7 @@
 from rq import Queue, Worker
 
 from dashboard.jobqueue import get_redis
-from tests.conftest import free_port
+from sim.server import free_port
 
 
 def test_healthz_is_ok_with_database_redis_and_a_worker(app, client):

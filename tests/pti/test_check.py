@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 from dashboard.pti import PtiClient, check_site
+from sim.server import free_port
 
 
 def test_a_healthy_site_with_matching_names_is_ok(sim):
@@ -50,9 +49,7 @@ def test_wrong_credentials_are_reported_with_the_fix(sim):
 
 
 def test_an_unreachable_pti_is_reported_as_such():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with PtiClient(f"http://127.0.0.1:{port}", "NG01", "k", "u", "p", connect_timeout=0.5) as client:
         check = check_site(client, ["A101"])
     assert (check.reachable, check.credentials_valid, check.ok) == (False, None, False)

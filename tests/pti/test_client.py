@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -21,6 +20,7 @@ from dashboard.pti import (
     is_valid_unit_name,
     parse_retry_after,
 )
+from sim.server import free_port
 from tests.pti.conftest import SITES
 
 SECRETS = [SITES["NG01"]["site_key"], SITES["NG01"]["password"], SITES["NG01"]["username"], "NG01", "482913"]
@@ -120,9 +120,7 @@ def test_a_missing_or_unreadable_retry_after_waits_one_second(value):
 
 
 def test_a_refused_connection_is_unreachable_and_certain_even_for_writes():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with PtiClient(f"http://127.0.0.1:{port}", "NG01", "k", "u", "p", connect_timeout=0.5) as client:
         with pytest.raises(PtiRetryableError) as info:
             client.lock_unit("A101")

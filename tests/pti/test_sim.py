@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ import pytest
 
 from dashboard.pti import PtiPermanentError, PtiRetryableError
 from sim.pti import create_app
-from sim.server import serve_in_thread
+from sim.server import free_port, serve_in_thread
 from tests.pti.conftest import SITES
 
 NG = SITES["NG01"]
@@ -306,9 +305,7 @@ def test_a_client_that_honours_retry_after_makes_no_early_call(sim):
 
 
 def test_the_simulator_runs_from_the_command_line():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PTI_SIM_PORT": str(port)}
     with subprocess.Popen([sys.executable, "-m", "sim.pti"], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True) as process:

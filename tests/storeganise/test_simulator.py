@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from flask import Flask, request
 
 from dashboard.storeganise import StoreganiseClient, StoreganiseError, parse_event, verify
 from sim.demo_data import build_demo_business
-from sim.server import serve_in_thread
+from sim.server import free_port, serve_in_thread
 from sim.storeganise import create_app
 
 SECRET = "demo-webhook-secret"
@@ -523,12 +522,6 @@ def test_api_faults_make_the_client_give_up_as_unreachable(control, client):
 
 
 # --- running it ------------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_module_runs_as_a_server_configured_from_the_environment(receiver):
     port = free_port()
