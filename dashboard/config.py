@@ -83,6 +83,8 @@ def from_env(instance_path: str) -> dict:
         # A delivery created longer ago than this (or this far ahead of our clock) is refused as stale.
         "STOREGANISE_WEBHOOK_MAX_AGE_S": _int("STOREGANISE_WEBHOOK_MAX_AGE_S", 24 * 3600),
         "STOREGANISE_WEBHOOK_MAX_SKEW_S": _int("STOREGANISE_WEBHOOK_MAX_SKEW_S", 300),
+        # The PTI add-on's id in Storeganise, when the business has it (its settings hold the PTI connection).
+        "STOREGANISE_ADDON_ID": os.environ.get("STOREGANISE_ADDON_ID") or None,
         # Custom-field codes (dashboard/storeganise/fields.py) and what an empty unit field means.
         "STOREGANISE_FIELDS": _field_codes(),
         "PTI_EMPTY_UNIT_NAME": _choice("PTI_EMPTY_UNIT_NAME", EMPTY_UNIT_NOT_SYNCED, EMPTY_UNIT_RULES),
