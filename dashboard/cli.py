@@ -71,7 +71,8 @@ def rotate_keys() -> None:
 @pti.command("check")
 @click.argument("site")
 def check_pti(site: str) -> None:
-    """Check SITE's PTI connection (site code or Storeganise id): reachable, credentials, unit names."""
+    """Check SITE's PTI connection (site code or Storeganise id): reachable, credentials, unit names, access levels
+    and zones (and whether the site's defaults are among them)."""
     record = db.session.scalar(select(Site).where(or_(Site.code == site, Site.sg_id == site)))
     if record is None:
         raise click.ClickException(f"No site {site!r}.")
@@ -81,7 +82,8 @@ def check_pti(site: str) -> None:
         raise click.ClickException(f"{entry.message} {entry.fix}")
     with PtiClient(record.pti_base_url, record.pti_site_code, creds.site_key, creds.username, creds.password,
                    label=record.code) as client:
-        result = check_site(client, [unit.pti_unit_name for unit in record.units])
+        result = check_site(client, [unit.pti_unit_name for unit in record.units],
+                            default_access_level=record.default_access_level, default_zone=record.default_zone)
     for line in result.lines:
         click.echo(line)
     if not result.ok:

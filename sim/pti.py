@@ -4,7 +4,8 @@ Run it with `python -m sim.pti --port 5001` (or PTI_SIM_PORT). Each site keeps i
 seeded by default from the demo business: units pre-exist, vacant and unlocked; no users.
 
 Control endpoints (test-only, not PTI):
-- `GET /_sim/state`: `{"sites": {code: {"users": [...], "units": [...]}}, "calls": {counts}}`
+- `GET /_sim/state`: `{"sites": {code: {"users": [...], "units": [...], "access_levels": [...],
+  "time_zones": [...]}}, "calls": {counts}}`
 - `GET /_sim/units/<site>/<name>`: one unit as in the state (`{"name", "status", "locked", "user_id"}`), a light
   read for benchmarks that wait for one lock
 - `GET /_sim/calls`: every recorded call (operation, site, targets, start/end monotonic times, status, fault)
@@ -13,6 +14,9 @@ Control endpoints (test-only, not PTI):
   "site", else every site without a profile of its own); keys left out are off. `retry_after_s` opens a window
   from now during which the scope answers 429 with the remaining Retry-After to every call.
 - `POST /_sim/expire-tokens` (`{site?}`): every session token is forgotten, so the next call gets -2.
+- `POST /_sim/lists`: `{"site", "access_levels"?: [{"id", "name"}], "time_zones"?: [...]}` replaces the site's
+  lists (a key left out keeps its list) and answers the site's lists. Entries are stored as given, so a test can
+  make PTI answer a malformed list; users already holding a level or zone dropped from a list keep it.
 - `POST /_sim/reset`: state back to the seed, faults off, tokens and call log cleared.
 """
 
@@ -304,11 +308,34 @@ class PtiSimulator:
             with site.lock:
                 held = site.units_by_user()
                 sites[code] = {"users": [site.user_json(u, held) for u in site.users.values()],
-                               "units": [dict(u) for u in site.units.values()]}
+                               "units": [dict(u) for u in site.units.values()],
+                               "access_levels": copy.deepcopy(site.access_levels),
+                               "time_zones": copy.deepcopy(site.time_zones)}
         with self._lock:
             calls = {key: self.counts[key] for key in ("total", "reads", "writes", "logins", "rate_limited", "early")}
             calls.update(by_operation=dict(self.by_operation), by_site=dict(self.by_site))
         return {"sites": sites, "calls": calls}
+
+    def set_lists(self, config: dict) -> dict:
+        """Replace a site's access levels and/or time zones (test control); entries are stored as given."""
+        if not isinstance(config, dict):
+            raise ValueError("a JSON object is required")
+        unknown = set(config) - {"site", "access_levels", "time_zones"}
+        if unknown:
+            raise ValueError(f"unknown keys: {sorted(unknown)}")
+        code = config.get("site")
+        site = self.sites.get(code) if isinstance(code, str) else None
+        if site is None:
+            raise LookupError(f"no site {code!r}")
+        for key in ("access_levels", "time_zones"):
+            if key in config and not isinstance(config[key], list):
+                raise ValueError(f"{key} must be a list")
+        with site.lock:
+            if "access_levels" in config:
+                site.access_levels = copy.deepcopy(config["access_levels"])
+            if "time_zones" in config:
+                site.time_zones = copy.deepcopy(config["time_zones"])
+            return {"access_levels": copy.deepcopy(site.access_levels), "time_zones": copy.deepcopy(site.time_zones)}
 
     def calls_json(self) -> list[dict]:
         with self._lock:
@@ -335,10 +362,18 @@ def _check_user_fields(site: Site, values: dict, user_id: str | None) -> None:
             raise Rejected(BAD_VALUE, "access code must be an integer from 1 to 4294967295")
         if any(u["access_code"] == code and u["id"] != user_id for u in site.users.values()):
             raise Rejected(DUPLICATE_CODE, "access code already in use")
-    if "access_level" in values and values["access_level"] not in {a["id"] for a in site.access_levels}:
-        raise Rejected(BAD_VALUE, "unknown access level")
-    if "time_zone" in values and values["time_zone"] not in {z["id"] for z in site.time_zones}:
-        raise Rejected(BAD_VALUE, "unknown time zone")
+    for key, noun, listed in (("access_level", "access level", site.access_levels),
+                              ("time_zone", "time zone", site.time_zones)):
+        if key in values and not _is_listed(values[key], listed):
+            known = ", ".join(str(e["id"]) for e in listed if isinstance(e, dict) and "id" in e) or "none"
+            raise Rejected(BAD_VALUE, f"unknown {noun} {values[key]!r} (this site has: {known})")
+
+
+def _is_listed(value: object, listed: list) -> bool:
+    """Whether `value` is the integer id of an entry of the site's list (never a bool or a text like "24 Hours")."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return any(isinstance(e, dict) and not isinstance(e.get("id"), bool) and e.get("id") == value for e in listed)
 
 
 def op_login(site: Site, call: dict) -> dict:
@@ -522,6 +557,15 @@ def create_app(pti_sites: dict | None = None, *, token_ttl_s: float = DEFAULT_TO
         try:
             return jsonify(sim.set_faults(request.get_json(force=True) or {}))
         except (ValueError, TypeError) as exc:
+            return jsonify({"error": str(exc)}), 400
+
+    @app.post("/_sim/lists")
+    def sim_set_lists():
+        try:
+            return jsonify(sim.set_lists(request.get_json(silent=True) or {}))
+        except LookupError as exc:
+            return jsonify({"error": str(exc)}), 404
+        except ValueError as exc:
             return jsonify({"error": str(exc)}), 400
 
     @app.post("/_sim/expire-tokens")

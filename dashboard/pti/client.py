@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -36,6 +36,8 @@ from dashboard.sync.model import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T", AccessLevel, TimeZone)
 
 DEFAULT_CONNECT_TIMEOUT = 3.0  # seconds
 DEFAULT_READ_TIMEOUT = 10.0  # seconds
@@ -125,6 +127,44 @@ def _user(data: dict) -> PtiUser:
         marker=data.get("marker") or None,
         units=tuple(data.get("units") or ()),
     )
+
+
+def _catalogue(data: Any, kind: Callable[[int, str], T], *, operation: str, noun: str) -> list[T]:
+    """Read PTI's list of access levels or time zones; anything else is a PtiPermanentError saying what is wrong."""
+
+    def unreadable(problem: str) -> PtiPermanentError:
+        return PtiPermanentError("pti_rejected", operation=operation, http_status=200,
+                                 detail=f"PTI's list of {noun}s could not be read: {problem}.")
+
+    if data is None:
+        raise unreadable("the answer holds no data")
+    if not isinstance(data, list):
+        raise unreadable(f"it is {_shown(data)}, not a list")
+    items: list[T] = []
+    seen: set[int] = set()
+    for position, entry in enumerate(data, 1):
+        if not isinstance(entry, dict):
+            raise unreadable(f"entry {position} is {_shown(entry)}, not an object")
+        ident, name = entry.get("id"), entry.get("name")
+        if ident is None:
+            raise unreadable(f"entry {position} has no id")
+        if isinstance(ident, bool) or not isinstance(ident, int):
+            raise unreadable(f"entry {position} has the id {_shown(ident)}, not a whole number")
+        if name is None:
+            raise unreadable(f"{noun} {ident} has no name")
+        if not isinstance(name, str):
+            raise unreadable(f"{noun} {ident} has the name {_shown(name)}, not text")
+        if ident in seen:
+            raise unreadable(f"{noun} {ident} is listed twice")
+        seen.add(ident)
+        items.append(kind(ident, name))
+    return items
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value from a catalogue answer, short enough for an error line (catalogues hold no secrets)."""
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"
 
 
 def _opt_int(value: Any) -> int | None:
@@ -317,11 +357,16 @@ class PtiClient:
     # --- catalogues --------------------------------------------------------------------------------------
 
     def list_access_levels(self) -> list[AccessLevel]:
-        return [AccessLevel(int(a["id"]), a["name"]) for a in self._call("list_access_levels", "GET",
-                                                                            "/access-levels")]
+        """The site's access levels (area × schedule), in PTI's order. An answer that is not a list of
+        `{"id": int, "name": str}` with distinct ids raises PtiPermanentError("pti_rejected") with a `detail`."""
+        data = self._call("list_access_levels", "GET", "/access-levels")
+        return _catalogue(data, AccessLevel, operation="list_access_levels", noun="access level")
 
     def list_time_zones(self) -> list[TimeZone]:
-        return [TimeZone(int(z["id"]), z["name"]) for z in self._call("list_time_zones", "GET", "/time-zones")]
+        """The site's time zones (numbered access-hours profiles, e.g. 1 "24 hours"), in PTI's order; a malformed
+        answer raises like list_access_levels."""
+        data = self._call("list_time_zones", "GET", "/time-zones")
+        return _catalogue(data, TimeZone, operation="list_time_zones", noun="time zone")
 
     # --- users -------------------------------------------------------------------------------------------
 

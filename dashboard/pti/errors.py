@@ -13,19 +13,22 @@ class PtiError(Exception):
     """A failed PTI call. `reason` is a key of dashboard.sync.errors.CATALOGUE.
 
     `uncertain` is True when PTI may have applied the write although we saw no answer (read time-out after the
-    request was sent, dropped connection, 5xx): look the user up before creating it again.
+    request was sent, dropped connection, 5xx): look the user up before creating it again. `detail` says in
+    plain words what was wrong with an answer the client could not read (never a credential or an access code).
     """
 
     retryable = False
 
     def __init__(self, reason: str, *, operation: str, result_code: int | None = None,
-                 http_status: int | None = None, target: str | None = None, uncertain: bool = False) -> None:
+                 http_status: int | None = None, target: str | None = None, uncertain: bool = False,
+                 detail: str | None = None) -> None:
         self.reason = reason
         self.operation = operation
         self.result_code = result_code
         self.http_status = http_status
         self.target = target  # a unit name or PTI user id: never an access code or a credential
         self.uncertain = uncertain
+        self.detail = detail
         entry = problem(reason)
         self.message = entry.message
         self.fix = entry.fix
@@ -33,6 +36,7 @@ class PtiError(Exception):
 
     def __str__(self) -> str:
         where = f" {self.target}" if self.target else ""
+        detail = f" {self.detail}" if self.detail else ""
         details = [f"reason={self.reason}"]
         if self.result_code is not None:
             details.append(f"result={self.result_code}")
@@ -40,12 +44,12 @@ class PtiError(Exception):
             details.append(f"http={self.http_status}")
         if self.uncertain:
             details.append("uncertain")
-        return f"PTI {self.operation}{where}: {self.message} ({', '.join(details)})"
+        return f"PTI {self.operation}{where}: {self.message}{detail} ({', '.join(details)})"
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(reason={self.reason!r}, operation={self.operation!r}, "
                 f"result_code={self.result_code!r}, http_status={self.http_status!r}, target={self.target!r}, "
-                f"uncertain={self.uncertain!r})")
+                f"uncertain={self.uncertain!r}, detail={self.detail!r})")
 
 
 class PtiRetryableError(PtiError):

@@ -45,6 +45,8 @@ class PtiUnit:
 
 @dataclass(frozen=True)
 class AccessLevel:
+    """A PTI access level: an access area × a time schedule. A user with none cannot get in."""
+
     id: int
     name: str
 

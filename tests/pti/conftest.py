@@ -55,6 +55,9 @@ class RespxBackend(Backend):
     def state(self) -> dict:
         return self.fake.state()
 
+    def lists(self, site: str = "NG01", **lists) -> None:
+        self.fake.set_lists(site, **lists)
+
     def count(self, operation: str = "total") -> int:
         return self.fake.counts[operation]
 
@@ -75,6 +78,9 @@ class SimBackend(Backend):
 
     def state(self) -> dict:
         return self.control.get("/_sim/state").json()["sites"]
+
+    def lists(self, site: str = "NG01", **lists) -> None:
+        self.control.post("/_sim/lists", json={"site": site, **lists}).raise_for_status()
 
     def count(self, operation: str = "total") -> int:
         calls = self.control.get("/_sim/state").json()["calls"]

@@ -63,7 +63,7 @@ class FakePti:
         self.sites = {
             code: {"cred": (s["site_key"], s["username"], s["password"]), "tokens": set(), "next": 1,
                    "units": {n: {"name": n, "status": "vacant", "locked": False, "user_id": None} for n in s["units"]},
-                   "users": {}, "levels": s["access_levels"], "zones": s["time_zones"]}
+                   "users": {}, "levels": list(s["access_levels"]), "zones": list(s["time_zones"])}
             for code, s in self.seed.items()}
         self.faults = {}
         self.counts.clear()
@@ -149,13 +149,18 @@ class FakePti:
         user = site["users"].get(q["uid"])
         return _ok(self._user(site, user)) if user else _fail(-404, "user")
 
+    @staticmethod
+    def _listed(value, entries) -> bool:
+        return type(value) is int and any(isinstance(e, dict) and type(e.get("id")) is int and e["id"] == value
+                                          for e in entries)
+
     def _invalid(self, site, values, uid):
         code = values.get("access_code")
         if "access_code" in values and not (isinstance(code, int) and 1 <= code <= 4294967295):
             return _fail(-4)
-        if "access_level" in values and values["access_level"] not in {a["id"] for a in site["levels"]}:
+        if "access_level" in values and not self._listed(values["access_level"], site["levels"]):
             return _fail(-4)
-        if "time_zone" in values and values["time_zone"] not in {z["id"] for z in site["zones"]}:
+        if "time_zone" in values and not self._listed(values["time_zone"], site["zones"]):
             return _fail(-4)
         if any(u["access_code"] == code and u["id"] != uid for u in site["users"].values()):
             return _fail(-5)
@@ -224,5 +229,13 @@ class FakePti:
     # --- the simulator's view, for the shared suite ------------------------------------------------------
 
     def state(self) -> dict:
-        return {code: {"users": [self._user(s, u) for u in s["users"].values()], "units": list(s["units"].values())}
+        return {code: {"users": [self._user(s, u) for u in s["users"].values()], "units": list(s["units"].values()),
+                       "access_levels": list(s["levels"]), "time_zones": list(s["zones"])}
                 for code, s in self.sites.items()}
+
+    def set_lists(self, site: str, access_levels=None, time_zones=None) -> None:
+        """Replace a site's lists as given (malformed entries too), like the simulator's POST /_sim/lists."""
+        if access_levels is not None:
+            self.sites[site]["levels"] = access_levels
+        if time_zones is not None:
+            self.sites[site]["zones"] = time_zones

@@ -144,6 +144,24 @@ def test_a_token_refused_again_after_relogin_is_rejected_not_looped():
     assert units.call_count == 2 and router.routes[0].call_count == 2
 
 
+@pytest.mark.parametrize("answer,problem", [
+    ({"result": 0}, "the answer holds no data"),
+    ({"result": 0, "data": {"id": 1, "name": "24 hours"}}, "it is {'id': 1, 'name': '24 hours'}, not a list"),
+    ({"result": 0, "data": "24 hours"}, "it is '24 hours', not a list"),
+    ({"result": 0, "data": [None]}, "entry 1 is null, not an object"),
+    ({"result": 0, "data": [{"id": 1, "name": "x" * 80}, {"id": "y" * 80}]},
+     "entry 2 has the id '" + "y" * 38 + "…, not a whole number"),
+])
+def test_a_time_zone_answer_that_is_no_list_is_rejected_with_a_plain_detail(answer, problem):
+    router = logged_in_router()
+    router.get("/time-zones").mock(return_value=httpx.Response(200, json=answer))
+    with routed(router) as client, pytest.raises(PtiPermanentError) as info:
+        client.list_time_zones()
+    assert (info.value.reason, info.value.operation, info.value.retryable) == ("pti_rejected", "list_time_zones",
+                                                                               False)
+    assert info.value.detail == f"PTI's list of time zones could not be read: {problem}."
+
+
 def test_an_unknown_negative_result_is_pti_rejected_with_its_code():
     router = logged_in_router()
     router.post("/units/A101/lock").mock(return_value=envelope(result=-77))

@@ -107,6 +107,51 @@ def test_access_levels_and_time_zones_are_listed(client):
     assert client.list_time_zones() == [TimeZone(1, "24 hours"), TimeZone(3, "Weekdays 7am-7pm")]
 
 
+def test_the_lists_are_what_pti_has_now_in_pti_order(pti, client):
+    pti.lists(access_levels=[{"id": 7, "name": "Office Only"}, {"id": 2, "name": "Business Hours Access"}],
+              time_zones=[])
+    assert client.list_access_levels() == [AccessLevel(7, "Office Only"), AccessLevel(2, "Business Hours Access")]
+    assert client.list_time_zones() == []
+    site = pti.state()["NG01"]
+    assert (site["access_levels"], site["time_zones"]) == ([{"id": 7, "name": "Office Only"},
+                                                            {"id": 2, "name": "Business Hours Access"}], [])
+
+
+def test_a_user_may_only_get_a_level_and_zone_from_the_site_lists_as_they_are_now(pti, client):
+    user = new_user(client)
+    pti.lists(access_levels=[{"id": 7, "name": "Office Only"}], time_zones=[{"id": 4, "name": "Nights"}])
+    assert permanent(client.update_user, user.id, access_level=1).result_code == -4
+    assert permanent(client.update_user, user.id, time_zone=1).result_code == -4
+    updated = client.update_user(user.id, access_level=7, time_zone=4)
+    assert (updated.access_level, updated.time_zone) == (7, 4)
+    assert permanent(new_user, client, code=500600, email="ben@example.com").reason == "pti_rejected"
+
+
+MALFORMED_ENTRIES = [
+    ([{"id": "24 Hours", "name": "24 hours"}], "entry 1 has the id '24 Hours', not a whole number"),
+    ([{"id": 1, "name": "ok"}, {"id": "2", "name": "two"}], "entry 2 has the id '2', not a whole number"),
+    ([{"id": 1.5, "name": "half"}], "entry 1 has the id 1.5, not a whole number"),
+    ([{"id": True, "name": "yes"}], "entry 1 has the id True, not a whole number"),
+    ([{"name": "no id"}], "entry 1 has no id"),
+    ([{"id": 1}], "{noun} 1 has no name"),
+    ([{"id": 1, "name": 24}], "{noun} 1 has the name 24, not text"),
+    (["All Hours Access"], "entry 1 is 'All Hours Access', not an object"),
+    ([{"id": 1, "name": "a"}, {"id": 1, "name": "b"}], "{noun} 1 is listed twice"),
+]
+
+
+@pytest.mark.parametrize("entries,problem", MALFORMED_ENTRIES)
+@pytest.mark.parametrize("key,noun,operation", [("access_levels", "access level", "list_access_levels"),
+                                                ("time_zones", "time zone", "list_time_zones")])
+def test_a_malformed_list_is_a_permanent_error_saying_what_is_wrong(pti, client, entries, problem, key, noun,
+                                                                     operation):
+    pti.lists(**{key: entries})
+    error = permanent(getattr(client, operation))
+    assert (error.reason, error.operation) == ("pti_rejected", operation)
+    assert error.detail == f"PTI's list of {noun}s could not be read: {problem.format(noun=noun)}."
+    assert error.detail in str(error)
+
+
 # --- users ---------------------------------------------------------------------------------------------------
 
 
@@ -141,7 +186,8 @@ def test_a_second_user_with_the_same_code_is_duplicate_access_code(client):
 
 
 @pytest.mark.parametrize("fields", [{"access_code": 0}, {"access_code": 4294967296}, {"access_level": 9},
-                                    {"time_zone": 2}])
+                                    {"time_zone": 2}, {"access_level": "24 Hours"}, {"access_level": "1"},
+                                    {"time_zone": True}, {"time_zone": None}])
 def test_values_pti_does_not_accept_are_rejected(client, fields):
     error = permanent(new_user, client, **fields)
     assert (error.reason, error.result_code) == ("pti_rejected", -4)

@@ -110,6 +110,82 @@ def test_unknown_fault_keys_are_refused(sim):
     assert answer.status_code == 400 and "error_rat" in answer.json()["error"]
 
 
+def test_state_lists_each_sites_access_levels_and_time_zones_as_seeded(sim):
+    site = sim.control.get("/_sim/state").json()["sites"]["RS02"]
+    assert set(site) == {"users", "units", "access_levels", "time_zones"}
+    assert (site["access_levels"], site["time_zones"]) == (NG["access_levels"], NG["time_zones"])
+
+
+def test_the_lists_control_replaces_one_sites_lists_until_a_reset(sim):
+    levels = [{"id": 5, "name": "Gate only"}]
+    answer = sim.control.post("/_sim/lists", json={"site": "NG01", "access_levels": levels})
+    assert answer.json() == {"access_levels": levels, "time_zones": NG["time_zones"]}  # left out: kept
+    state = sim.state()
+    assert (state["NG01"]["access_levels"], state["RS02"]["access_levels"]) == (levels, NG["access_levels"])
+    with sim.client() as client:
+        assert [a.id for a in client.list_access_levels()] == [5]
+    sim.control.post("/_sim/reset").raise_for_status()
+    assert sim.state()["NG01"]["access_levels"] == NG["access_levels"]
+
+
+@pytest.mark.parametrize("body,status,error", [
+    ({"site": "XX99", "time_zones": []}, 404, "no site 'XX99'"),
+    ({"access_levels": []}, 404, "no site None"),
+    ({"site": "NG01", "time_zones": {"id": 1}}, 400, "time_zones must be a list"),
+    ({"site": "NG01", "zones": []}, 400, "unknown keys: ['zones']"),
+    ([{"id": 1}], 400, "a JSON object is required"),
+])
+def test_the_lists_control_refuses_what_it_cannot_apply(sim, body, status, error):
+    answer = sim.control.post("/_sim/lists", json=body)
+    assert (answer.status_code, answer.json()["error"]) == (status, error)
+    assert sim.state()["NG01"]["time_zones"] == NG["time_zones"]
+
+
+def test_a_user_with_a_level_or_zone_the_site_does_not_list_is_refused_naming_the_known_ids(sim):
+    headers = login(sim)
+    assert create(sim, headers, access_level=3).json() == {
+        "result": -4, "message": "unknown access level 3 (this site has: 1, 2)"}
+    assert create(sim, headers, time_zone="24 Hours").json() == {
+        "result": -4, "message": "unknown time zone '24 Hours' (this site has: 1, 3)"}
+    user = create(sim, headers).json()["data"]
+    answer = sim.control.patch(f"/api/v1/users/{user['id']}", json={"time_zone": 2}, headers=headers)
+    assert answer.json()["result"] == -4
+    assert sim.state()["NG01"]["users"][0]["time_zone"] == 1
+
+
+def test_a_malformed_list_entry_does_not_break_the_users_checks(sim):
+    sim.lists(access_levels=[{"name": "no id"}, "junk", {"id": True, "name": "yes"}, {"id": 2, "name": "ok"}],
+              time_zones=[[1]])
+    headers = login(sim)
+    assert create(sim, headers, access_level=1).json() == {
+        "result": -4, "message": "unknown access level 1 (this site has: True, 2)"}
+    assert create(sim, headers, access_level=2).json()["message"] == "unknown time zone 1 (this site has: none)"
+
+
+def test_a_level_dropped_from_the_list_stays_on_the_users_holding_it(sim):
+    headers = login(sim)
+    user = create(sim, headers, access_level=2).json()["data"]
+    sim.lists(access_levels=[{"id": 1, "name": "All Hours Access"}])
+    assert sim.state()["NG01"]["users"][0]["access_level"] == 2
+    renamed = sim.control.patch(f"/api/v1/users/{user['id']}", json={"first_name": "Eva"}, headers=headers)
+    assert renamed.json()["result"] == 0
+
+
+def test_the_demo_business_uses_only_levels_and_zones_its_pti_sites_list():
+    from sim.demo_data import build_demo_business
+
+    biz = build_demo_business("http://pti.invalid")
+    for sg_site in biz.sites:
+        pti_site = biz.pti_sites[sg_site["customFields"]["pti_site_code"]]
+        levels = {a["id"] for a in pti_site["access_levels"]}
+        zones = {z["id"] for z in pti_site["time_zones"]}
+        customers = {r["ownerId"] for r in biz.unit_rentals if r["siteId"] == sg_site["id"]}
+        fields = [sg_site["customFields"]] + [u["customFields"] for u in biz.users if u["id"] in customers]
+        assert {f["pti_access_level"] for f in fields if "pti_access_level" in f} <= levels
+        assert {f["pti_zone"] for f in fields if "pti_zone" in f} <= zones
+        assert sg_site["customFields"]["pti_access_level"] in levels and sg_site["customFields"]["pti_zone"] in zones
+
+
 # --- PTI's rules -----------------------------------------------------------------------------------------------
 
 
