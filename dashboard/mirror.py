@@ -36,6 +36,19 @@ def _int_or_none(value) -> int | None:
         return None
 
 
+def _localised(value) -> str | None:
+    """A Storeganise localised text (`{"en": "Northgate"}`): English, else the first non-empty value."""
+    if isinstance(value, dict):
+        return value.get("en") or next((v for v in value.values() if isinstance(v, str) and v), None)
+    return value or None
+
+
+def _pti_id(value) -> str | None:
+    """The unit's PTI Unit Name (add-on code `pti_id`); empty or `NONE` (the unit switched off) is none."""
+    name = str(value).strip() if value is not None else ""
+    return name if name and name.upper() != "NONE" else None
+
+
 def _by_sg_id(model, sg_id: str):
     return db.session.scalar(select(model).where(model.sg_id == sg_id))
 
@@ -59,7 +72,7 @@ def upsert_site(data: dict) -> tuple[Site, bool]:
     changed = _assign(
         site,
         code=data.get("code") or data["id"],
-        title=data.get("title") or data.get("code") or data["id"],
+        title=_localised(data.get("title")) or data.get("code") or data["id"],
         pti_base_url=fields.get("pti_base_url") or None,
         pti_site_code=fields.get("pti_site_code") or None,
         default_access_level=_int_or_none(fields.get("pti_access_level")),
@@ -83,7 +96,7 @@ def upsert_unit(data: dict, site: Site) -> tuple[Unit, bool]:
     fields = data.get("customFields") or {}
     changed = _assign(unit, site_id=site.id, name=data.get("name") or data["id"],
                       state=data.get("state") or "available",
-                      pti_unit_name=(fields.get("pti_unit_name") or None))
+                      pti_unit_name=_pti_id(fields.get("pti_id")))
     return unit, created or changed
 
 

@@ -52,8 +52,9 @@ class Hooks:
     sent: int = 0
 
     def body(self, record: dict) -> bytes:
-        event = {k: record[k] for k in ("id", "type", "created", "data")}
-        return compact_json({**event, "apiUrl": self.sim.api_url})
+        """The body the simulator sent: addonId and apiUrl only when it plays an add-on."""
+        return compact_json({k: record[k] for k in ("id", "type", "created", "data", "apiUrl", "addonId")
+                             if k in record})
 
     def post(self, body: bytes, signature: str | None = ...):
         headers = {"Content-Type": "application/json"}
@@ -94,3 +95,13 @@ def queued_jobs(func_name: str | None = None) -> list[tuple[str, object]]:
 def reconcile_requests() -> list[tuple[str, int, str]]:
     """(queue, account id, trigger) of every reconcile the product asked for and no worker ran yet."""
     return [(queue, *job.args) for queue, job in queued_jobs(RECONCILE_JOB)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_filter_warnings():
+    """The client warns once per process about a filter Storeganise ignores; each test starts unwarned."""
+    from dashboard.storeganise import client as sg_client
+
+    sg_client._WARNED_IGNORED.clear()
+    yield
+    sg_client._WARNED_IGNORED.clear()
