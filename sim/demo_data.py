@@ -1,7 +1,10 @@
 """The demo business: one deterministic data set that both simulators and the product's seed are built from.
 
-Storeganise records are in the Admin API's own shape (camelCase, customFields); PTI sites list the units,
-access levels and time zones PTI already has before the product touches it. Same seed, same data, every run.
+Storeganise records are in the Admin API's own shape (docs/storeganise.md, "Shapes"): camelCase, `customFields`
+holding values of the type each field was created with, a site's `title` localised (`{"en": ...}`), `created` /
+`updated` timestamps (ms, Z), a user's `overdue` a timestamp or null and a rental's a flag. Custom-field codes are
+the official PTI add-on's (`pti_id` on units). PTI sites list the units, access levels and time zones PTI already
+has before the product touches it. Same seed, same data, every run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from dataclasses import dataclass, field
 
 DEMO_SEED = 20231
 DEMO_CREATED = "2023-06-01T09:00:00.000Z"
+DEMO_OVERDUE_SINCE = "2023-09-01T13:00:00.000Z"  # when the nightly run marked the demo's overdue customers
+UNIT_FIELD = "pti_id"  # the official PTI add-on's unit field ("PTI Unit Name"); "NONE" switches a unit off
+UNIT_OFF = "NONE"
 
 ACCESS_LEVELS = [(1, "All Hours Access"), (2, "Business Hours Access"), (3, "Office Only")]
 TIME_ZONES = [(1, "24 hours"), (2, "Business hours 6am-10pm"), (3, "Weekdays 7am-7pm")]
@@ -65,12 +71,17 @@ def object_id(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()[:24]
 
 
+DEMO_ADDON_ID = object_id("addon:pti")  # the PTI add-on installed on the demo business
+
+
 @dataclass
 class DemoBusiness:
     sites: list[dict] = field(default_factory=list)
     units: list[dict] = field(default_factory=list)
     users: list[dict] = field(default_factory=list)
     unit_rentals: list[dict] = field(default_factory=list)
+    # The PTI add-on's settings (`GET addons/{id}`): per-site PTI settings keyed by Storeganise site id (our guess).
+    addon: dict = field(default_factory=dict)
     # PTI's side: site code -> {"site_key", "username", "password", "units", "access_levels", "time_zones"}
     pti_sites: dict[str, dict] = field(default_factory=dict)
 
@@ -115,23 +126,29 @@ def build_demo_business(pti_base_url: str, sites: list[DemoSite] | None = None,
     people = [(f, last) for last in LAST_NAMES for f in FIRST_NAMES]
     rng.shuffle(people)
     person_index = 0
+    biz.addon = {"id": DEMO_ADDON_ID, "customFields": {}}
 
     for site in sites or DEMO_SITES:
         site_id = object_id(f"site:{site.key}")
+        connection = {
+            "pti_base_url": pti_base_url,
+            "pti_site_code": site.pti_site_code,
+            "pti_site_key": site.pti_site_key,
+            "pti_username": site.pti_username,
+            "pti_password": site.storeganise_password,
+        }
+        # Older set-ups keep the PTI credentials in site custom fields (what the product reads today); the newer
+        # add-on keeps them in its own settings. The demo holds both, equal.
         biz.sites.append({
             "id": site_id,
             "code": site.code,
-            "title": site.title,
-            "customFields": {
-                "pti_base_url": pti_base_url,
-                "pti_site_code": site.pti_site_code,
-                "pti_site_key": site.pti_site_key,
-                "pti_username": site.pti_username,
-                "pti_password": site.storeganise_password,
-                "pti_zone": site.default_zone,
-                "pti_access_level": site.default_access_level,
-            },
+            "title": {"en": site.title},
+            "created": DEMO_CREATED,
+            "updated": DEMO_CREATED,
+            "customFields": {**connection, "pti_zone": site.default_zone,
+                             "pti_access_level": site.default_access_level},
         })
+        biz.addon["customFields"][site_id] = dict(connection)
         names = _unit_names(site)
         biz.pti_sites[site.pti_site_code] = {
             "site_key": site.pti_site_key,
@@ -146,15 +163,16 @@ def build_demo_business(pti_base_url: str, sites: list[DemoSite] | None = None,
             site_units.append(_unit(site_id, name, name))
         for name in REJECTED_NAMES.get(site.key, ()):
             site_units.append(_unit(site_id, name.replace(" ", "-"), name))
-        for n in range(1, UNMAPPED_COUNT + 1):
-            site_units.append(_unit(site_id, f"PARK{n}", None))
+        for n in range(1, UNMAPPED_COUNT + 1):  # the last one is switched off by hand (pti_id "NONE")
+            site_units.append(_unit(site_id, f"PARK{n}", UNIT_OFF if n == UNMAPPED_COUNT else None))
         biz.units.extend(site_units)
 
         # Rent units: rejected-name units are always rented (so their errors show), plus one parking bay.
         rejected = REJECTED_NAMES.get(site.key, ())
-        rentable = [u for u in site_units if u["customFields"].get("pti_unit_name") in rejected]
+        rentable = [u for u in site_units if u["customFields"].get(UNIT_FIELD) in rejected]
         rentable += [site_units[-1]]
-        regular = [u for u in site_units if u not in rentable and u["customFields"].get("pti_unit_name")]
+        regular = [u for u in site_units
+                   if u not in rentable and u["customFields"].get(UNIT_FIELD) not in (None, "", UNIT_OFF)]
         rentable += rng.sample(regular, site.rented_units - len(rentable))
         rng.shuffle(rentable)
 
@@ -185,14 +203,14 @@ def build_demo_business(pti_base_url: str, sites: list[DemoSite] | None = None,
                     "startDate": "2023-06-01",
                     "created": DEMO_CREATED,
                     "updated": DEMO_CREATED,
-                    "customFields": {"pti_synced": None, "pti_overlocked": overdue},
+                    "customFields": {"pti_overlocked": overdue},
                 })
             biz.users.append({
                 "id": user_id,
                 "email": f"{first}.{last}{person_index}@example.com".lower(),
                 "firstName": first,
                 "lastName": last,
-                "overdue": owner_overdue,
+                "overdue": DEMO_OVERDUE_SINCE if owner_overdue else None,
                 "created": DEMO_CREATED,
                 "updated": DEMO_CREATED,
                 "customFields": custom,
@@ -201,8 +219,8 @@ def build_demo_business(pti_base_url: str, sites: list[DemoSite] | None = None,
     return biz
 
 
-def _unit(site_id: str, name: str, pti_unit_name: str | None) -> dict:
-    custom = {"pti_unit_name": pti_unit_name} if pti_unit_name else {}
+def _unit(site_id: str, name: str, pti_id: str | None) -> dict:
+    custom = {UNIT_FIELD: pti_id} if pti_id else {}
     return {
         "id": object_id(f"unit:{site_id}:{name}"),
         "siteId": site_id,

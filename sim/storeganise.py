@@ -1,6 +1,9 @@
 """Storeganise simulator: the Admin API subset the product uses, plus signed webhooks and control endpoints.
 
-Seeded from the demo business; control calls (`/_sim/move-in`, `/_sim/overdue`...) play what staff and the
+Records are in the shapes real Storeganise sends (docs/storeganise.md, "Shapes"): localised site titles,
+`created`/`updated` timestamps that move on every change, a user's `overdue` a timestamp or null, custom-field
+values stored as sent (the type the field was created with, or whatever staff typed). Seeded from the demo
+business; control calls (`/_sim/move-in`, `/_sim/overdue`...) play what staff and the
 nightly overdue run do in Storeganise, and each sends the webhook real Storeganise would send. Deliveries run on
 a background thread so control calls answer at once. Run it with `python -m sim.storeganise --port 5002`.
 """
@@ -24,7 +27,7 @@ import httpx
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from dashboard.storeganise.webhooks import SIGNATURE_HEADER, compact_json, sign
-from sim.demo_data import build_demo_business, sites_from_env
+from sim.demo_data import DEMO_ADDON_ID, build_demo_business, sites_from_env
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 ACTIVE_STATES = frozenset({"reserved", "occupied"})
 EXTENSION = "storeganise_sim"
+# List filters the simulator can be told to ignore (`/_sim/config` `ignore_filters`), to play a Storeganise that
+# does not support a filter we assume it does: the records come back unfiltered.
+IGNORABLE_FILTERS = frozenset({"units.siteId", "units.updatedAfter", "users.ids", "users.updatedAfter",
+                               "unitRentals.siteId", "unitRentals.updatedAfter"})
 
 
 class SimError(Exception):
@@ -76,12 +83,14 @@ class StoreganiseSim:
     """The simulated business: records, jobs, API writes and the webhook outbox, behind one lock."""
 
     def __init__(self, *, pti_base_url: str, webhook_url: str | None, webhook_secret: str, api_key: str,
-                 deliver: bool) -> None:
+                 deliver: bool, addon_id: str | None = None) -> None:
         self.pti_base_url = pti_base_url
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
         self.api_key = api_key
         self.deliver = deliver
+        self.addon_id = addon_id  # set: webhooks carry addonId and apiUrl, as an add-on's do
+        self.ignore_filters: set[str] = set()
         self.api_url = f"http://127.0.0.1:{DEFAULT_PORT}{API_PREFIX}"  # replaced by the address actually called
         self.faults = {"error_rate": 0.0, "error_status": 503, "latency_ms": 0}
         self._random = random.Random()
@@ -102,6 +111,7 @@ class StoreganiseSim:
             self.units = {u["id"]: copy.deepcopy(u) for u in biz.units}
             self.users = {u["id"]: copy.deepcopy(u) for u in biz.users}
             self.rentals = {r["id"]: copy.deepcopy(r) for r in biz.unit_rentals}
+            self.addon = {**copy.deepcopy(biz.addon), "id": self.addon_id or DEMO_ADDON_ID}
             self.jobs: dict[str, dict] = {}
             self.webhooks: list[dict] = []
             self.writes: list[dict] = []
@@ -116,6 +126,7 @@ class StoreganiseSim:
                 "units": list(self.units.values()),
                 "users": list(self.users.values()),
                 "unitRentals": list(self.rentals.values()),
+                "addon": self.addon,
                 "jobs": list(self.jobs.values()),
                 "tasks": [j for j in self.jobs.values() if j["type"] == "task"],
                 "webhooks": self.webhooks,
@@ -124,7 +135,8 @@ class StoreganiseSim:
             })
 
     def config(self) -> dict:
-        return {"webhook_url": self.webhook_url, "deliver": self.deliver, "faults": dict(self.faults)}
+        return {"webhook_url": self.webhook_url, "deliver": self.deliver, "faults": dict(self.faults),
+                "addon_id": self.addon_id, "ignore_filters": sorted(self.ignore_filters)}
 
     def table(self, entity: str) -> dict[str, dict]:
         return {"site": self.sites, "unit": self.units, "user": self.users, "unitRental": self.rentals}[entity]
@@ -141,11 +153,15 @@ class StoreganiseSim:
         record["updated"] = self._clock.now()
 
     def _refresh_owner_overdue(self, user_id: str) -> None:
+        """A user's `overdue` is a timestamp (since when) while any active rental of theirs is overdue, else null."""
         user = self.users[user_id]
         overdue = any(r["overdue"] for r in self.rentals.values()
                       if r["ownerId"] == user_id and r["state"] in ACTIVE_STATES)
-        if user["overdue"] != overdue:
-            user["overdue"] = overdue
+        if overdue and not user.get("overdue"):
+            user["overdue"] = self._clock.now()
+            self._touch(user)
+        elif not overdue and user.get("overdue") is not None:
+            user["overdue"] = None
             self._touch(user)
 
     def _job(self, job_type: str, owner_id: str | None, data: dict, state: str = "completed") -> dict:
@@ -159,7 +175,7 @@ class StoreganiseSim:
         now = self._clock.now()
         rental = {"id": _new_id(), "unitId": unit["id"], "siteId": unit["siteId"], "ownerId": owner_id,
                   "state": "occupied", "overdue": overdue, "startDate": now[:10], "created": now, "updated": now,
-                  "customFields": {"pti_synced": None, "pti_overlocked": False}}
+                  "customFields": {"pti_overlocked": False}}
         self.rentals[rental["id"]] = rental
         unit["state"] = "occupied"
         self._touch(unit)
@@ -186,14 +202,29 @@ class StoreganiseSim:
             raise SimError(f"Unit {unit['name']} ({unit_id}) is not available: it is {unit['state']}.")
         return unit
 
-    def set_custom_fields(self, entity: str, record: dict, fields: dict) -> list[str]:
-        """Apply a partial custom-field update; the changed keys as Storeganise names them."""
+    def set_custom_fields(self, entity: str, record: dict, fields: dict, title: Any = None) -> list[str]:
+        """Apply a partial update; the changed keys as Storeganise names them (`customFields.pti_synced`).
+
+        Values are stored exactly as sent (a boolean, a number, a string staff typed, ""); null deletes the key.
+        A change moves `updated` and sends `<entity>.updated`, except for sites: Storeganise sends no site webhook.
+        """
         custom = record.setdefault("customFields", {})
-        changed = [f"customFields.{k}" for k, v in fields.items() if k not in custom or custom[k] != v]
-        custom.update(copy.deepcopy(fields))
+        changed = []
+        for key, value in fields.items():
+            if value is None:
+                if key in custom:
+                    del custom[key]
+                    changed.append(f"customFields.{key}")
+            elif key not in custom or custom[key] != value or type(custom[key]) is not type(value):
+                custom[key] = copy.deepcopy(value)
+                changed.append(f"customFields.{key}")
+        if title is not None and record.get("title") != title:
+            record["title"] = copy.deepcopy(title)
+            changed.append("title")
         if changed:
             self._touch(record)
-            self._emit(f"{entity}.updated", {f"{entity}Id": record["id"], "changedKeys": changed})
+            if entity != "site":
+                self._emit(f"{entity}.updated", {f"{entity}Id": record["id"], "changedKeys": changed})
         return changed
 
     # --- what staff and Storeganise do (control endpoints) ----------------------------------------------------
@@ -209,7 +240,7 @@ class StoreganiseSim:
                     raise SimError("firstName and lastName are required for a new customer.")
                 now = self._clock.now()
                 user = {"id": _new_id(), "email": email.strip(), "firstName": first_name, "lastName": last_name,
-                        "overdue": False, "created": now, "updated": now, "customFields": {}}
+                        "overdue": None, "created": now, "updated": now, "customFields": {}}
                 self.users[user["id"]] = user
             rental = self._rental(unit, user["id"])
             job = self._job("unit_moveIn", user["id"],
@@ -260,14 +291,27 @@ class StoreganiseSim:
             self._emit(f"unitRental.{kind}", {"unitRentalId": rental["id"]})
             return {"userId": rental["ownerId"], "unitRentalId": rental["id"], "overdue": overdue}
 
-    def edit(self, entity: Any, record_id: Any, fields: Any) -> dict:
-        if entity not in ("unitRental", "user", "unit"):
-            raise SimError('entity must be "unitRental", "user" or "unit".')
-        if not isinstance(fields, dict) or not fields:
+    def edit(self, entity: Any, record_id: Any, fields: Any = None, title: Any = None) -> dict:
+        """What staff do in Storeganise's UI (or a CSV update): custom fields set to any JSON value, as typed.
+
+        Sites also take a `title` (a string is stored as `{"en": title}`). Null deletes a custom field.
+        """
+        if entity not in ("site", "unitRental", "user", "unit"):
+            raise SimError('entity must be "site", "unitRental", "user" or "unit".')
+        if fields is None and title is None:
+            raise SimError("Send customFields (an object) or, for a site, title.")
+        if fields is not None and (not isinstance(fields, dict) or not fields):
             raise SimError("customFields must be a non-empty object.")
+        if title is not None:
+            if entity != "site":
+                raise SimError("Only a site's title can be edited here.")
+            if isinstance(title, str):
+                title = {"en": title}
+            if not (isinstance(title, dict) and title and all(isinstance(v, str) for v in title.values())):
+                raise SimError('title must be a string or a localised object like {"en": "Northgate"}.')
         with self.lock:
             record = self.find(entity, record_id, field="id")
-            changed = self.set_custom_fields(entity, record, fields)
+            changed = self.set_custom_fields(entity, record, fields or {}, title=title)
             return {f"{entity}Id": record["id"], "changedKeys": changed}
 
     # --- what the product does through the Admin API ----------------------------------------------------------
@@ -298,10 +342,10 @@ class StoreganiseSim:
 
     def _emit(self, event_type: str, data: dict) -> None:
         """Record a webhook and queue it for the delivery thread (called with the lock held)."""
-        event = {"id": _new_id(), "type": event_type, "created": self._clock.now(), "data": data,
-                 "apiUrl": self.api_url}
-        record = {**{k: copy.deepcopy(v) for k, v in event.items() if k != "apiUrl"},
-                  "status": "pending", "attempts": 0, "responseStatus": None, "error": None}
+        event = {"id": _new_id(), "type": event_type, "created": self._clock.now(), "data": data}
+        if self.addon_id:  # an add-on's webhooks say which add-on and where to call back
+            event.update(apiUrl=self.api_url, addonId=self.addon_id)
+        record = {**copy.deepcopy(event), "status": "pending", "attempts": 0, "responseStatus": None, "error": None}
         self.webhooks.append(record)
         self._bodies[record["id"]] = compact_json(event)
         self._outbox.append(record)
@@ -309,7 +353,7 @@ class StoreganiseSim:
         self.lock.notify_all()
 
     def configure(self, *, webhook_url: Any = ..., deliver: Any = ..., webhook_secret: Any = ...,
-                  faults: Any = ..., drop_pending: Any = ...) -> dict:
+                  faults: Any = ..., drop_pending: Any = ..., addon_id: Any = ..., ignore_filters: Any = ...) -> dict:
         if webhook_url is not ... and webhook_url is not None and not isinstance(webhook_url, str):
             raise SimError("webhook_url must be a URL or null.")
         if deliver is not ... and not isinstance(deliver, bool):
@@ -320,7 +364,17 @@ class StoreganiseSim:
             faults = _check_faults(faults)
         if drop_pending is not ... and not isinstance(drop_pending, bool):
             raise SimError("drop_pending must be true or false.")
+        if addon_id is not ... and addon_id is not None and not (isinstance(addon_id, str) and addon_id):
+            raise SimError("addon_id must be a non-empty string or null.")
+        if ignore_filters is not ... and not (isinstance(ignore_filters, list)
+                                              and set(ignore_filters) <= IGNORABLE_FILTERS):
+            raise SimError(f"ignore_filters must be a list of: {', '.join(sorted(IGNORABLE_FILTERS))}.")
         with self.lock:
+            if addon_id is not ...:
+                self.addon_id = addon_id
+                self.addon["id"] = addon_id or DEMO_ADDON_ID
+            if ignore_filters is not ...:
+                self.ignore_filters = set(ignore_filters)
             if webhook_url is not ...:
                 self.webhook_url = webhook_url
             if deliver is not ...:
@@ -445,9 +499,25 @@ def _includes() -> set[str]:
     return {part.strip() for part in request.args.get("include", "").split(",") if part.strip()}
 
 
-def _csv_arg(name: str) -> set[str] | None:
-    raw = request.args.get(name)
+def _arg(collection: str, name: str) -> str | None:
+    """A list filter's value; None when absent or when the simulator is told to ignore that filter."""
+    if f"{collection}.{name}" in _sim().ignore_filters:
+        return None
+    return request.args.get(name) or None
+
+
+def _csv_arg(name: str, collection: str | None = None) -> set[str] | None:
+    raw = _arg(collection, name) if collection else request.args.get(name)
     return {part for part in raw.split(",") if part} if raw else None
+
+
+def _after(collection: str) -> datetime | None:
+    raw = _arg(collection, "updatedAfter")
+    return _parse_time(raw) if raw else None
+
+
+def _updated_since(record: dict, after: datetime | None) -> bool:
+    return after is None or _parse_time(record["updated"]) > after
 
 
 EMBEDS = {"unitRental": (("unit", "unitId", "unit"), ("owner", "ownerId", "user"), ("site", "siteId", "site"))}
@@ -502,30 +572,32 @@ def list_sites():
 
 @api.get("/units")
 def list_units():
-    site_id, states = request.args.get("siteId"), _csv_arg("state")
-    return _list("unit", lambda r: (not site_id or r["siteId"] == site_id) and (not states or r["state"] in states))
+    site_id, states, after = _arg("units", "siteId"), _csv_arg("state"), _after("units")
+    return _list("unit", lambda r: (not site_id or r["siteId"] == site_id) and (not states or r["state"] in states)
+                 and _updated_since(r, after))
 
 
 @api.get("/users")
 def list_users():
-    ids, search = _csv_arg("ids"), request.args.get("search", "").strip().lower()
+    ids, search = _csv_arg("ids", "users"), request.args.get("search", "").strip().lower()
+    after = _after("users")
 
     def keep(user: dict) -> bool:
         text = f"{user['email']} {user['firstName']} {user['lastName']}".lower()
-        return (not ids or user["id"] in ids) and (not search or search in text)
+        return (not ids or user["id"] in ids) and (not search or search in text) and _updated_since(user, after)
     return _list("user", keep)
 
 
 @api.get("/unit-rentals")
 def list_unit_rentals():
-    states, ids = _csv_arg("state"), _csv_arg("ids")
-    filters = {k: request.args.get(k) for k in ("siteId", "ownerId", "unitId")}
-    after = _parse_time(request.args["updatedAfter"]) if request.args.get("updatedAfter") else None
+    states, ids, after = _csv_arg("state"), _csv_arg("ids"), _after("unitRentals")
+    filters = {"siteId": _arg("unitRentals", "siteId"), "ownerId": request.args.get("ownerId"),
+               "unitId": request.args.get("unitId")}
 
     def keep(rental: dict) -> bool:
         return (all(not v or rental[k] == v for k, v in filters.items())
                 and (not states or rental["state"] in states) and (not ids or rental["id"] in ids)
-                and (after is None or _parse_time(rental["updated"]) > after))
+                and _updated_since(rental, after))
     return _list("unitRental", keep)
 
 
@@ -547,6 +619,16 @@ def get_user(record_id):
 @api.get("/unit-rentals/<record_id>")
 def get_unit_rental(record_id):
     return _get("unitRental", record_id)
+
+
+@api.get("/addons/<record_id>")
+def get_addon(record_id):
+    """The add-on and its settings (`customFields`); the per-site layout of those settings is our guess."""
+    sim = _sim()
+    with sim.lock:
+        if record_id != sim.addon["id"]:
+            raise SimError(f"No addon with id {record_id!r}.", 404)
+        return jsonify(copy.deepcopy(sim.addon))
 
 
 @api.get("/jobs/<record_id>")
@@ -611,7 +693,7 @@ def overdue():
 @control.post("/edit")
 def edit():
     body = _body()
-    return jsonify(_sim().edit(body.get("entity"), body.get("id"), body.get("customFields")))
+    return jsonify(_sim().edit(body.get("entity"), body.get("id"), body.get("customFields"), body.get("title")))
 
 
 @control.get("/state")
@@ -630,7 +712,8 @@ def config():
     if request.method == "GET":
         return jsonify(_sim().config())
     body = _body()
-    unknown = set(body) - {"webhook_url", "deliver", "webhook_secret", "faults", "drop_pending"}
+    unknown = set(body) - {"webhook_url", "deliver", "webhook_secret", "faults", "drop_pending", "addon_id",
+                           "ignore_filters"}
     if unknown:
         raise SimError(f"Unknown settings: {', '.join(sorted(unknown))}.")
     return jsonify(_sim().configure(**body))
@@ -646,13 +729,13 @@ def _parse_time(value: str) -> datetime:
 
 def create_app(*, webhook_url: str | None = None, webhook_secret: str = DEMO_WEBHOOK_SECRET,
                api_key: str = DEMO_API_KEY, pti_base_url: str = DEFAULT_PTI_URL,
-               deliver_webhooks: bool = True) -> Flask:
+               deliver_webhooks: bool = True, addon_id: str | None = None) -> Flask:
     """The simulator as a WSGI app; `app.extensions["storeganise_sim"]` is its StoreganiseSim (call close())."""
     app = Flask(__name__)
     app.json.sort_keys = False
     app.extensions[EXTENSION] = StoreganiseSim(pti_base_url=pti_base_url, webhook_url=webhook_url,
                                                webhook_secret=webhook_secret, api_key=api_key,
-                                               deliver=deliver_webhooks)
+                                               deliver=deliver_webhooks, addon_id=addon_id)
     app.register_blueprint(api)
     app.register_blueprint(control)
 
@@ -678,11 +761,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-url", default=os.environ.get("SG_WEBHOOK_URL", DEFAULT_WEBHOOK_URL))
     parser.add_argument("--pti-url", default=os.environ.get("PTI_SIM_URL", DEFAULT_PTI_URL))
     parser.add_argument("--no-webhooks", action="store_true", help="record webhooks but do not send them")
+    parser.add_argument("--addon-id", default=os.environ.get("SG_ADDON_ID") or None,
+                        help="act as this add-on: webhooks carry addonId and apiUrl")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s storeganise-sim %(levelname)s %(message)s")
     app = create_app(webhook_url=args.webhook_url, pti_base_url=args.pti_url, deliver_webhooks=not args.no_webhooks,
                      webhook_secret=os.environ.get("SG_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET),
-                     api_key=os.environ.get("SG_API_KEY", DEMO_API_KEY))
+                     api_key=os.environ.get("SG_API_KEY", DEMO_API_KEY), addon_id=args.addon_id)
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
 
 

@@ -3,6 +3,11 @@
 Storeganise is the source of truth; this module only fetches its records (in the API's own shape: camelCase
 dicts with `customFields`) and writes our `pti_*` custom fields and staff-facing tasks back. It never logs,
 raises or reprs the API key.
+
+Some list filters we send are not in Storeganise's public documentation (docs/storeganise.md, "Assumptions"): the
+client never trusts one. Every record a filtered list returns is checked against what was asked (`siteId`, `id`,
+`updated`...); when records outside the filter come back, the filter was ignored: the outsiders are dropped, a
+warning is logged once, and for `users?ids=` the missing users are read one by one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ REASON_REJECTED = "storeganise_rejected"
 REASON_BAD_RESPONSE = "storeganise_bad_response"
 
 TASK_TARGET_TYPES = ("unit", "user", "addon")
+
+# (api_url, path, filter) already warned about: an ignored filter is logged once per process, not once per call.
+_WARNED_IGNORED: set[tuple[str, str, str]] = set()
 
 
 class StoreganiseError(Exception):
@@ -111,6 +119,7 @@ class StoreganiseClient:
         self.api_url = api_url.rstrip("/")
         self.max_attempts = max_attempts
         self.page_size = page_size
+        self.ignored_filters: set[tuple[str, str]] = set()  # (path, filter) Storeganise proved to ignore
         self._sleep = sleep
         self._jitter = jitter
         self._http = httpx.Client(
@@ -137,27 +146,63 @@ class StoreganiseClient:
     def list_sites(self) -> list[dict]:
         return self._list("sites", {})
 
-    def list_units(self, site_id: str | None = None) -> list[dict]:
-        return self._list("units", {"siteId": site_id})
+    def list_units(self, site_id: str | None = None, updated_after: datetime | str | None = None) -> list[dict]:
+        """Units, optionally of one site and/or changed after a moment (both filters checked, see the module doc)."""
+        checks = [_field_check("siteId", site_id), _after_check(updated_after)]
+        return self._checked_list("units", checks)
 
-    def list_users(self, *, ids: Iterable[str] | None = None, search: str | None = None) -> list[dict]:
-        """Customers, optionally only those with the given ids or matching `search` (e.g. an e-mail address)."""
+    def list_users(self, ids: Iterable[str] | None = None, updated_after: datetime | str | None = None, *,
+                   search: str | None = None) -> list[dict]:
+        """Customers, optionally only those with the given ids, changed after a moment, or matching `search`.
+
+        `ids` are checked: users outside them are dropped, and ids the list did not return are read one by one
+        (`GET users/{id}`; one Storeganise no longer has is left out).
+        """
+        wanted: list[str] | None = None
         if ids is not None:
-            ids = list(ids)
-            if not ids:
+            wanted = list(dict.fromkeys(ids))
+            if not wanted:
                 return []
-        return self._list("users", {"ids": _join(ids), "search": search})
+        checks = [_after_check(updated_after)]
+        if wanted is not None:
+            checks.append(("ids", _join(wanted), lambda record, keep=frozenset(wanted): record.get("id") in keep))
+        if wanted is not None and ("users", "ids") in self.ignored_filters:
+            records = []  # known to be ignored: a listing would page through every customer
+        else:
+            records = self._checked_list("users", checks, {"search": search}, stop_when_ignored="ids")
+        if wanted is None:
+            return records
+        found, recent = {r["id"] for r in records}, _after_check(updated_after)[2]
+        for user_id in wanted:
+            if user_id in found:
+                continue
+            try:
+                user = self.get_user(user_id)
+            except StoreganiseError as exc:
+                if exc.reason != REASON_NOT_FOUND:
+                    raise
+                continue
+            if recent(user):
+                records.append(user)
+        order = {user_id: i for i, user_id in enumerate(wanted)}
+        return sorted(records, key=lambda r: order[r["id"]])
 
     def list_unit_rentals(self, site_id: str | None = None, state: str | Iterable[str] | None = None,
                           updated_after: datetime | str | None = None, *, owner_id: str | None = None) -> list[dict]:
         """Unit rentals; `state` is one state or several (e.g. ("reserved", "occupied") for the active ones)."""
-        params = {
-            "siteId": site_id,
-            "state": state if isinstance(state, str) else _join(state),
-            "updatedAfter": format_timestamp(updated_after) if updated_after is not None else None,
-            "ownerId": owner_id,
-        }
-        return self._list("unit-rentals", params)
+        states = None if state is None else ({state} if isinstance(state, str) else set(state))
+        checks = [
+            _field_check("siteId", site_id),
+            ("state", state if isinstance(state, str) else _join(state), lambda r: r.get("state") in states),
+            _after_check(updated_after),
+            _field_check("ownerId", owner_id),
+        ]
+        return self._checked_list("unit-rentals", checks)
+
+    def get_addon(self, addon_id: str) -> dict:
+        """An add-on and its settings: `{"id", "customFields": {...}}` (the newer PTI add-on keeps per-site PTI
+        settings there; their layout is our guess, see docs/storeganise.md)."""
+        return self._get(f"addons/{_seg(addon_id)}", {})
 
     def get_site(self, site_id: str) -> dict:
         return self._get(f"sites/{_seg(site_id)}", {"include": "customFields"})
@@ -202,8 +247,46 @@ class StoreganiseClient:
 
     # --- plumbing ------------------------------------------------------------------------------------------
 
-    def _list(self, path: str, filters: dict[str, Any]) -> list[dict]:
-        """Every record of a list endpoint: page with limit/offset until a page comes back short."""
+    def _checked_list(self, path: str, checks: list[tuple[str, str | None, Callable[[dict], bool]]],
+                      extra: dict[str, Any] | None = None, stop_when_ignored: str | None = None) -> list[dict]:
+        """A filtered list whose every record is checked against each filter sent (see the module doc).
+
+        `checks` are (query parameter, value or None when not filtering, predicate a record must meet). With
+        `stop_when_ignored`, paging stops as soon as that filter proves ignored (the caller has another way).
+        """
+        active = [(name, value, keep) for name, value, keep in checks if value is not None]
+        params = {**(extra or {}), **{name: value for name, value, _ in active}}
+        kept: list[dict] = []
+
+        def on_page(page: list) -> bool:
+            ignored = set()
+            for record in page:
+                outside = [name for name, _, keep in active if not keep(record)] if isinstance(record, dict) else []
+                if outside:
+                    ignored.update(outside)
+                else:
+                    kept.append(record)
+            for name in sorted(ignored):
+                self._filter_ignored(path, name)
+            return stop_when_ignored not in ignored
+
+        self._list(path, params, on_page)
+        return kept
+
+    def _filter_ignored(self, path: str, name: str) -> None:
+        self.ignored_filters.add((path, name))
+        key = (self.api_url, path, name)
+        if key not in _WARNED_IGNORED:
+            _WARNED_IGNORED.add(key)
+            log.warning("Storeganise ignored the %s filter of GET %s (records outside it came back): they are "
+                        "dropped and checked one by one; see docs/storeganise.md, Assumptions", name, path)
+
+    def _list(self, path: str, filters: dict[str, Any],
+              on_page: Callable[[list], bool] | None = None) -> list[dict]:
+        """Every record of a list endpoint: page with limit/offset until a page comes back short.
+
+        With `on_page`, each page is handed to it instead of collected, and a False answer stops the paging.
+        """
         records: list[dict] = []
         offset = 0
         while True:
@@ -212,7 +295,10 @@ class StoreganiseClient:
             if not isinstance(page, list):
                 raise StoreganiseError(f"Storeganise answered GET {path} with something other than a list.",
                                        reason=REASON_BAD_RESPONSE, endpoint=f"GET {path}")
-            records.extend(page)
+            if on_page is None:
+                records.extend(page)
+            elif not on_page(page):
+                return records
             if len(page) < self.page_size:
                 return records
             offset += len(page)
@@ -304,6 +390,34 @@ def _decode(response: httpx.Response, endpoint: str) -> Any:
     except ValueError:
         raise StoreganiseError(f"Storeganise answered {endpoint} with a body that is not JSON.",
                                reason=REASON_BAD_RESPONSE, status=response.status_code, endpoint=endpoint) from None
+
+
+def _field_check(field: str, value: str | None) -> tuple[str, str | None, Callable[[dict], bool]]:
+    return field, value, lambda record: record.get(field) == value
+
+
+def _after_check(after: datetime | str | None) -> tuple[str, str | None, Callable[[dict], bool]]:
+    """`updatedAfter`: a record is outside it only when its `updated` is readable and older than asked; an equal
+    or unreadable one is kept (reading a record twice is harmless, missing a change is not)."""
+    if after is None:
+        return "updatedAfter", None, lambda record: True
+    text = format_timestamp(after)
+    moment = _parse_instant(text)
+
+    def keep(record: dict) -> bool:
+        updated = _parse_instant(record.get("updated"))
+        return moment is None or updated is None or updated >= moment
+    return "updatedAfter", text, keep
+
+
+def _parse_instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _join(values: Iterable[str] | None) -> str | None:

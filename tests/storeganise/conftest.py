@@ -51,8 +51,9 @@ class Hooks:
     sent: int = 0
 
     def body(self, record: dict) -> bytes:
-        event = {k: record[k] for k in ("id", "type", "created", "data")}
-        return compact_json({**event, "apiUrl": self.sim.api_url})
+        """The body the simulator sent: addonId and apiUrl only when it plays an add-on."""
+        return compact_json({k: record[k] for k in ("id", "type", "created", "data", "apiUrl", "addonId")
+                             if k in record})
 
     def post(self, body: bytes, signature: str | None = ...):
         headers = {"Content-Type": "application/json"}
@@ -93,3 +94,113 @@ def queued_jobs(func_name: str | None = None) -> list[tuple[str, object]]:
 def reconcile_requests() -> list[tuple[str, int, str]]:
     """(queue, account id, trigger) of every reconcile the product asked for and no worker ran yet."""
     return [(queue, *job.args) for queue, job in queued_jobs(RECONCILE)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_filter_warnings():
+    """The client warns once per process about a filter Storeganise ignores; each test starts unwarned."""
+    from dashboard.storeganise import client as sg_client
+
+    sg_client._WARNED_IGNORED.clear()
+    yield
+    sg_client._WARNED_IGNORED.clear()
+
+
+# --- the contract suite's two backends (tests/storeganise/test_contract.py) ------------------------------------
+
+FAKE_API_URL = "https://demo.storeganise.com/api/v1/admin"
+CONTRACT_ADDON_ID = "64de6a00dd7adb0014825f41"  # the add-on id of fixtures/addon.json, given to the simulator too
+
+
+class SgBackend:
+    """What a contract test needs from a Storeganise: a client, known record ids, staff edits, ignored filters."""
+
+    kind: str
+    api_url: str
+    transport: httpx.BaseTransport | None = None
+    ids: dict
+
+    def client(self, **options) -> StoreganiseClient:
+        options.setdefault("sleep", lambda s: None)
+        return StoreganiseClient(self.api_url, api_key=DEMO_API_KEY, transport=self.transport, **options)
+
+
+class RespxSgBackend(SgBackend):
+    kind = "respx"
+
+    def __init__(self) -> None:
+        from tests.storeganise.fake_storeganise import FakeStoreganise, fixture
+
+        self.fake = FakeStoreganise(FAKE_API_URL, DEMO_API_KEY)
+        self.api_url, self.transport = FAKE_API_URL, self.fake.transport
+        site, other, unit, user, other_user, rental = (fixture(f"{n}.json") for n in (
+            "site", "site_other", "unit", "user", "user_other", "rental"))
+        self.ids = {"site": site["id"], "other_site": other["id"], "unit": unit["id"], "rental": rental["id"],
+                    "users": [user["id"], other_user["id"]], "job": fixture("job.json")["id"],
+                    "addon": CONTRACT_ADDON_ID}
+
+    def edit(self, entity: str, record_id: str, fields: dict) -> None:
+        self.fake.edit(entity, record_id, fields)
+
+    def ignore(self, *filters: str) -> None:
+        self.fake.ignore = set(filters)
+
+
+class SimSgBackend(SgBackend):
+    kind = "sim"
+
+    def __init__(self, url: str) -> None:
+        self.api_url = url + "/api/v1/admin"
+        self.control = httpx.Client(base_url=url + "/_sim", timeout=10)
+        self.control.post("/reset").raise_for_status()
+        state = self.control.get("/state").json()
+        sites = state["sites"]
+        unit = next(u for u in state["units"] if u["siteId"] == sites[0]["id"] and u["state"] == "available"
+                    and u["customFields"].get("pti_id") not in (None, "", "NONE"))
+        done = self.control.post("/move-in", json={"unitId": unit["id"], "email": "ava.contract@example.com",
+                                                   "firstName": "Ava", "lastName": "Contract"})
+        done.raise_for_status()
+        done = done.json()
+        other_user = next(u["id"] for u in state["users"] if u["id"] != done["userId"])
+        self.ids = {"site": sites[0]["id"], "other_site": sites[1]["id"], "unit": unit["id"],
+                    "rental": done["unitRentalId"], "users": [done["userId"], other_user], "job": done["jobId"],
+                    "addon": CONTRACT_ADDON_ID}
+
+    def edit(self, entity: str, record_id: str, fields: dict) -> None:
+        self.control.post("/edit", json={"entity": entity, "id": record_id, "customFields": fields}).raise_for_status()
+
+    def ignore(self, *filters: str) -> None:
+        self.control.post("/config", json={"ignore_filters": list(filters)}).raise_for_status()
+
+    def close(self) -> None:
+        self.ignore()
+        self.control.post("/reset").raise_for_status()
+        self.control.close()
+
+
+@pytest.fixture(scope="session")
+def sg_sim_server():
+    from sim.server import serve_in_thread
+
+    app = create_sim(webhook_url=None, deliver_webhooks=False, addon_id=CONTRACT_ADDON_ID)
+    server = serve_in_thread(app)
+    server.app = app
+    yield server
+    app.extensions["storeganise_sim"].close()
+    server.stop()
+
+
+@pytest.fixture
+def sg_sim(sg_sim_server):
+    backend = SimSgBackend(sg_sim_server.url)
+    backend.sim = sg_sim_server.app.extensions["storeganise_sim"]
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(params=["respx", "sim"])
+def storeganise(request) -> SgBackend:
+    """The same expectations, once against respx serving the real-shape fixtures, once against the simulator."""
+    if request.param == "respx":
+        return RespxSgBackend()
+    return request.getfixturevalue("sg_sim")

@@ -85,17 +85,47 @@ def test_listing_stops_on_an_empty_page_after_a_full_one(client, api):
 
 
 def test_list_units_filters_by_site(client, api):
-    route = api.get("/units").respond(json=[{"id": "u1"}])
-    assert client.list_units(site_id="s1") == [{"id": "u1"}]
+    route = api.get("/units").respond(json=[{"id": "u1", "siteId": "s1"}])
+    assert client.list_units(site_id="s1") == [{"id": "u1", "siteId": "s1"}]
     assert route.calls.last.request.url.params["siteId"] == "s1"
 
 
 def test_list_users_filters_by_ids_and_search(client, api):
     route = api.get("/users").respond(json=[{"id": "u1"}])
+    api.get("/users/u2").respond(json={"id": "u2"})
     client.list_users(ids=["u1", "u2"], search="ava@example.com")
     params = route.calls.last.request.url.params
     assert params["ids"] == "u1,u2"
     assert params["search"] == "ava@example.com"
+
+
+def test_users_an_ids_list_leaves_out_are_read_one_by_one(client, api, caplog):
+    api.get("/users").respond(json=[{"id": "u1"}])
+    api.get("/users/u2").respond(json={"id": "u2"})
+    api.get("/users/u3").respond(404, json={"message": "Not found"})
+    assert client.list_users(ids=["u2", "u1", "u3"]) == [{"id": "u2"}, {"id": "u1"}]
+    assert "ignored" not in caplog.text  # a short answer is not an ignored filter
+
+
+def test_an_ignored_ids_filter_stops_the_listing_and_reads_one_by_one(client, api, caplog):
+    listing = api.get("/users").respond(json=[{"id": "x1"}, {"id": "u1"}])  # a full page of everyone
+    api.get("/users/u2").respond(json={"id": "u2"})
+    caplog.set_level("WARNING")
+    assert client.list_users(ids=["u1", "u2"]) == [{"id": "u1"}, {"id": "u2"}]
+    assert listing.call_count == 1  # no paging through every customer
+    assert client.list_users(ids=["u2"]) == [{"id": "u2"}]
+    assert listing.call_count == 1  # known to be ignored: not asked again
+    assert caplog.text.count("ignored the ids filter") == 1
+
+
+def test_records_outside_a_site_or_updated_after_filter_are_dropped(api):
+    client = StoreganiseClient(API, api_key=KEY, page_size=10)
+    api.get("/units").respond(json=[{"id": "u1", "siteId": "s1", "updated": "2023-09-13T10:00:00.000Z"},
+                                    {"id": "u2", "siteId": "s2", "updated": "2023-09-14T10:00:00.000Z"},
+                                    {"id": "u3", "siteId": "s1", "updated": "2023-09-12T10:00:00.000Z"}])
+    after = datetime(2023, 9, 13, tzinfo=UTC)
+    assert [u["id"] for u in client.list_units(site_id="s1", updated_after=after)] == ["u1"]
+    assert client.ignored_filters == {("units", "siteId"), ("units", "updatedAfter")}
 
 
 def test_list_users_with_no_ids_asks_nothing(client, api):

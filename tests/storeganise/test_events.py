@@ -59,7 +59,7 @@ def generation(rental_row: Rental) -> int:
 
 
 def free_unit(sim) -> dict:
-    return next(u for u in sim.units.values() if u["state"] == "available" and u["customFields"].get("pti_unit_name"))
+    return next(u for u in sim.units.values() if u["state"] == "available" and u["customFields"].get("pti_id"))
 
 
 def sole_rental(sim, overdue: bool = False) -> dict:
@@ -69,7 +69,7 @@ def sole_rental(sim, overdue: bool = False) -> dict:
         counts[r["ownerId"]] = counts.get(r["ownerId"], 0) + (r["state"] == "occupied")
     return next(r for r in sim.rentals.values()
                 if r["state"] == "occupied" and counts[r["ownerId"]] == 1 and r["overdue"] == overdue
-                and sim.units[r["unitId"]]["customFields"].get("pti_unit_name"))
+                and sim.units[r["unitId"]]["customFields"].get("pti_id"))
 
 
 def test_move_in_lands_the_rental_and_the_new_customer_and_asks_for_a_push(business, sim, hooks):
@@ -198,7 +198,7 @@ def test_a_user_the_mirror_does_not_hold_is_not_fetched(business, sim, hooks, sg
 
 def test_a_renamed_pti_unit_name_pushes_the_customer_renting_it(business, sim, hooks):
     target = sole_rental(sim)
-    sim.edit("unit", target["unitId"], {"pti_unit_name": "Z999"})
+    sim.edit("unit", target["unitId"], {"pti_id": "Z999"})
     settle(hooks)
     unit = db.session.scalar(select(Unit).where(Unit.sg_id == target["unitId"]))
     assert unit.pti_unit_name == "Z999"
@@ -207,7 +207,7 @@ def test_a_renamed_pti_unit_name_pushes_the_customer_renting_it(business, sim, h
 
 def test_renaming_an_empty_unit_pushes_nobody(business, sim, hooks):
     unit = free_unit(sim)
-    sim.edit("unit", unit["id"], {"pti_unit_name": "Z998"})
+    sim.edit("unit", unit["id"], {"pti_id": "Z998"})
     settle(hooks)
     assert db.session.scalar(select(Unit).where(Unit.sg_id == unit["id"])).pti_unit_name == "Z998"
     assert reconcile_requests() == []
@@ -229,7 +229,7 @@ def test_a_site_and_unit_the_mirror_does_not_know_are_fetched_first(app, sg, sim
     assert settle(hooks) == ["processed"]  # the mirror was empty
     row = rental(ids["unitRentalId"])
     assert row.site.sg_id == unit["siteId"] and row.site.pti_site_code and row.site.pti_credentials
-    assert row.unit.pti_unit_name == unit["customFields"]["pti_unit_name"]
+    assert row.unit.pti_unit_name == unit["customFields"]["pti_id"]
 
 
 def test_a_record_storeganise_no_longer_has_fails_the_delivery_with_the_message(business, hooks):

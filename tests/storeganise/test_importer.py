@@ -50,7 +50,7 @@ def test_an_import_of_the_demo_business_matches_the_simulator_exactly(app, sg, s
     for data in state["sites"]:
         site, fields = sites[data["id"]], data["customFields"]
         assert (site.code, site.title, site.pti_base_url, site.pti_site_code) == (
-            data["code"], data["title"], fields["pti_base_url"], fields["pti_site_code"])
+            data["code"], data["title"]["en"], fields["pti_base_url"], fields["pti_site_code"])
         assert (site.default_access_level, site.default_zone) == (fields["pti_access_level"], fields["pti_zone"])
         assert site_credentials(site) == PtiCredentials(
             fields["pti_site_key"], fields["pti_username"], fields["pti_password"])
@@ -58,11 +58,12 @@ def test_an_import_of_the_demo_business_matches_the_simulator_exactly(app, sg, s
     for data in state["units"]:
         unit = units[data["id"]]
         assert (unit.site.sg_id, unit.name, unit.state, unit.pti_unit_name) == (
-            data["siteId"], data["name"], data["state"], data["customFields"].get("pti_unit_name"))
+            data["siteId"], data["name"], data["state"],
+            None if data["customFields"].get("pti_id") in (None, "NONE") else data["customFields"]["pti_id"])
     for data in state["users"]:
         customer, fields = customers[data["id"]], data["customFields"]
         assert (customer.email, customer.first_name, customer.last_name, customer.overdue) == (
-            data["email"].lower(), data["firstName"], data["lastName"], data["overdue"])
+            data["email"].lower(), data["firstName"], data["lastName"], data["overdue"] is not None)
         assert (customer.access_level_override, customer.zone_override) == (
             int_or_none(fields.get("pti_access_level")), int_or_none(fields.get("pti_zone")))
         assert (customer.pti_access_code, customer.pti_user_id) == (None, None)
@@ -100,7 +101,7 @@ def test_a_re_import_marks_only_customers_whose_inputs_changed(app, sg, sim, red
     redis_lib.Redis.from_url(redis_url).flushall()
     rentals = [r for r in sim.rentals.values() if r["state"] == "occupied"]
     renamed, overridden = rentals[0], next(r for r in rentals if r["ownerId"] != rentals[0]["ownerId"])
-    sim.edit("unit", renamed["unitId"], {"pti_unit_name": "Q101"})
+    sim.edit("unit", renamed["unitId"], {"pti_id": "Q101"})
     zone = sim.users[overridden["ownerId"]]["customFields"].get("pti_zone")
     sim.edit("user", overridden["ownerId"], {"pti_zone": 2 if zone == 3 else 3})
     sim.edit("user", renamed["ownerId"], {"pti_access_code": "424242"})  # an output of ours: not an input

@@ -50,7 +50,7 @@ def work(sim) -> list[str]:
 
 def test_a_move_in_reaches_the_product_signed_and_asks_for_a_push(live):
     sim, control = live
-    unit = next(u for u in sim.units.values() if u["state"] == "available" and u["customFields"].get("pti_unit_name"))
+    unit = next(u for u in sim.units.values() if u["state"] == "available" and u["customFields"].get("pti_id"))
     ids = control.post("/_sim/move-in", json={"unitId": unit["id"], "email": "live@example.com",
                                               "firstName": "Live", "lastName": "Wire"}).json()
     assert work(sim) == ["processed"]

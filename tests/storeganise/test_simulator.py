@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,13 +15,14 @@ import pytest
 from flask import Flask, request
 
 from dashboard.storeganise import StoreganiseClient, StoreganiseError, parse_event, verify
-from sim.demo_data import build_demo_business
+from sim.demo_data import DEMO_ADDON_ID, build_demo_business
 from sim.server import free_port, serve_in_thread
 from sim.storeganise import create_app
 
 SECRET = "demo-webhook-secret"
 KEY = "demo-api-key"
 DEMO = build_demo_business("http://127.0.0.1:5001")
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 class Receiver:
@@ -107,7 +109,7 @@ def state(control) -> dict:
 
 def available_unit(control, site_id: str | None = None) -> dict:
     return next(u for u in state(control)["units"]
-                if u["state"] == "available" and u["customFields"].get("pti_unit_name")
+                if u["state"] == "available" and u["customFields"].get("pti_id")
                 and (site_id is None or u["siteId"] == site_id))
 
 
@@ -376,9 +378,10 @@ def test_overdue_flags_the_rental_and_its_owner(control, sim):
     assert done == {"userId": rental["ownerId"], "unitRentalId": rental["id"], "overdue": True}
     now = state(control)
     assert next(r for r in now["unitRentals"] if r["id"] == rental["id"])["overdue"] is True
-    assert next(u for u in now["users"] if u["id"] == rental["ownerId"])["overdue"] is True
+    since = next(u for u in now["users"] if u["id"] == rental["ownerId"])["overdue"]
+    assert TIMESTAMP.fullmatch(since)  # a user's overdue is since when, a rental's a flag
     control.post("/overdue", json={"unitRentalId": rental["id"], "overdue": False})
-    assert next(u for u in state(control)["users"] if u["id"] == rental["ownerId"])["overdue"] is False
+    assert next(u for u in state(control)["users"] if u["id"] == rental["ownerId"])["overdue"] is None
     assert [(h["type"], h["data"]) for h in webhooks(sim)] == [
         ("unitRental.markOverdue", {"unitRentalId": rental["id"]}),
         ("unitRental.unmarkOverdue", {"unitRentalId": rental["id"]}),
@@ -405,9 +408,110 @@ def test_staff_edit_sends_the_matching_updated_webhook(control, sim, entity, rec
 
 
 def test_edit_refuses_unknown_entities_and_ids(control):
+    assert control.post("/edit", json={"entity": "job", "id": "x", "customFields": {"a": 1}}).status_code == 400
     assert control.post("/edit", json={"entity": "site", "id": "x", "customFields": {"a": 1}}).status_code == 400
+    assert control.post("/edit", json={"entity": "unit", "id": DEMO.units[0]["id"], "title": "X"}).status_code == 400
     answer = control.post("/edit", json={"entity": "user", "id": "nope", "customFields": {"a": 1}})
     assert answer.status_code == 400 and "No user" in answer.json()["error"]
+
+
+def test_staff_edit_a_site_title_and_custom_fields_without_a_webhook(control, sim):
+    site = DEMO.sites[0]
+    done = control.post("/edit", json={"entity": "site", "id": site["id"], "title": "Northgate North",
+                                       "customFields": {"pti_zone": "2"}}).json()
+    assert done == {"siteId": site["id"], "changedKeys": ["customFields.pti_zone", "title"]}
+    now = next(s for s in state(control)["sites"] if s["id"] == site["id"])
+    assert now["title"] == {"en": "Northgate North"} and now["customFields"]["pti_zone"] == "2"
+    assert now["updated"] > site["updated"]
+    control.post("/edit", json={"entity": "site", "id": site["id"], "title": {"en": "N", "fr": "Nord"}})
+    assert webhooks(sim) == []  # Storeganise sends no webhook for sites
+
+
+@pytest.mark.parametrize("value", ["13/09/2023", "false", "", 0, True, {"a": 1}])
+def test_staff_edit_stores_any_value_as_typed(control, sim, value):
+    rental = DEMO.unit_rentals[1]
+    control.post("/edit", json={"entity": "unitRental", "id": rental["id"], "customFields": {"pti_synced": value}})
+    now = next(r for r in state(control)["unitRentals"] if r["id"] == rental["id"])
+    assert now["customFields"]["pti_synced"] == value and type(now["customFields"]["pti_synced"]) is type(value)
+    assert TIMESTAMP.fullmatch(now["updated"]) and now["updated"] > rental["updated"]
+
+
+def test_staff_edit_with_null_deletes_the_field(control, sim):
+    rental = DEMO.unit_rentals[2]
+    done = control.post("/edit", json={"entity": "unitRental", "id": rental["id"],
+                                       "customFields": {"pti_overlocked": None}}).json()
+    assert done["changedKeys"] == ["customFields.pti_overlocked"]
+    assert "pti_overlocked" not in next(r for r in state(control)["unitRentals"]
+                                        if r["id"] == rental["id"])["customFields"]
+    assert control.post("/edit", json={"entity": "unitRental", "id": rental["id"],
+                                       "customFields": {"pti_overlocked": None}}).json()["changedKeys"] == []
+
+
+def test_a_boolean_and_a_number_are_different_values(control):
+    user = next(u for u in DEMO.users if u["customFields"].get("pti_access_level") == 2)
+    done = control.post("/edit", json={"entity": "user", "id": user["id"],
+                                       "customFields": {"pti_access_level": "2"}}).json()
+    assert done["changedKeys"] == ["customFields.pti_access_level"]
+
+
+def test_records_carry_real_storeganise_shapes(control):
+    now = state(control)
+    for collection in ("sites", "units", "users", "unitRentals"):
+        for record in now[collection]:
+            assert TIMESTAMP.fullmatch(record["created"]) and TIMESTAMP.fullmatch(record["updated"]), collection
+    assert all(isinstance(s["title"], dict) and s["title"]["en"] for s in now["sites"])
+    assert all(u["overdue"] is None or TIMESTAMP.fullmatch(u["overdue"]) for u in now["users"])
+    assert any(u["overdue"] for u in now["users"])
+    assert all(isinstance(r["overdue"], bool) for r in now["unitRentals"])
+    codes = {k for u in now["units"] for k in u["customFields"]}
+    assert codes == {"pti_id"}
+    assert any(u["customFields"].get("pti_id") == "NONE" for u in now["units"])
+    site = now["sites"][0]["customFields"]
+    assert isinstance(site["pti_zone"], int) and isinstance(site["pti_access_level"], int)
+    assert all(isinstance(r["customFields"]["pti_overlocked"], bool) for r in now["unitRentals"])
+
+
+def test_the_addon_holds_per_site_pti_settings(client, control):
+    addon = client.get_addon(DEMO_ADDON_ID)
+    assert addon["id"] == DEMO_ADDON_ID
+    assert set(addon["customFields"]) == {s["id"] for s in DEMO.sites}
+    settings = addon["customFields"][DEMO.sites[0]["id"]]
+    assert settings["pti_site_code"] == DEMO.sites[0]["customFields"]["pti_site_code"]
+    with pytest.raises(StoreganiseError) as info:
+        client.get_addon("0" * 24)
+    assert info.value.reason == "storeganise_not_found"
+
+
+def test_with_an_addon_id_webhooks_carry_it_and_the_api_url(control, sim, receiver, sim_app):
+    try:
+        assert control.post("/config", json={"addon_id": "addon-123"}).json()["addon_id"] == "addon-123"
+        control.post("/edit", json={"entity": "user", "id": DEMO.users[0]["id"], "customFields": {"x": 1}})
+        webhooks(sim)
+        event = receiver.received[0]["event"]
+        assert (event.addon_id, event.api_url) == ("addon-123", sim_app.url + "/api/v1/admin")
+        assert state(control)["addon"]["id"] == "addon-123"
+    finally:
+        control.post("/config", json={"addon_id": None})
+
+
+def test_units_and_users_filter_by_updated_after(client, control):
+    cutoff = datetime.now(UTC)
+    unit, user = DEMO.units[7], DEMO.users[7]
+    control.post("/edit", json={"entity": "unit", "id": unit["id"], "customFields": {"pti_id": "Z777"}})
+    control.post("/edit", json={"entity": "user", "id": user["id"], "customFields": {"pti_zone": 2}})
+    assert [u["id"] for u in client.list_units(updated_after=cutoff)] == [unit["id"]]
+    assert [u["id"] for u in client.list_users(updated_after=cutoff)] == [user["id"]]
+
+
+def test_ignored_filters_return_every_record(sim_app, control):
+    try:
+        control.post("/config", json={"ignore_filters": ["users.ids"]}).raise_for_status()
+        everyone = httpx.get(f"{sim_app.url}/api/v1/admin/users", params={"ids": DEMO.users[0]["id"], "limit": 5},
+                             headers={"Authorization": f"ApiKey {KEY}"}).json()
+        assert len(everyone) == 5
+        assert control.post("/config", json={"ignore_filters": ["users.nope"]}).status_code == 400
+    finally:
+        control.post("/config", json={"ignore_filters": []})
 
 
 def test_state_lists_every_collection(control):
@@ -442,7 +546,7 @@ def test_webhooks_are_signed_compact_json_the_receiver_verifies(control, sim, re
     assert got["verified"]
     assert "für".encode() in got["raw"] and b", " not in got["raw"] and b": " not in got["raw"]
     event = got["event"]
-    assert event.type == "user.updated" and event.api_url == sim_app.url + "/api/v1/admin"
+    assert event.type == "user.updated" and event.api_url is None and event.addon_id is None
     assert event.created is not None
     assert sim.snapshot()["webhooks"][0]["status"] == "delivered"
 
