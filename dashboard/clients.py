@@ -7,12 +7,16 @@ from __future__ import annotations
 from flask import current_app
 
 from .crypto import CredentialError, PtiCredentials, unseal
-from .models import Site
+from .extensions import db
+from .models import ProductSetting, Site
 from .pti import PtiClient, PtiClientRegistry, PtiConnection
 from .storeganise import StoreganiseClient
 
 TRANSPORT_EXTENSION = "storeganise_transport"  # tests put an httpx transport (e.g. the simulator's WSGI app) here
 PTI_CLIENTS_EXTENSION = "pti_clients"
+
+
+ADDON_SETTING = "storeganise_addon_id"
 
 
 class StoreganiseNotConfigured(RuntimeError):
@@ -26,6 +30,24 @@ def storeganise_client(**options) -> StoreganiseClient:
         raise StoreganiseNotConfigured("Storeganise is not configured: set STOREGANISE_API_URL and "
                                        "STOREGANISE_API_KEY (see README, Configuration).")
     return StoreganiseClient(url, api_key=key, transport=current_app.extensions.get(TRANSPORT_EXTENSION), **options)
+
+
+def addon_id() -> str | None:
+    """The PTI add-on's id in Storeganise: STOREGANISE_ADDON_ID, else the one webhook bodies carry (remembered)."""
+    configured = current_app.config.get("STOREGANISE_ADDON_ID")
+    if configured:
+        return configured
+    learned = db.session.get(ProductSetting, ADDON_SETTING)
+    return learned.value if learned is not None else None
+
+
+def remember_addon_id(value: str) -> None:
+    """Keep the add-on id a webhook carried (in the caller's transaction), when it is new."""
+    learned = db.session.get(ProductSetting, ADDON_SETTING)
+    if learned is None:
+        db.session.add(ProductSetting(name=ADDON_SETTING, value=value))
+    elif learned.value != value:
+        learned.value = value
 
 
 def site_credentials(site: Site) -> PtiCredentials | None:

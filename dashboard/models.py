@@ -276,6 +276,15 @@ class OpenProblem(db.Model):
     sg_task_id: Mapped[str | None] = mapped_column(String(64))  # the Storeganise task job
 
 
+class ProductSetting(db.Model):
+    """A fact the product learned about the business, by name (e.g. the PTI add-on's id, from webhook bodies)."""
+
+    __tablename__ = "product_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
 class SyncCursor(db.Model):
     """How far an incremental pull from Storeganise has read (Storeganise's own clock), by name."""
 

@@ -331,8 +331,8 @@ class StoreganiseSim:
         if not isinstance(body, dict) or body.get("type") != "task":
             raise SimError('This simulator creates only task jobs: {"type": "task", ...}.')
         data = body.get("data")
-        if not isinstance(data, dict) or data.get("targetType") not in ("unit", "user", "addon"):
-            raise SimError('A task needs data.targetType "unit", "user" or "addon".')
+        if not isinstance(data, dict) or data.get("targetType") not in ("unit", "user", "addon", "site"):
+            raise SimError('A task needs data.targetType "unit", "user", "addon" or "site" (the last our guess).')
         if not isinstance(data.get("title"), str) or not data["title"]:
             raise SimError("A task needs data.title.")
         with self.lock:

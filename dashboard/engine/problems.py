@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app
 from sqlalchemy import delete, or_, select
 
+from ..clients import addon_id
 from ..extensions import db
 from ..jobqueue import REPORT_PROBLEMS, enqueue
 from ..models import ACTIVE_RENTAL_STATES, OpenProblem, PtiAccount, Rental, Site, Unit
@@ -43,8 +43,8 @@ class Found:
 
 def settings_target(site: Site) -> tuple[str, str]:
     """Where a settings problem is shown in Storeganise: the PTI add-on when the business has it, else the site."""
-    addon_id = current_app.config.get("STOREGANISE_ADDON_ID")
-    return ("addon", addon_id) if addon_id else ("site", site.sg_id)
+    known = addon_id()
+    return ("addon", known) if known else ("site", site.sg_id)
 
 
 def site_problem(site: Site, reason: str, detail: str | None = None) -> Found:

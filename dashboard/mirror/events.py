@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ..clients import remember_addon_id
 from ..extensions import db
 from ..models import Customer, Unit, WebhookDelivery
 from ..storeganise import StoreganiseClient, StoreganiseError, WebhookEvent
@@ -25,6 +26,7 @@ from .records import Effects, apply_customer, apply_unit, ensure_site, refresh_r
 log = logging.getLogger(__name__)
 
 # unitRental.updated keys worth a re-read; any other change (notes, prices...) cannot matter to PTI.
+ADDON_ID_CHARS = 200
 RENTAL_KEYS = frozenset({"state", "overdue", "unitId", "siteId", "ownerId", "customFields"})
 
 
@@ -132,6 +134,8 @@ def process_delivery(delivery_id: str, client: StoreganiseClient) -> str:
         _finish(delivery_id, deliveries.IGNORED, None)
         return deliveries.IGNORED
     fx = Effects()
+    if isinstance(event.addon_id, str) and event.addon_id:
+        remember_addon_id(event.addon_id[:ADDON_ID_CHARS])
     try:
         handler(client, event, fx)
         delivery.status, delivery.error = deliveries.PROCESSED, None

@@ -34,6 +34,7 @@ from .records import (
     ensure_unit,
     fetch_customers,
     parse_time,
+    with_addon_settings,
 )
 
 PULL_CURSOR = "storeganise:unit-rentals"
@@ -142,7 +143,7 @@ def import_business(client: StoreganiseClient, site_code: str | None = None, pro
 
 def _import(client: StoreganiseClient, site_code: str | None, progress: Progress) -> ImportReport:
     started = time.monotonic()
-    sites = client.list_sites()
+    sites = with_addon_settings(client, client.list_sites())
     if site_code is not None:
         sites = [s for s in sites if site_code in (s.get("code"), s["id"])]
         if not sites:
@@ -200,7 +201,7 @@ def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
 
     # Settings: every site again (there are few), so a corrected PTI password or a new default zone reaches PTI
     # within one cycle; Storeganise sends no webhook for a site.
-    sites = client.list_sites()
+    sites = with_addon_settings(client, client.list_sites())
     for site_data in sites:
         apply_site(site_data, fx)
     # Units and customers Storeganise changed (a new PTI Unit Name, an override whose webhook was lost): only those

@@ -9,19 +9,20 @@ changed: no loop.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import select
 
-from ..clients import site_credentials
+from ..clients import addon_id, site_credentials
 from ..crypto import PtiCredentials, seal
 from ..engine import problems, writeback
 from ..engine.intent import mark_dirty, request_reconcile
 from ..extensions import db
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, Unit
-from ..storeganise import StoreganiseClient
+from ..storeganise import StoreganiseClient, StoreganiseError
 from ..storeganise.fields import EMPTY_UNIT_USES_UNIT_NAME, UNIT_SWITCHED_OFF, FieldCodes
 from ..storeganise.values import ValueProblem, localised, read_bool, read_datetime, read_int, read_text
 
@@ -29,7 +30,8 @@ SITE_INPUTS = ("pti_base_url", "pti_site_code", "pti_credentials", "default_acce
 UNIT_INPUTS = ("site_id", "pti_unit_name", "pti_switched_off")
 CUSTOMER_INPUTS = ("email", "first_name", "last_name", "access_level_override", "zone_override")
 RENTAL_INPUTS = ("site_id", "unit_id", "customer_id", "state", "overdue", "overlocked", "pti_synced")
-USER_ID_CHUNK = 50  # ids per `GET users?ids=` request
+USER_ID_CHUNK = 50
+log = logging.getLogger(__name__)  # ids per `GET users?ids=` request
 
 
 def parse_time(value) -> datetime | None:
@@ -315,8 +317,25 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
 # --- fetching what the mirror needs from Storeganise ---------------------------------------------------------
 
 
+def with_addon_settings(client: StoreganiseClient, sites: list[dict]) -> list[dict]:
+    """The sites with the PTI add-on's per-site settings laid over their own custom fields, when the business has
+    the add-on (the newer PTI add-on keeps the connection there; older set-ups keep it on the site). The add-on's
+    layout, settings keyed by Storeganise site id, is our guess (docs/storeganise.md)."""
+    known = addon_id()
+    if not known:
+        return sites
+    try:
+        per_site = client.get_addon(known).get("customFields")
+    except StoreganiseError as exc:
+        log.warning("the PTI add-on's settings cannot be read (%s): using the sites' own fields", exc.reason)
+        return sites
+    per_site = per_site if isinstance(per_site, dict) else {}
+    return [{**site, "customFields": {**(site.get("customFields") or {}), **per_site[site["id"]]}}
+            if isinstance(per_site.get(site["id"]), dict) else site for site in sites]
+
+
 def ensure_site(client: StoreganiseClient, sg_id: str, fx: Effects) -> Site:
-    return by_sg_id(Site, sg_id) or apply_site(client.get_site(sg_id), fx)
+    return by_sg_id(Site, sg_id) or apply_site(with_addon_settings(client, [client.get_site(sg_id)])[0], fx)
 
 
 def ensure_unit(client: StoreganiseClient, sg_id: str, fx: Effects) -> Unit:

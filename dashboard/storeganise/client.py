@@ -42,7 +42,8 @@ REASON_NOT_FOUND = "storeganise_not_found"
 REASON_REJECTED = "storeganise_rejected"
 REASON_BAD_RESPONSE = "storeganise_bad_response"
 
-TASK_TARGET_TYPES = ("unit", "user", "addon")
+# "site" is our guess, used only for a settings problem when the business has no PTI add-on (docs/storeganise.md).
+TASK_TARGET_TYPES = ("unit", "user", "addon", "site")
 
 # (api_url, path, filter) already warned about: an ignored filter is logged once per process, not once per call.
 _WARNED_IGNORED: set[tuple[str, str, str]] = set()

@@ -216,7 +216,7 @@ def test_create_task_posts_a_task_job(client, api):
 
 def test_create_task_refuses_unknown_target_type(client):
     with pytest.raises(ValueError, match="target_type"):
-        client.create_task("rental", "r1", "t", "d")
+        client.create_task("rental", "r1", "t", "d")  # not a target Storeganise knows
 
 
 # --- retries ---------------------------------------------------------------------------------------------------

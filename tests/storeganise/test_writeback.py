@@ -8,14 +8,15 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
+from dashboard.engine import problems
 from dashboard.engine.intent import account_for
 from dashboard.extensions import db
 from dashboard.mirror.importer import import_business
-from dashboard.models import PtiAccount, Rental, ReportedProblem, SyncState
+from dashboard.models import OpenProblem, PtiAccount, Rental, SyncState
 from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from dashboard.sync.errors import problem
 from jobs.events import handle_delivery
-from jobs.writeback import report_failure, write_back_account
+from jobs.writeback import report_problems, write_back_account
 
 from .conftest import reconcile_requests
 
@@ -47,9 +48,11 @@ def pushed(customer_sg_id: str, *, code: int = 482913, user_id: str = "PTI-77") 
 
 
 def failed(account: PtiAccount, reason: str, *, rental: Rental | None = None) -> PtiAccount:
+    """What the engine leaves behind when it parks the account for `reason`."""
     account.state, account.last_error = SyncState.FAILED, reason
     if rental is not None:
         rental.last_error = reason
+    problems.account_parked(account, reason, None, [rental.unit] if rental is not None else [])
     db.session.commit()
     return account
 
@@ -103,10 +106,31 @@ def test_a_new_push_time_or_lock_state_is_written_again(business, sim):
     db.session.commit()
     before = len(sim.snapshot()["writes"])
     write_back_account(account.id)
+    code = {"pti_access_code": "482913", "pti_user_id": "PTI-77"}  # the rental carries its code (the seed)
     assert [(w["id"], w["fields"]) for w in sim.snapshot()["writes"][before:]] == [
-        (first.sg_id, {"pti_overlocked": first.overlocked, "pti_synced": "2026-03-05T00:00:00.001Z"}),
-        (second.sg_id, {"pti_overlocked": second.overlocked, "pti_synced": "2026-03-04T05:06:07.891Z"}),
+        (first.sg_id, {"pti_overlocked": first.overlocked, "pti_synced": "2026-03-05T00:00:00.001Z", **code}),
+        (second.sg_id, {"pti_overlocked": second.overlocked, "pti_synced": "2026-03-04T05:06:07.891Z", **code}),
     ]
+
+
+def test_every_rental_carries_its_access_code_and_pti_user_id(business, sim):
+    owner = multi_unit_customer(sim)
+    account = pushed(owner)
+    write_back_account(account.id)
+    for rental in (r for r in sim.rentals.values() if r["ownerId"] == owner and r["state"] == "occupied"):
+        assert (rental["customFields"]["pti_access_code"], rental["customFields"]["pti_user_id"]) == (
+            "482913", "PTI-77")
+
+
+def test_a_new_code_is_written_to_every_rental_again(business, sim):
+    account = pushed(multi_unit_customer(sim))
+    write_back_account(account.id)
+    account.access_code = 573921
+    db.session.commit()
+    before = len(sim.snapshot()["writes"])
+    write_back_account(account.id)
+    rental_writes = [w for w in sim.snapshot()["writes"][before:] if w["entity"] == "unitRental"]
+    assert rental_writes and all(w["fields"]["pti_access_code"] == "573921" for w in rental_writes)
 
 
 def test_rentals_the_engine_did_not_mark_in_sync_are_not_written(business, sim):
@@ -142,62 +166,76 @@ def test_a_unit_problem_is_raised_once_as_a_task_on_the_unit(business, sim):
     account = pushed(multi_unit_customer(sim))
     rental = db.session.scalars(select(Rental).where(Rental.customer_id == account.customer_id)).first()
     failed(account, "invalid_unit_name", rental=rental)
-    assert report_failure(account.id) == 1
-    assert report_failure(account.id) == 0
+    assert report_problems() == 1
+    assert report_problems() == 0
     [task] = sim.snapshot()["tasks"]
     entry = problem("invalid_unit_name")
     assert task["data"]["targetType"] == "unit" and task["data"]["targetId"] == rental.unit.sg_id
     assert entry.message in task["data"]["title"] and entry.fix in task["data"]["desc"]
+    assert rental.unit.name in task["data"]["desc"]
     assert "482913" not in str(task)  # never an access code
-    assert db.session.scalar(select(ReportedProblem)).sg_task_id == task["id"]
+    assert db.session.scalar(select(OpenProblem)).sg_task_id == task["id"]
 
 
 def test_a_customer_problem_is_raised_on_the_user(business, sim):
     account = failed(pushed(multi_unit_customer(sim)), "duplicate_pti_users")
-    assert report_failure(account.id) == 1
+    assert report_problems() == 1
     [task] = sim.snapshot()["tasks"]
     assert task["data"]["targetType"] == "user" and task["data"]["targetId"] == account.customer.sg_id
 
 
-def test_a_site_connection_problem_is_raised_once_for_the_whole_site(business, sim):
-    site_accounts = []
+def hilltop_accounts(sim, count: int = 3) -> list[PtiAccount]:
+    accounts = []
     owners = {r["ownerId"] for r in sim.rentals.values() if r["state"] == "occupied"}
     for number, owner in enumerate(sorted(owners)):
         account = pushed(owner, code=500000 + number)
         if account.site.code == "hilltop":
-            site_accounts.append(failed(account, "invalid_credentials"))
-        if len(site_accounts) == 3:
-            break
-    assert [report_failure(a.id) for a in site_accounts] == [1, 0, 0]
+            accounts.append(failed(account, "invalid_credentials"))
+        if len(accounts) == count:
+            return accounts
+    raise AssertionError("the demo has fewer customers at Hilltop")
+
+
+def test_a_site_connection_problem_is_raised_once_for_the_whole_site_on_the_site(business, sim):
+    [account, *_] = hilltop_accounts(sim)
+    assert report_problems() == 1
     [task] = sim.snapshot()["tasks"]
-    assert task["data"]["targetType"] == "addon" and "Hilltop Lockers" in task["data"]["desc"]
+    assert (task["data"]["targetType"], task["data"]["targetId"]) == ("site", account.site.sg_id)
+    assert "Hilltop Lockers" in task["data"]["desc"]
+
+
+def test_a_settings_problem_is_raised_on_the_add_on_when_the_business_has_it(app, business, sim):
+    app.config["STOREGANISE_ADDON_ID"] = "64de6a00dd7adb0014825f41"
+    hilltop_accounts(sim, count=1)
+    assert report_problems() == 1
+    [task] = sim.snapshot()["tasks"]
+    assert (task["data"]["targetType"], task["data"]["targetId"]) == ("addon", "64de6a00dd7adb0014825f41")
 
 
 def test_a_problem_that_comes_back_after_a_successful_push_is_reported_again(business, sim):
     account = failed(pushed(multi_unit_customer(sim)), "duplicate_pti_users")
-    report_failure(account.id)
-    account.state = SyncState.IN_SYNC
+    report_problems()
+    problems.account_synced(account, {})  # the engine's success: the problem is over
     db.session.commit()
-    write_back_account(account.id)  # the engine's success call: the problem is over
-    assert db.session.scalar(select(ReportedProblem)) is None
+    assert db.session.scalar(select(OpenProblem)) is None
     failed(account, "duplicate_pti_users")
-    assert report_failure(account.id) == 1
+    assert report_problems() == 1
     assert len(sim.snapshot()["tasks"]) == 2
 
 
-def test_an_account_that_recovered_before_the_job_ran_reports_nothing(business, sim):
-    account = pushed(multi_unit_customer(sim))
-    assert report_failure(account.id) == 0 and sim.snapshot()["tasks"] == []
+def test_nothing_standing_reports_nothing(business, sim):
+    pushed(multi_unit_customer(sim))
+    assert report_problems() == 0 and sim.snapshot()["tasks"] == []
 
 
 def test_a_task_storeganise_could_not_create_is_tried_again(business, sim):
-    account = failed(pushed(multi_unit_customer(sim)), "duplicate_pti_users")
+    failed(pushed(multi_unit_customer(sim)), "duplicate_pti_users")
     sim.configure(faults={"error_rate": 1.0, "error_status": 503})
     with pytest.raises(StoreganiseError):
-        report_failure(account.id)
-    assert db.session.scalar(select(ReportedProblem)) is None
+        report_problems()
+    assert db.session.scalar(select(OpenProblem)).reported_at is None  # still owed: the relay asks again
     sim.configure(faults={"error_rate": 0.0})
-    assert report_failure(account.id) == 1
+    assert report_problems() == 1
 
 
 def test_an_access_override_set_by_staff_reaches_storeganise_and_its_echo_asks_for_nothing(business, sim, hooks):

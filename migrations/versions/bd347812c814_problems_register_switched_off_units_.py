@@ -1,10 +1,10 @@
-"""Problems register (replaces reported_problems), switched-off units, PTI's lists per site
+"""Problems register (replaces reported_problems), switched-off units, PTI's lists per site, product settings
 
 Standing problems are found again and re-reported by the next push of their account; units start switched on.
 
-Revision ID: e987b150b08a
+Revision ID: bd347812c814
 Revises: 85057e96c5f6
-Create Date: 2026-11-30 11:36:57.824062
+Create Date: 2026-11-30 11:54:48.069490
 
 """
 from alembic import op
@@ -12,14 +12,19 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'e987b150b08a'
+revision = 'bd347812c814'
 down_revision = '85057e96c5f6'
 branch_labels = None
 depends_on = None
 
 
 def upgrade():
-        op.create_table('problems',
+    op.create_table('product_settings',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('value', sa.String(length=200), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
+    op.create_table('problems',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('cause', sa.String(length=200), nullable=False),
     sa.Column('reason', sa.String(length=64), nullable=False),
@@ -61,7 +66,7 @@ def upgrade():
 
 
 def downgrade():
-        with op.batch_alter_table('units', schema=None) as batch_op:
+    with op.batch_alter_table('units', schema=None) as batch_op:
         batch_op.drop_column('pti_switched_off')
 
     with op.batch_alter_table('sites', schema=None) as batch_op:
@@ -90,3 +95,4 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_problems_account_id'))
 
     op.drop_table('problems')
+    op.drop_table('product_settings')
