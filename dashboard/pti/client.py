@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from dashboard.pti.errors import PtiPermanentError, PtiRetryableError
+from dashboard.pti.errors import PtiBadResponse, PtiPermanentError, PtiRetryableError
 from dashboard.sync.desired import is_valid_unit_name  # noqa: F401 - PTI's naming rule, re-exported
 from dashboard.sync.model import (
     NEW_USER,
@@ -46,6 +48,7 @@ DEFAULT_PAGE_SIZE = 100  # PTI's largest page (contract)
 TOKEN_RENEW_MARGIN = 30.0  # seconds: renew a token this long before PTI says it expires (at most a tenth of its life)
 SITE_HEADER = "X-PTI-Site"  # the site code travels in a header, not the URL: URLs end up in logs
 DEFAULT_RETRY_AFTER = 1.0  # seconds, when a 429 carries no usable Retry-After
+MAX_RETRY_AFTER = 3600.0  # seconds: a longer (or infinite) Retry-After is read as an hour, then PTI is asked again
 
 MIN_ACCESS_CODE, MAX_ACCESS_CODE = 1, 4294967295
 
@@ -94,47 +97,120 @@ class _Secret:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; a missing or bad value waits 1s."""
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; a missing or bad value waits 1s.
+
+    Never more than MAX_RETRY_AFTER: an absurd value (1e999, a date years ahead) must not pause a site for ever.
+    """
     if value:
         value = value.strip()
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
-            pass
+            seconds = None
+        if seconds is not None:
+            return min(max(0.0, seconds), MAX_RETRY_AFTER) if not math.isnan(seconds) else DEFAULT_RETRY_AFTER
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             when = None
         if when is not None and when.tzinfo is not None:
-            return max(0.0, when.timestamp() - (time.time() if now is None else now))
+            return min(max(0.0, when.timestamp() - (time.time() if now is None else now)), MAX_RETRY_AFTER)
     return DEFAULT_RETRY_AFTER
 
 
-def _unit(data: dict) -> PtiUnit:
-    return PtiUnit(name=data["name"], status=UnitStatus(data["status"]), locked=bool(data.get("locked")),
-                   user_id=_opt_str(data.get("user_id")))
+# --- reading PTI's answers (contract: docs/pti-contract.md) -----------------------------------------------------
+# Every answer is checked against the shape the contract gives it; one that departs is a PtiBadResponse naming
+# *where* it departs (a path such as data.users[2].access_code), never the value found: it may be an access code.
+
+_DIGITS = re.compile(r"[+-]?[0-9]+", re.ASCII)
+MAX_PAGES = 10_000  # list_users gives up on a paging that never ends (a PTI answering full pages for ever)
 
 
-def _user(data: dict) -> PtiUser:
+class _Malformed(Exception):
+    """Internal: where a PTI answer departs from the contract."""
+
+
+def _object(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _Malformed(f"{where} is not an object")
+    return value
+
+
+def _array(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise _Malformed(f"{where} is not a list")
+    return value
+
+
+def _id(value: Any, where: str) -> str:
+    """An id or a name: text or a whole number, never empty."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise _Malformed(f"{where} is missing or not an id")
+    return str(value)
+
+
+def _opt_id(value: Any, where: str) -> str | None:
+    return None if value is None or value == "" else _id(value, where)
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()) and len(value) < 40:
+        return int(value)
+    raise _Malformed(f"{where} is missing or not a whole number")
+
+
+def _opt_int(value: Any, where: str = "value") -> int | None:
+    return None if value is None else _int(value, where)
+
+
+def _opt_text(value: Any, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _Malformed(f"{where} is not text")
+    return value
+
+
+def _unit(data: Any, where: str = "data") -> PtiUnit:
+    data = _object(data, where)
+    try:
+        status = UnitStatus(data.get("status"))
+    except ValueError:
+        raise _Malformed(f"{where}.status is not one of {', '.join(s.value for s in UnitStatus)}") from None
+    locked = data.get("locked")
+    if locked not in (None, True, False):  # 0 and 1 compare equal to False and True
+        raise _Malformed(f"{where}.locked is not true or false")
+    return PtiUnit(name=_id(data.get("name"), f"{where}.name"), status=status, locked=bool(locked),
+                   user_id=_opt_id(data.get("user_id"), f"{where}.user_id"))
+
+
+def _user(data: Any, where: str = "data") -> PtiUser:
+    data = _object(data, where)
+    units = data.get("units") or []
     return PtiUser(
-        id=str(data["id"]),
-        email=data.get("email") or None,
-        access_code=_opt_int(data.get("access_code")),
-        access_level=_opt_int(data.get("access_level")),
-        time_zone=_opt_int(data.get("time_zone")),
-        first_name=data.get("first_name") or "",
-        last_name=data.get("last_name") or "",
-        marker=data.get("marker") or None,
-        units=tuple(data.get("units") or ()),
+        id=_id(data.get("id"), f"{where}.id"),
+        email=_opt_text(data.get("email"), f"{where}.email"),
+        access_code=_opt_int(data.get("access_code"), f"{where}.access_code"),
+        access_level=_opt_int(data.get("access_level"), f"{where}.access_level"),
+        time_zone=_opt_int(data.get("time_zone"), f"{where}.time_zone"),
+        first_name=_opt_text(data.get("first_name"), f"{where}.first_name") or "",
+        last_name=_opt_text(data.get("last_name"), f"{where}.last_name") or "",
+        marker=_opt_text(data.get("marker"), f"{where}.marker"),
+        units=tuple(_id(u, f"{where}.units[{i}]") for i, u in enumerate(_array(units, f"{where}.units"))),
     )
 
 
 def _catalogue(data: Any, kind: Callable[[int, str], T], *, operation: str, noun: str) -> list[T]:
-    """Read PTI's list of access levels or time zones; anything else is a PtiPermanentError saying what is wrong."""
+    """Read PTI's list of access levels or time zones; anything else is a PtiBadResponse saying what is wrong
+    (catalogues hold no secrets, so the detail may quote what it found)."""
 
-    def unreadable(problem: str) -> PtiPermanentError:
-        return PtiPermanentError("pti_rejected", operation=operation, http_status=200,
-                                 detail=f"PTI's list of {noun}s could not be read: {problem}.")
+    def unreadable(problem: str) -> PtiBadResponse:
+        return PtiBadResponse(operation=operation, http_status=200,
+                              detail=f"PTI's list of {noun}s could not be read: {problem}.")
 
     if data is None:
         raise unreadable("the answer holds no data")
@@ -167,12 +243,17 @@ def _shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit - 1]}…"
 
 
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _token(data: Any) -> tuple[str, float]:
+    data = _object(data, "data")
+    token = data.get("token")
+    if not isinstance(token, str) or not token:
+        raise _Malformed("data.token is missing or not text")
+    lifetime = data.get("expires_in")
+    if lifetime is None:
+        return token, 0.0
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or not 0 <= lifetime < math.inf:
+        raise _Malformed("data.expires_in is not a number of seconds")
+    return token, float(lifetime)
 
 
 class PtiClient:
@@ -228,8 +309,8 @@ class PtiClient:
         body = {"site_key": self._site_key.reveal(), "username": self._username.reveal(),
                 "password": self._password.reveal()}
         data = self._send("login", "POST", "/login", json=body, token=None)
-        self._token = _Secret(str(data["token"]))
-        lifetime = float(data.get("expires_in") or 0)
+        token, lifetime = self._read("login", None, _token, data)
+        self._token = _Secret(token)
         self._token_expires = self._clock() + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
 
     def _current_token(self) -> _Secret:
@@ -296,8 +377,13 @@ class PtiClient:
                                     uncertain=write)
         try:
             envelope = response.json()
-            result = int(envelope["result"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, RecursionError):  # not JSON (a proxy's HTML page), not UTF-8, nested too deeply
+            envelope = None
+        result = _result_code(envelope)
+        if result is None:
+            if 200 <= status < 300:  # PTI said yes in a form we cannot read: a write may have been applied
+                raise PtiBadResponse(operation=operation, target=target, http_status=status, uncertain=write,
+                                     detail="the answer is not PTI's envelope {result, data}")
             raise PtiPermanentError("pti_rejected", operation=operation, target=target,
                                     http_status=status) from None
         if result == OK and status == 200:
@@ -306,6 +392,15 @@ class PtiClient:
             return None
         raise PtiPermanentError(self._reason(operation, result, envelope), operation=operation,
                                 result_code=result, http_status=status, target=target)
+
+    @staticmethod
+    def _read(operation: str, target: str | None, reader: Callable[[Any], Any], data: Any) -> Any:
+        """`reader(data)`, or a PtiBadResponse saying where PTI's answer departs from the contract."""
+        try:
+            return reader(data)
+        except _Malformed as exc:
+            raise PtiBadResponse(operation=operation, target=target, http_status=200,
+                                 uncertain=operation in WRITE_OPERATIONS, detail=str(exc)) from None
 
     @staticmethod
     def _reason(operation: str, result: int, envelope: dict) -> str:
@@ -333,11 +428,13 @@ class PtiClient:
     # --- units -------------------------------------------------------------------------------------------
 
     def list_units(self) -> list[PtiUnit]:
-        return [_unit(u) for u in self._call("list_units", "GET", "/units")]
+        data = self._call("list_units", "GET", "/units")
+        return self._read("list_units", None, lambda d: [_unit(u, f"data[{i}]") for i, u in
+                                                         enumerate(_array(d, "data"))], data)
 
     def get_unit(self, name: str) -> PtiUnit:
         """The unit called `name`; raises PtiPermanentError ("unit_not_found", "invalid_unit_name")."""
-        return _unit(self._call("get_unit", "GET", _unit_path(name), target=name))
+        return self._read("get_unit", name, _unit, self._call("get_unit", "GET", _unit_path(name), target=name))
 
     def rent_unit(self, name: str, user_id: str) -> None:
         self._call("rent_unit", "POST", _unit_path(name, "rent"), json={"user_id": user_id}, target=name)
@@ -373,43 +470,53 @@ class PtiClient:
     def list_users(self) -> list[PtiUser]:
         """Every user of the site, all pages (for the drift sweep)."""
         users: list[PtiUser] = []
-        while True:
+        previous: list[PtiUser] | None = None
+        for _ in range(MAX_PAGES):
             page = self._call("list_users", "GET", "/users", params={"offset": len(users), "limit": self.page_size})
-            batch = page.get("users") or []
-            users.extend(_user(u) for u in batch)
-            if len(batch) < self.page_size or len(users) >= int(page.get("total", len(users))):
+            batch, total = self._read("list_users", None, _users_page, page)
+            if batch and batch == previous:  # the offset is ignored: the same page would come back for ever
+                raise PtiBadResponse(operation="list_users", http_status=200,
+                                     detail=f"the same page of users came back at offset {len(users)}")
+            users.extend(batch)
+            if len(batch) < self.page_size or (total is not None and len(users) >= total):
                 return users
+            previous = batch
+        raise PtiBadResponse(operation="list_users", http_status=200,
+                             detail=f"the user list did not end after {MAX_PAGES:,} full pages")
 
     def find_user_by_email(self, email: str) -> PtiUser | None:
         """The first PTI user with this e-mail (case-insensitive), or None. PTI does not keep e-mails unique."""
         found = self._call("find_user_by_email", "POST", "/users/find", json={"email": email})
-        return _user(found[0]) if found else None
+        return self._read("find_user_by_email", None,
+                          lambda d: _user(d[0], "data[0]") if _array(d or [], "data") else None, found)
 
     def find_user_by_access_code(self, code: int) -> PtiUser | None:
         data = self._call("find_user_by_access_code", "POST", "/users/find", json={"access_code": code},
                           accept=frozenset({NO_USER_WITH_CODE}))
-        return _user(data) if data else None
+        return None if data is None else self._read("find_user_by_access_code", None, _user, data)
 
     def get_user(self, user_id: str) -> PtiUser | None:
         try:
-            return _user(self._call("get_user", "GET", _user_path(user_id), target=user_id))
+            data = self._call("get_user", "GET", _user_path(user_id), target=user_id)
         except PtiPermanentError as exc:
             if exc.result_code == NOT_FOUND:
                 return None
             raise
+        return self._read("get_user", user_id, _user, data)
 
     def create_user(self, *, email: str, first_name: str, last_name: str, access_code: int, access_level: int,
                     time_zone: int, marker: str) -> PtiUser:
         body = {"email": email, "first_name": first_name, "last_name": last_name, "access_code": access_code,
                 "access_level": access_level, "time_zone": time_zone, "marker": marker}
-        return _user(self._call("create_user", "POST", "/users", json=body))
+        return self._read("create_user", None, _user, self._call("create_user", "POST", "/users", json=body))
 
     def update_user(self, user_id: str, **changes: Any) -> PtiUser:
         """Change some of: access_code, access_level, time_zone, first_name, last_name, email."""
         unknown = set(changes) - UPDATABLE_USER_FIELDS
         if unknown:
             raise ValueError(f"PTI users have no updatable field(s) {sorted(unknown)}")
-        return _user(self._call("update_user", "PATCH", _user_path(user_id), json=changes, target=user_id))
+        data = self._call("update_user", "PATCH", _user_path(user_id), json=changes, target=user_id)
+        return self._read("update_user", user_id, _user, data)
 
     def remove_user(self, user_id: str) -> None:
         """Remove the user and its code; PTI vacates the units still rented to it."""
@@ -439,6 +546,22 @@ class PtiClient:
             case _:
                 raise TypeError(f"not a PTI operation: {type(op).__name__}")
         return None
+
+
+def _result_code(envelope: Any) -> int | None:
+    """The envelope's result code, or None when the answer is not the envelope."""
+    if not isinstance(envelope, dict):
+        return None
+    try:
+        return _int(envelope.get("result"), "result")
+    except _Malformed:
+        return None
+
+
+def _users_page(page: Any) -> tuple[list[PtiUser], int | None]:
+    page = _object(page, "data")
+    users = [_user(u, f"data.users[{i}]") for i, u in enumerate(_array(page.get("users") or [], "data.users"))]
+    return users, _opt_int(page.get("total"), "data.total")
 
 
 def _resolve(user_id: str, new_user_id: str | None) -> str:

@@ -68,3 +68,15 @@ class PtiRetryableError(PtiError):
 
 class PtiPermanentError(PtiError):
     """PTI said no (a negative result code or a 4xx): retrying the same request gives the same answer."""
+
+
+class PtiBadResponse(PtiPermanentError):
+    """PTI answered, but not in the shape the contract describes (docs/pti-contract.md): reason `pti_bad_response`.
+
+    `detail` says where the answer departs from the contract (e.g. "data.users[2].access_code is not a whole
+    number"), never the value found there: it may be an access code. After a write the answer is `uncertain`:
+    PTI may have applied it, so the next attempt looks the user up before creating again.
+    """
+
+    def __init__(self, *, operation: str, detail: str, **kwargs) -> None:
+        super().__init__("pti_bad_response", operation=operation, detail=detail, **kwargs)

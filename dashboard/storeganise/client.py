@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_PAGE_SIZE = 100
+MAX_PAGES = 10_000  # a list longer than this many full pages is a paging that never ends, not a business
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
 # A Retry-After longer than this is not slept through inside a job: the caller is told to come back later.
@@ -194,7 +195,8 @@ class StoreganiseClient:
         states = None if state is None else ({state} if isinstance(state, str) else set(state))
         checks = [
             _field_check("siteId", site_id),
-            ("state", state if isinstance(state, str) else _join(state), lambda r: r.get("state") in states),
+            ("state", state if isinstance(state, str) else _join(state),
+             lambda r: isinstance(r.get("state"), str) and r["state"] in states),
             _after_check(updated_after),
             _field_check("ownerId", owner_id),
         ]
@@ -290,12 +292,16 @@ class StoreganiseClient:
         """
         records: list[dict] = []
         offset = 0
-        while True:
+        previous: list | None = None
+        for _ in range(MAX_PAGES):
             params = {**filters, "include": "customFields", "limit": self.page_size, "offset": offset}
             page = self._request("GET", path, params=params)
             if not isinstance(page, list):
-                raise StoreganiseError(f"Storeganise answered GET {path} with something other than a list.",
-                                       reason=REASON_BAD_RESPONSE, endpoint=f"GET {path}")
+                raise _bad_response(f"GET {path}", "something other than a list")
+            if not all(isinstance(record, dict) and isinstance(record.get("id"), str) for record in page):
+                raise _bad_response(f"GET {path}", "a list holding something other than records with an id")
+            if page and page == previous:  # the offset is ignored: the same page would come back for ever
+                raise _bad_response(f"GET {path}", f"the same page again at offset {offset}")
             if on_page is None:
                 records.extend(page)
             elif not on_page(page):
@@ -303,9 +309,14 @@ class StoreganiseClient:
             if len(page) < self.page_size:
                 return records
             offset += len(page)
+            previous = page
+        raise _bad_response(f"GET {path}", f"more than {MAX_PAGES:,} full pages")
 
     def _get(self, path: str, params: dict[str, Any]) -> dict:
-        return self._request("GET", path, params=params)
+        record = self._request("GET", path, params=params)
+        if not isinstance(record, dict):
+            raise _bad_response(f"GET {path}", "something other than a record")
+        return record
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
                  idempotent: bool = True) -> Any:
@@ -374,7 +385,7 @@ def _error_detail(response: httpx.Response) -> str:
     """The message of a Storeganise error body, shortened; never echoes request headers."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return response.text.strip()[:200]
     if isinstance(body, dict):
         for key in ("message", "error", "detail"):
@@ -388,7 +399,7 @@ def _decode(response: httpx.Response, endpoint: str) -> Any:
         return None
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, a number too long to convert, nested too deeply
         raise StoreganiseError(f"Storeganise answered {endpoint} with a body that is not JSON.",
                                reason=REASON_BAD_RESPONSE, status=response.status_code, endpoint=endpoint) from None
 
@@ -419,6 +430,11 @@ def _parse_instant(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _bad_response(endpoint: str, what: str) -> StoreganiseError:
+    return StoreganiseError(f"Storeganise answered {endpoint} with {what}.", reason=REASON_BAD_RESPONSE,
+                            endpoint=endpoint)
 
 
 def _join(values: Iterable[str] | None) -> str | None:

@@ -84,8 +84,10 @@ def parse_event(body: bytes) -> WebhookEvent:
     """The event in a webhook body; WebhookError with a plain message when the body is not one."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookError(f"The webhook body is not valid JSON ({exc}).") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or a number longer than Python converts
+        raise WebhookError(f"The webhook body is not valid JSON ({str(exc)[:120]}).") from None
+    except RecursionError:
+        raise WebhookError("The webhook body is not valid JSON (nested too deeply).") from None
     if not isinstance(payload, dict):
         raise WebhookError("The webhook body must be a JSON object.")
     event_id, event_type = payload.get("id"), payload.get("type")

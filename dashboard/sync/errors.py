@@ -76,6 +76,10 @@ CATALOGUE: dict[str, Problem] = {
                 retryable=True),
         Problem("pti_rejected", "PTI rejected the request.",
                 "Read the PTI result in the journal; contact support with it if the fix is not clear."),
+        Problem("pti_bad_response", "PTI answered with something the product cannot read.",
+                "Check the site's PTI URL points at the Storlogix Cloud API (not a web page or a proxy), then press "
+                "Resync; if it persists, contact support with the journal entry, which says which part of the "
+                "answer was wrong."),
         Problem("storeganise_unreachable", "Storeganise did not answer.",
                 "Usually passes on its own; the product retries.", retryable=True),
         Problem("storeganise_auth_failed", "Storeganise refused the product's API key.",

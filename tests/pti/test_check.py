@@ -96,11 +96,13 @@ def test_a_malformed_list_is_reported_and_the_rest_still_checked(sim):
     with sim.client() as client:
         check = check_site(client, ["A101"], **DEFAULTS)
     assert (check.ok, check.time_zones, check.default_zone_ok, check.error.reason) == (
-        False, None, None, "pti_rejected")
+        False, None, None, "pti_bad_response")
     assert check.default_access_level_ok is True and check.matched == ["A101"]
-    assert check.lines[-1] == ("Could not read PTI's time zones: PTI rejected the request. PTI's list of time zones "
-                               "could not be read: entry 1 has the id '24 Hours', not a whole number. Read the PTI "
-                               "result in the journal; contact support with it if the fix is not clear.")
+    assert check.lines[-1] == ("Could not read PTI's time zones: PTI answered with something the product cannot "
+                               "read. PTI's list of time zones could not be read: entry 1 has the id '24 Hours', not "
+                               "a whole number. Check the site's PTI URL points at the Storlogix Cloud API (not a web "
+                               "page or a proxy), then press Resync; if it persists, contact support with the journal "
+                               "entry, which says which part of the answer was wrong.")
 
 
 def test_wrong_credentials_are_reported_with_the_fix(sim):

@@ -157,7 +157,7 @@ def test_a_time_zone_answer_that_is_no_list_is_rejected_with_a_plain_detail(answ
     router.get("/time-zones").mock(return_value=httpx.Response(200, json=answer))
     with routed(router) as client, pytest.raises(PtiPermanentError) as info:
         client.list_time_zones()
-    assert (info.value.reason, info.value.operation, info.value.retryable) == ("pti_rejected", "list_time_zones",
+    assert (info.value.reason, info.value.operation, info.value.retryable) == ("pti_bad_response", "list_time_zones",
                                                                                False)
     assert info.value.detail == f"PTI's list of time zones could not be read: {problem}."
 

@@ -147,7 +147,7 @@ def test_a_malformed_list_is_a_permanent_error_saying_what_is_wrong(pti, client,
                                                                      operation):
     pti.lists(**{key: entries})
     error = permanent(getattr(client, operation))
-    assert (error.reason, error.operation) == ("pti_rejected", operation)
+    assert (error.reason, error.operation) == ("pti_bad_response", operation)
     assert error.detail == f"PTI's list of {noun}s could not be read: {problem.format(noun=noun)}."
     assert error.detail in str(error)
 
