@@ -246,7 +246,7 @@ class PtiSimulator:
         body = request.get_json(silent=True) if request.method in ("POST", "PATCH") else None
         body = body if isinstance(body, dict) else {}
         if call["operation"] == "find_user":
-            call["operation"] = "find_user_by_access_code" if "access_code" in body else "find_user_by_email"
+            call["operation"] = "find_user_by_access_code" if "access_code" in body else "find_users_by_email"
         if call["operation"] != "login":
             for key in ("access_code", "email", "user_id"):
                 if body.get(key) is not None and not isinstance(body[key], dict | list):

@@ -335,10 +335,10 @@ class PtiClient:
             if len(batch) < self.page_size or len(users) >= int(page.get("total", len(users))):
                 return users
 
-    def find_user_by_email(self, email: str) -> PtiUser | None:
-        """The first PTI user with this e-mail (case-insensitive), or None. PTI does not keep e-mails unique."""
-        found = self._call("find_user_by_email", "POST", "/users/find", json={"email": email})
-        return _user(found[0]) if found else None
+    def find_users_by_email(self, email: str) -> list[PtiUser]:
+        """Every PTI user with this e-mail (case-insensitive), maybe none: PTI does not keep e-mails unique."""
+        found = self._call("find_users_by_email", "POST", "/users/find", json={"email": email})
+        return [_user(u) for u in found or ()]
 
     def find_user_by_access_code(self, code: int) -> PtiUser | None:
         data = self._call("find_user_by_access_code", "POST", "/users/find", json={"access_code": code},
