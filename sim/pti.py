@@ -52,7 +52,7 @@ ALREADY_VACANT, NO_SUCH_CODE, NOT_FOUND = -22, -24, -404
 
 WRITES = {"create_user", "update_user", "remove_user", "rent_unit", "vacate_unit", "lock_unit", "unlock_unit"}
 USER_FIELDS = ("first_name", "last_name", "email", "access_code", "access_level", "time_zone")
-UPDATABLE_FIELDS = (*USER_FIELDS, "marker")  # a user found by e-mail is adopted by writing our marker
+UPDATABLE_FIELDS = (*USER_FIELDS, "marker")  # a user staff chose to adopt gets our marker written onto it
 
 
 @dataclass
