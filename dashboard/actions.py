@@ -97,6 +97,38 @@ def set_access(customer: Customer, actor: StaffUser | str, *, level: int | None,
     return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
 
 
+def adopt_pti_user(account: PtiAccount, actor: StaffUser | str, *, pti_user_id: str) -> int:
+    """Staff chose one of the PTI users PTI Sync did not create as the customer's at the account's site: the next
+    push writes our marker onto it and makes it match Storeganise (code, level, zone, units)."""
+    choices = _foreign_choices(account)
+    if pti_user_id not in choices:
+        raise ActionError("Choose one of the PTI users shown to adopt.")
+    account.adopt_pti_user_id, account.separate_from_foreign = pti_user_id, False
+    return _decided(account, actor, "adopt pti user", pti_user_id=pti_user_id)
+
+
+def separate_pti_user(account: PtiAccount, actor: StaffUser | str) -> int:
+    """Staff decided the PTI users PTI Sync did not create are someone else: the next push creates the customer's
+    own PTI user beside them (PTI allows the same e-mail twice) and leaves them untouched."""
+    choices = _foreign_choices(account)
+    account.adopt_pti_user_id, account.separate_from_foreign = None, True
+    return _decided(account, actor, "create separate pti user", pti_user_ids=sorted(choices))
+
+
+def _foreign_choices(account: PtiAccount) -> set[str]:
+    if account.last_error != "foreign_pti_user" or not account.foreign_pti_users:
+        raise ActionError("There is no PTI user to decide about for this customer at this site.")
+    return {u["id"] for u in account.foreign_pti_users}
+
+
+def _decided(account: PtiAccount, actor: StaffUser | str, action: str, **detail) -> int:
+    mark_dirty(account.customer_id, account.site_id)
+    record(action, actor=actor, target_type="customer", target_id=account.customer.sg_id, site=account.site.code,
+           **detail)
+    db.session.commit()
+    return request_reconcile([account], trigger=f"staff:{_who(actor)}")
+
+
 def requeue_failed(actor: StaffUser | str, site: Site | None = None) -> int:
     """Put every parked (failed) account back in line, e.g. after fixing a site's PTI password."""
     stmt = select(PtiAccount).where(PtiAccount.state == SyncState.FAILED)

@@ -10,7 +10,7 @@ import enum
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, func, select
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false, func, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -171,6 +171,13 @@ class PtiAccount(db.Model):
     last_error_detail: Mapped[str | None] = mapped_column(Text)
     last_attempt_at: Mapped[datetime | None]
     last_synced_at: Mapped[datetime | None]
+    # PTI users without our marker that matched the customer when the account parked as foreign_pti_user, as staff
+    # compare them on the customer's page: [{"id", "first_name", "last_name", "email", "code" (masked, •••456),
+    # "access_level", "time_zone", "units", "matched_by"}]. Never a full access code. Cleared on the next push.
+    foreign_pti_users: Mapped[list | None] = mapped_column(JSON)
+    # Staff's decision about them: adopt this PTI user (our marker is written onto it), or create a separate one.
+    adopt_pti_user_id: Mapped[str | None] = mapped_column(String(64))
+    separate_from_foreign: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     customer: Mapped[Customer] = relationship()
     site: Mapped[Site] = relationship()

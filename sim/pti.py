@@ -56,7 +56,7 @@ ALREADY_VACANT, NO_SUCH_CODE, NOT_FOUND = -22, -24, -404
 
 WRITES = {"create_user", "update_user", "remove_user", "rent_unit", "vacate_unit", "lock_unit", "unlock_unit"}
 USER_FIELDS = ("first_name", "last_name", "email", "access_code", "access_level", "time_zone")
-UPDATABLE_FIELDS = (*USER_FIELDS, "marker")  # a user found by e-mail is adopted by writing our marker
+UPDATABLE_FIELDS = (*USER_FIELDS, "marker")  # a user staff chose to adopt gets our marker written onto it
 
 
 @dataclass
@@ -250,7 +250,7 @@ class PtiSimulator:
         body = request.get_json(silent=True) if request.method in ("POST", "PATCH") else None
         body = body if isinstance(body, dict) else {}
         if call["operation"] == "find_user":
-            call["operation"] = "find_user_by_access_code" if "access_code" in body else "find_user_by_email"
+            call["operation"] = "find_user_by_access_code" if "access_code" in body else "find_users_by_email"
         if call["operation"] != "login":
             for key in ("access_code", "email", "user_id"):
                 if body.get(key) is not None and not isinstance(body[key], dict | list):

@@ -100,3 +100,121 @@ def test_regenerate_code_from_the_page_queues_a_new_code(client, auth, demo_busi
     assert response.status_code == 200 and "New access code queued" in response.get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(PtiAccount, account.id).access_code not in (None, 583920)
+
+
+FOREIGN = [
+    {"id": "1001", "first_name": "By", "last_name": "Hand", "email": "same@example.com", "code": "•••920",
+     "access_level": 1, "time_zone": 1, "units": ["Z901"], "matched_by": ["e-mail"]},
+    {"id": "1002", "first_name": "Also", "last_name": "Hand", "email": "same@example.com", "code": "•••921",
+     "access_level": 2, "time_zone": 3, "units": [], "matched_by": ["e-mail", "access code"]},
+]
+
+
+def in_conflict() -> PtiAccount:
+    """A customer parked because PTI has users with their e-mail that PTI Sync did not create."""
+    customer = db.session.scalars(select(Customer).order_by(Customer.id)).first()
+    account = account_for(customer, customer.rentals[0].site_id)
+    account.access_code, account.state, account.generation = 583456, "failed", 2
+    account.last_error, account.foreign_pti_users = "foreign_pti_user", FOREIGN
+    db.session.commit()
+    return account
+
+
+def test_a_conflict_shows_the_customer_and_each_foreign_pti_user_side_by_side_codes_masked(client, auth,
+                                                                                           demo_business):
+    account = in_conflict()
+    auth.login("manager")
+    page = client.get(f"/customers/{account.customer_id}").get_data(as_text=True)
+    assert 'id="conflict-' in page and "PTI user 1001" in page and "PTI user 1002" in page
+    assert "•••456" in page and "•••920" in page and "•••921" in page and "583456" not in page
+    assert "Z901" in page and "e-mail and access code" in page
+    assert "/adopt" not in page and "/separate" not in page  # managers only read
+
+
+def test_staff_adopt_the_pti_user_they_chose_and_the_decision_is_audited_and_pushed(client, auth, demo_business):
+    account = in_conflict()
+    auth.login("staff")
+    page = client.get(f"/customers/{account.customer_id}").get_data(as_text=True)
+    assert page.count("Adopt this PTI user") == 2 and "hx-confirm=\"Adopt PTI user 1002" in page
+    token = auth.csrf_token(f"/customers/{account.customer_id}")
+    response = client.post(f"/customers/{account.customer_id}/accounts/{account.id}/adopt",
+                           data={"csrf_token": token, "pti_user_id": "1002"}, headers=HTMX)
+    assert response.status_code == 200 and "Adoption queued" in response.get_data(as_text=True)
+    db.session.expire_all()
+    account = db.session.get(PtiAccount, account.id)
+    assert (account.adopt_pti_user_id, account.separate_from_foreign) == ("1002", False)
+    assert account.state == "pending" and account.generation == 3
+    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "adopt pti user")).one()
+    assert (entry.actor, entry.target_id, entry.detail["pti_user_id"]) == (
+        "staff@demo.test", account.customer.sg_id, "1002")
+
+
+def test_support_create_a_separate_user_and_the_decision_is_audited_and_pushed(client, auth, demo_business):
+    account = in_conflict()
+    auth.login("support")
+    token = auth.csrf_token(f"/customers/{account.customer_id}")
+    response = client.post(f"/customers/{account.customer_id}/accounts/{account.id}/separate",
+                           data={"csrf_token": token}, headers=HTMX)
+    assert response.status_code == 200 and "Separate PTI user queued" in response.get_data(as_text=True)
+    db.session.expire_all()
+    account = db.session.get(PtiAccount, account.id)
+    assert (account.adopt_pti_user_id, account.separate_from_foreign, account.state) == (None, True, "pending")
+    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "create separate pti user")).one()
+    assert (entry.actor, entry.detail["pti_user_ids"]) == ("support@demo.test", ["1001", "1002"])
+
+
+def test_adopting_a_pti_user_that_was_not_shown_is_refused_and_nothing_changes(client, auth, demo_business):
+    account = in_conflict()
+    auth.login("admin")
+    token = auth.csrf_token(f"/customers/{account.customer_id}")
+    response = client.post(f"/customers/{account.customer_id}/accounts/{account.id}/adopt",
+                           data={"csrf_token": token, "pti_user_id": "4242"}, headers=HTMX)
+    assert response.status_code == 422 and "Choose one of the PTI users shown" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).adopt_pti_user_id is None
+    assert db.session.scalars(select(AuditEntry).where(AuditEntry.action == "adopt pti user")).first() is None
+
+
+def test_a_decision_needs_a_conflict_to_decide(client, auth, demo_business):
+    account = in_conflict()
+    account.last_error, account.foreign_pti_users = None, None
+    db.session.commit()
+    auth.login("staff")
+    token = auth.csrf_token(f"/customers/{account.customer_id}")
+    response = client.post(f"/customers/{account.customer_id}/accounts/{account.id}/separate",
+                           data={"csrf_token": token}, headers=HTMX)
+    assert response.status_code == 422
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).separate_from_foreign is False
+
+
+def test_managers_cannot_decide_a_conflict(client, auth, demo_business):
+    account = in_conflict()
+    auth.login("manager")
+    token = auth.csrf_token("/")
+    for action, data in (("adopt", {"pti_user_id": "1001"}), ("separate", {})):
+        response = client.post(f"/customers/{account.customer_id}/accounts/{account.id}/{action}",
+                               data={"csrf_token": token, **data})
+        assert response.status_code == 403
+    db.session.expire_all()
+    assert (db.session.get(PtiAccount, account.id).adopt_pti_user_id,
+            db.session.get(PtiAccount, account.id).separate_from_foreign) == (None, False)
+
+
+def test_a_decision_without_a_csrf_token_is_refused(client, auth, demo_business):
+    account = in_conflict()
+    auth.login("staff")
+    response = client.post(f"/customers/{account.customer_id}/accounts/{account.id}/adopt",
+                           data={"pti_user_id": "1001"})
+    assert response.status_code == 400
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).adopt_pti_user_id is None
+
+
+def test_a_decision_about_another_customers_account_is_not_found(client, auth, demo_business):
+    account = in_conflict()
+    other = db.session.scalars(select(Customer).where(Customer.id != account.customer_id)).first()
+    auth.login("staff")
+    token = auth.csrf_token(f"/customers/{other.id}")
+    response = client.post(f"/customers/{other.id}/accounts/{account.id}/separate", data={"csrf_token": token})
+    assert response.status_code == 404

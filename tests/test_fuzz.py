@@ -89,7 +89,7 @@ USER = {"id": "u1", "email": "ann@example.test", "access_code": 482913, "access_
 UNIT = {"name": "A101", "status": "rented", "locked": False, "user_id": "u1"}
 PTI_CALLS = {
     "get_user": lambda c: c.get_user("u1"),
-    "find_user_by_email": lambda c: c.find_user_by_email("ann@example.test"),
+    "find_users_by_email": lambda c: c.find_users_by_email("ann@example.test"),
     "find_user_by_access_code": lambda c: c.find_user_by_access_code(482913),
     "get_unit": lambda c: c.get_unit("A101"),
     "list_users": lambda c: c.list_users(),
@@ -158,7 +158,7 @@ def test_any_pti_answer_is_a_result_or_a_pti_error(call, answer):
     ("get_unit", ["A101"]),
     ("list_users", {"users": "everyone"}),
     ("list_units", [{"name": "A101"}]),
-    ("find_user_by_email", {"id": "u1"}),
+    ("find_users_by_email", {"id": "u1"}),
     ("find_user_by_access_code", [1, 2]),
     ("list_access_levels", [{"id": "one", "name": "All"}]),
     ("login", {"expires_in": 600}),

@@ -31,6 +31,8 @@ ACCESS = {
     "customers.regenerate_code": ACTORS,
     "customers.set_access": ACTORS,
     "customers.reveal_code": ACTORS,
+    "customers.adopt_pti_user": ACTORS,
+    "customers.separate_pti_user": ACTORS,
     "activity.index": EVERYONE,
     "uploads.index": {"admin", "manager", "support"},
     "uploads.show": {"admin", "manager", "support"},

@@ -29,6 +29,7 @@ from ..sync import (
     ActualAccess,
     CreateUser,
     CustomerSnapshot,
+    Decision,
     DesiredAccess,
     Identity,
     LockUnit,
@@ -47,6 +48,7 @@ from ..sync import (
     VacateUnit,
     derive_desired,
     generate_code,
+    mask,
     plan,
     resolve,
 )
@@ -80,11 +82,13 @@ class Retry(Exception):
 
 
 class Park(Exception):
-    """A person must act: the account is parked as failed with this reason until its intent changes."""
+    """A person must act: the account is parked as failed with this reason until its intent changes.
 
-    def __init__(self, reason: str, detail: str | None = None) -> None:
+    `foreign` is what staff compare on the customer's page for a foreign_pti_user conflict (see `foreign_users`)."""
+
+    def __init__(self, reason: str, detail: str | None = None, foreign: list[dict] | None = None) -> None:
         super().__init__(reason)
-        self.reason, self.detail = reason, detail
+        self.reason, self.detail, self.foreign = reason, detail, foreign
 
 
 @dataclass
@@ -188,17 +192,19 @@ def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
 
 def observe(call: Caller, client: PtiClient, desired: DesiredAccess, account: PtiAccount) -> tuple[Identity,
                                                                                                    ActualAccess]:
-    """Look the customer up in PTI (stored id; e-mail and code when needed) and read the units that matter."""
+    """Look the customer up in PTI (stored id; every e-mail match and the code when needed; the user staff chose
+    to adopt) and read the units that matter."""
     by_id = call("get_user", client.get_user, account.pti_user_id) if account.pti_user_id else None
     marker = desired.customer_id
     if by_id is not None and by_id.marker == marker and (account.access_code in (None, by_id.access_code)):
         identity = Identity(Outcome.FOUND, by_id)  # known user, our code: no need for the other lookups
     else:
         email = desired.user.email if desired.user else account.customer.email
-        by_email = call("find_user_by_email", client.find_user_by_email, email) if email else None
+        by_email = call("find_users_by_email", client.find_users_by_email, email) if email else []
         code = account.access_code
         by_code = call("find_user_by_access_code", client.find_user_by_access_code, code) if code else None
-        identity = resolve(marker, by_id, by_email, by_code)
+        identity = resolve(marker, by_id, by_email, by_code, decision=decision(call, client, account, by_email),
+                           code_chosen_here=code is not None and code != account.customer.pti_access_code)
     user = identity.user
     names = set(desired.unit_names) | set(user.units if user else ())
     units: dict[str, PtiUnit] = {}
@@ -214,6 +220,38 @@ def observe(call: Caller, client: PtiClient, desired: DesiredAccess, account: Pt
         holder = call("get_user", client.get_user, holder_id)
         holder_markers[holder_id] = holder.marker if holder else None
     return identity, ActualAccess(user, units, {k: v for k, v in holder_markers.items() if v is not None})
+
+
+def decision(call: Caller, client: PtiClient, account: PtiAccount, by_email: list[PtiUser]) -> Decision:
+    """Staff's decision about strangers matching the customer, with the user to adopt as PTI holds it now."""
+    adopt_id = account.adopt_pti_user_id
+    if adopt_id is None or adopt_id == account.pti_user_id:
+        return Decision(separate=account.separate_from_foreign)
+    adopt = next((u for u in by_email if u.id == adopt_id), None) or call("get_user", client.get_user, adopt_id)
+    return Decision(adopt=adopt, separate=account.separate_from_foreign)
+
+
+def foreign_users(users: tuple[PtiUser, ...], account: PtiAccount) -> list[dict]:
+    """What staff compare on the customer's page: the strangers as PTI holds them, their codes masked."""
+    email = (account.customer.email or "").strip().casefold()
+    return [{
+        "id": u.id, "first_name": u.first_name, "last_name": u.last_name, "email": u.email,
+        "code": mask(u.access_code) if u.access_code is not None else None,
+        "access_level": u.access_level, "time_zone": u.time_zone, "units": list(u.units),
+        "matched_by": [how for how, hit in (("e-mail", bool(email) and (u.email or "").strip().casefold() == email),
+                                            ("access code", u.access_code is not None
+                                             and u.access_code == account.access_code)) if hit],
+    } for u in users]
+
+
+def stop_on_conflict(identity: Identity, account: PtiAccount) -> None:
+    """Park when staff must decide: two users of ours (merge them), or strangers matching the customer."""
+    if identity.outcome is Outcome.DUPLICATE:
+        raise Park("duplicate_pti_users", ", ".join(u.id for u in identity.others))
+    if identity.outcome is Outcome.FOREIGN:
+        ids = ", ".join(u.id for u in identity.others)
+        raise Park("foreign_pti_user", f"PTI user(s) {ids} at {account.site.title}, not created by PTI Sync",
+                   foreign_users(identity.others, account))
 
 
 # --- applying -------------------------------------------------------------------------------------------------
@@ -328,13 +366,13 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
         if unknown is not None:
             raise Park(*unknown)  # before any PTI write: PTI would refuse it, or give the wrong hours
         identity, actual = observe(call, client, desired, account)
-        if identity.outcome is Outcome.DUPLICATE:
-            raise Park("duplicate_pti_users", ", ".join(u.id for u in identity.others))
+        stop_on_conflict(identity, account)
         if identity.outcome is Outcome.CODE_TAKEN:
             account.access_code = choose_code(account, exclude={account.access_code})
             db.session.commit()
             rentals, desired = snapshot(account)
             identity, actual = observe(call, client, desired, account)
+            stop_on_conflict(identity, account)
             if identity.outcome is not Outcome.FOUND and identity.outcome is not Outcome.CREATE:
                 raise Retry("duplicate_access_code")
         if identity.user is not None and account.pti_user_id != identity.user.id:
@@ -402,6 +440,7 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     account.urgent = account.urgent and newer
     account.attempts, account.next_attempt_at = 0, None
     account.last_error = account.last_error_detail = None
+    account.foreign_pti_users = None  # a conflict, if there was one, is settled
     account.last_attempt_at = account.last_synced_at = utcnow()
     new_problems = problems.account_synced(account, {
         r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS})
@@ -440,6 +479,7 @@ def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, star
     db.session.refresh(account, with_for_update=True)  # the account row before its rentals, as everywhere
     account.state = SyncState.FAILED
     account.last_error, account.last_error_detail = exc.reason, exc.detail
+    account.foreign_pti_users = exc.foreign
     account.last_attempt_at = utcnow()
     account.next_attempt_at = None
     rentals = db.session.scalars(select(Rental).where(

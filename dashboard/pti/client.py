@@ -484,11 +484,11 @@ class PtiClient:
         raise PtiBadResponse(operation="list_users", http_status=200,
                              detail=f"the user list did not end after {MAX_PAGES:,} full pages")
 
-    def find_user_by_email(self, email: str) -> PtiUser | None:
-        """The first PTI user with this e-mail (case-insensitive), or None. PTI does not keep e-mails unique."""
-        found = self._call("find_user_by_email", "POST", "/users/find", json={"email": email})
-        return self._read("find_user_by_email", None,
-                          lambda d: _user(d[0], "data[0]") if _array(d or [], "data") else None, found)
+    def find_users_by_email(self, email: str) -> list[PtiUser]:
+        """Every PTI user with this e-mail (case-insensitive), maybe none: PTI does not keep e-mails unique."""
+        found = self._call("find_users_by_email", "POST", "/users/find", json={"email": email})
+        return self._read("find_users_by_email", None,
+                          lambda d: [_user(u, f"data[{i}]") for i, u in enumerate(_array(d or [], "data"))], found)
 
     def find_user_by_access_code(self, code: int) -> PtiUser | None:
         data = self._call("find_user_by_access_code", "POST", "/users/find", json={"access_code": code},

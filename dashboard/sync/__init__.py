@@ -16,7 +16,7 @@ from dashboard.sync.desired import (
     derive_desired,
     is_valid_unit_name,
 )
-from dashboard.sync.identity import Identity, Outcome, resolve
+from dashboard.sync.identity import Decision, Identity, Outcome, resolve
 from dashboard.sync.model import (
     NEW_USER,
     AccessLevel,
@@ -39,7 +39,7 @@ from dashboard.sync.plan import Plan, plan
 
 __all__ = [
     "NEW_USER", "AccessLevel", "ActualAccess", "CreateUser", "CustomerSnapshot", "DesiredAccess", "DesiredUnit",
-    "DesiredUser", "Identity", "Issue", "LockUnit", "NoFreeCode", "Operation", "Outcome", "Plan", "PtiUnit",
+    "DesiredUser", "Decision", "Identity", "Issue", "LockUnit", "NoFreeCode", "Operation", "Outcome", "Plan", "PtiUnit",
     "PtiUser", "RemoveUser", "RentUnit", "RentalSnapshot", "RentalStatus", "RentalSync", "SiteSettings",
     "TimeZone", "UnitStatus", "UnlockUnit", "UpdateUser", "VacateUnit", "derive_desired", "generate_code",
     "is_trivial", "is_valid_unit_name", "mask", "plan", "resolve",

@@ -6,7 +6,7 @@ zero PTI writes.
 
 Order, and why:
 1. create the user (with code, level, zone and our marker) when PTI has none for the customer;
-2. update the user's fields that differ; a user found by e-mail without our marker is claimed with it;
+2. update the user's fields that differ; a user staff chose to adopt (no marker yet) is claimed with it;
 3. per desired unit, by name: vacate it from another of our customers' users, rent it, then lock or unlock;
 4. vacate the units PTI still has rented to the user that Storeganise no longer grants;
 5. remove the user when nothing is desired, and only when it carries our marker.

@@ -28,6 +28,7 @@ def init_app(app) -> None:
         app.register_blueprint(module.bp)
     app.add_template_filter(problem, "problem")
     app.add_template_filter(lambda reason: problem(reason).message, "problem_message")
+    app.add_template_filter(lambda reason: problem(reason).fix, "problem_fix")
     app.add_template_filter(masked_code, "masked_code")
 
     @app.errorhandler(403)

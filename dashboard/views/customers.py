@@ -142,13 +142,41 @@ def set_access(customer_id: int):
                             level=form.level.data, zone=form.zone.data)
 
 
+def _account_of(customer_id: int, account_id: int) -> PtiAccount:
+    account = db.session.get(PtiAccount, account_id)
+    if account is None or account.customer_id != customer_id:
+        abort(404)
+    return account
+
+
+def _account_action(customer_id: int, account_id: int, action, done: str, **kwargs):
+    return act(action, _account_of(customer_id, account_id), done=done,
+               back=url_for("customers.show", customer_id=customer_id),
+               fragment=lambda: render_block("customers/show.html", "access", **_page(customer_id)), **kwargs)
+
+
+@bp.route("/<int:customer_id>/accounts/<int:account_id>/adopt", methods=["POST"])
+@roles_required(*ACTORS)
+def adopt_pti_user(customer_id: int, account_id: int):
+    """Adopt the PTI user staff chose among those PTI Sync did not create (a foreign_pti_user conflict)."""
+    return _account_action(customer_id, account_id, actions.adopt_pti_user,
+                           "Adoption queued: PTI Sync marks that PTI user as this customer's on the next push.",
+                           pti_user_id=request.form.get("pti_user_id", "")[:64])
+
+
+@bp.route("/<int:customer_id>/accounts/<int:account_id>/separate", methods=["POST"])
+@roles_required(*ACTORS)
+def separate_pti_user(customer_id: int, account_id: int):
+    """Create the customer's own PTI user beside those PTI Sync did not create (a foreign_pti_user conflict)."""
+    return _account_action(customer_id, account_id, actions.separate_pti_user,
+                           "Separate PTI user queued: the other PTI users stay as they are.")
+
+
 @bp.route("/<int:customer_id>/reveal-code/<int:account_id>", methods=["POST"])
 @roles_required(*ACTORS)
 def reveal_code(customer_id: int, account_id: int):
     """Show one access code in full, once, to a role allowed to; the audit log records who saw it."""
-    account = db.session.get(PtiAccount, account_id)
-    if account is None or account.customer_id != customer_id:
-        abort(404)
+    account = _account_of(customer_id, account_id)
     record("reveal code", target_type="customer", target_id=account.customer.sg_id, site=account.site.code)
     db.session.commit()
     return render_template("customers/code.html", account=account)

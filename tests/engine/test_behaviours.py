@@ -168,22 +168,67 @@ def _create_by_hand(pti, email: str, code: int, marker: str | None = None) -> di
     return {"id": user.id}
 
 
-def test_an_existing_pti_user_found_by_email_is_adopted_not_duplicated(business, pti):
+def _sim_state_without_calls(pti) -> dict:
+    return pti.state()["sites"]
+
+
+def test_a_pti_user_found_by_email_that_we_did_not_create_parks_the_customer_and_pti_is_unchanged(business, pti):
+    customer = customer_with(1)
+    made = _create_by_hand(pti, customer.email, 583920)
+    before = _sim_state_without_calls(pti)
+    result = push(customer)
+    assert (result.outcome, result.reason) == ("failed", "foreign_pti_user")
+    assert _sim_state_without_calls(pti) == before
+    account = account_of(customer)
+    assert (account.state, account.last_error) == (SyncState.FAILED, "foreign_pti_user")
+    assert [(u["id"], u["code"], u["matched_by"]) for u in account.foreign_pti_users] == [
+        (made["id"], "•••920", ["e-mail"])]
+
+
+def test_the_conflict_shows_every_pti_user_with_the_customers_email(business, pti):
+    customer = customer_with(1)
+    first = _create_by_hand(pti, customer.email, 583920)
+    second = _create_by_hand(pti, customer.email.upper(), 583921)
+    assert push(customer).reason == "foreign_pti_user"
+    assert sorted(u["id"] for u in account_of(customer).foreign_pti_users) == sorted([first["id"], second["id"]])
+
+
+def test_adopting_the_pti_user_staff_chose_converges_with_that_user_marked(business, pti):
+    customer = customer_with(1)
+    _create_by_hand(pti, customer.email, 583920)
+    chosen = _create_by_hand(pti, customer.email, 583921)
+    push(customer)
+    account = account_of(customer)
+    account.adopt_pti_user_id = chosen["id"]
+    result = push(customer)
+    assert result.outcome == "ok"
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    assert user["id"] == chosen["id"] == account.pti_user_id
+    assert user["units"] == [customer.rentals[0].unit.pti_unit_name] and user["access_code"] == account.access_code
+    assert account.foreign_pti_users is None and account.state == SyncState.IN_SYNC
+    assert push(customer).outcome == "noop"
+
+
+def test_a_separate_user_ends_with_two_pti_users_with_that_email_ours_marked(business, pti):
     customer = customer_with(1)
     made = _create_by_hand(pti, customer.email, 583920)
     push(customer)
-    users = [u for u in pti.site("NG01")["users"] if u["email"] == customer.email]
-    assert [u["id"] for u in users] == [made["id"]]
-    assert users[0]["marker"] == customer.sg_id and users[0]["units"] == [customer.rentals[0].unit.pti_unit_name]
+    account_of(customer).separate_from_foreign = True
+    assert push(customer).outcome == "ok"
+    users = {u["id"]: u for u in pti.site("NG01")["users"] if u["email"] == customer.email}
+    ours = pti.user_with_marker("NG01", customer.sg_id)
+    assert set(users) == {made["id"], ours["id"]}
+    assert users[made["id"]]["marker"] is None and users[made["id"]]["units"] == []
+    assert ours["units"] == [customer.rentals[0].unit.pti_unit_name]
 
 
-def test_two_pti_users_matching_by_email_and_by_code_stop_with_merge_them(business, pti):
+def test_two_pti_users_with_our_marker_stop_with_merge_them(business, pti):
     customer = customer_with(1)
     push(customer)
     account = account_of(customer)
-    # Someone creates a second user by hand with the customer's e-mail; PTI now has two candidates.
+    # Someone copies the customer's user by hand, marker and all; PTI now has two users claiming to be ours.
     httpx.post(f"{pti.url}/_sim/reset")
-    _create_by_hand(pti, customer.email, 583921)
+    _create_by_hand(pti, customer.email, 583921, marker=customer.sg_id)
     _create_by_hand(pti, "other@example.com", account.access_code, marker=customer.sg_id)
     account.pti_user_id = None
     result = push(customer)

@@ -42,7 +42,8 @@ from tests.engine.conftest import PtiSim
 TINY = DemoSite("tiny", "tiny", "Tiny Storage", "TN01", "tn-site-key-5d1a", "sync.tiny", "tn-pass-63", "tn-pass-63",
                 unit_count=12, rented_units=6)
 HAND_UNIT = "T999"  # a PTI unit the mirror does not know, rented by hand to a hand-made user
-# PTI users staff created by hand (no marker): the engine must never change, adopt or remove them.
+# PTI users staff created by hand (no marker): the engine must never change, adopt or remove them; a customer
+# they match parks as foreign_pti_user until staff decide.
 HAND_MADE = [
     {"email": "gate.staff@tiny.example", "first_name": "Gate", "last_name": "Staff", "access_code": 731846,
      "access_level": 3, "time_zone": 1, "unit": None},
@@ -387,11 +388,16 @@ class TinySite(RuleBasedStateMachine):
         self.settled = True
 
     def converge(self) -> None:
-        """Faults off; staff requeue parked accounts; every owed account is pushed until none is owed."""
+        """Faults off; staff requeue parked accounts; every owed account is pushed until none is owed.
+
+        A customer whose Storeganise code a hand-made user holds parks as foreign_pti_user: staff compare the two on
+        the customer's page and, the hand-made users being staff and a hand tenant, choose a separate user."""
         self.sim.faults()
         self.forget_breaker()
         for _ in range(CONVERGE_ROUNDS):
             for account in db.session.scalars(select(PtiAccount).where(PtiAccount.state == SyncState.FAILED)):
+                if account.last_error == "foreign_pti_user":
+                    account.separate_from_foreign = True
                 mark_dirty(account.customer, account.site_id)
             db.session.commit()
             owed = self.owed()

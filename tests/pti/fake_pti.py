@@ -79,7 +79,7 @@ class FakePti:
             site = self.sites.get(request.headers.get("X-PTI-Site"))
             body = json.loads(request.content) if request.content else {}
             if operation == "find_user":
-                name = "find_user_by_access_code" if "access_code" in body else "find_user_by_email"
+                name = "find_user_by_access_code" if "access_code" in body else "find_users_by_email"
             else:
                 name = operation
             self.counts[name] += 1

@@ -167,10 +167,18 @@ def test_get_user_of_an_unknown_id_is_none(client):
     assert client.get_user("nobody-42") is None
 
 
-def test_find_user_by_email_ignores_case_and_answers_none_when_absent(client):
+def test_find_users_by_email_ignores_case_and_answers_an_empty_list_when_absent(client):
     user = new_user(client)
-    assert client.find_user_by_email("Ava.Adams@Example.com") == user
-    assert client.find_user_by_email("someone.else@example.com") is None
+    assert client.find_users_by_email("Ava.Adams@Example.com") == [user]
+    assert client.find_users_by_email("someone.else@example.com") == []
+
+
+def test_find_users_by_email_answers_every_user_with_that_email(client):
+    first = new_user(client)
+    second = client.create_user(email="AVA.ADAMS@example.com", first_name="Ava", last_name="Twice", access_code=731846,
+                                access_level=1, time_zone=1, marker="")
+    assert sorted(client.find_users_by_email("ava.adams@example.com"), key=lambda u: u.id) == sorted(
+        [first, second], key=lambda u: u.id)
 
 
 def test_find_user_by_access_code_answers_none_when_no_user_has_it(client):

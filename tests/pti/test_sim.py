@@ -65,12 +65,12 @@ def test_call_counts_split_reads_writes_and_logins_by_operation_and_site(sim):
         ng.list_units()
         ng.lock_unit("A101")
         ng.unlock_unit("A101")
-        rs.find_user_by_email("x@example.com")
+        rs.find_users_by_email("x@example.com")
     calls = sim.control.get("/_sim/state").json()["calls"]
     assert {k: calls[k] for k in ("total", "reads", "writes", "logins")} == {
         "total": 6, "reads": 2, "writes": 2, "logins": 2}
     assert calls["by_operation"] == {"login": 2, "list_units": 1, "lock_unit": 1, "unlock_unit": 1,
-                                     "find_user_by_email": 1}
+                                     "find_users_by_email": 1}
     assert calls["by_site"] == {"NG01": 4, "RS02": 2}
 
 
