@@ -167,10 +167,11 @@ def build_demo_business(pti_base_url: str, sites: list[DemoSite] | None = None,
             site_units.append(_unit(site_id, f"PARK{n}", UNIT_OFF if n == UNMAPPED_COUNT else None))
         biz.units.extend(site_units)
 
-        # Rent units: rejected-name units are always rented (so their errors show), plus one parking bay.
+        # Rent units: rejected-name units are always rented (so their errors show), plus two parking bays: one
+        # without a PTI Unit Name (unmapped) and the one switched off (disabled).
         rejected = REJECTED_NAMES.get(site.key, ())
         rentable = [u for u in site_units if u["customFields"].get(UNIT_FIELD) in rejected]
-        rentable += [site_units[-1]]
+        rentable += [site_units[-UNMAPPED_COUNT], site_units[-1]]
         regular = [u for u in site_units
                    if u not in rentable and u["customFields"].get(UNIT_FIELD) not in (None, "", UNIT_OFF)]
         rentable += rng.sample(regular, site.rented_units - len(rentable))

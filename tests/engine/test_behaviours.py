@@ -137,13 +137,21 @@ def test_a_new_code_reaches_pti_and_a_locked_unit_stays_locked(business, pti):
 
 def test_units_whose_names_pti_rejects_fail_with_the_fix_and_unmapped_units_are_not_synced(business, pti):
     rejected = db.session.scalar(select(Rental).join(Rental.unit).where(Rental.unit.has(pti_unit_name="LOCKER 12")))
-    unmapped = db.session.scalar(select(Rental).where(Rental.unit.has(pti_unit_name=None)))
+    unmapped = db.session.scalar(select(Rental).where(Rental.unit.has(pti_unit_name=None, pti_switched_off=False)))
     push(rejected.customer)
     push(unmapped.customer, unmapped.site.code)
     assert (rejected.sync_state, rejected.last_error) == (SyncState.FAILED, "invalid_unit_name")
     assert unmapped.sync_state == SyncState.UNMAPPED
     names = {c["unit_name"] for c in pti.calls() if c.get("unit_name")}
     assert "LOCKER 12" not in names and unmapped.unit.name not in names
+
+
+def test_a_rental_at_a_switched_off_unit_shows_disabled_and_is_never_sent_to_pti(business, pti):
+    off = db.session.scalar(select(Rental).where(Rental.unit.has(pti_switched_off=True)))
+    assert off is not None, "the demo business switches one unit off"
+    push(off.customer, off.site.code)
+    assert (off.sync_state, off.last_error) == (SyncState.DISABLED, None)
+    assert off.unit.name not in {c["unit_name"] for c in pti.calls() if c.get("unit_name")}
 
 
 def test_a_site_with_a_wrong_pti_password_parks_its_customers_with_the_fix(business, pti):
@@ -237,6 +245,7 @@ def test_two_pti_users_with_our_marker_stop_with_merge_them(business, pti):
 
 def test_a_parked_customer_still_shows_an_unmapped_unit_as_not_mapped(business, pti):
     bay = db.session.scalar(select(Rental).where(Rental.site_id == site("hilltop").id,
-                                                 Rental.unit.has(pti_unit_name=None), Rental.state == "occupied"))
+                                                 Rental.unit.has(pti_unit_name=None, pti_switched_off=False),
+                                                 Rental.state == "occupied"))
     assert push(bay.customer, "hilltop").reason == "invalid_credentials"
     assert (bay.sync_state, bay.last_error) == (SyncState.UNMAPPED, "unit_unmapped")
