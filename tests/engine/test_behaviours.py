@@ -12,7 +12,8 @@ from sqlalchemy import select
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
-from dashboard.models import Customer, Rental, SyncAttempt, SyncState
+from dashboard.models import Customer, OpenProblem, Rental, SyncAttempt, SyncState
+from sim.pti import WRITES as PTI_WRITES
 from tests.engine.conftest import account_of, customer_with, site, vacant_unit
 
 
@@ -249,3 +250,34 @@ def test_a_parked_customer_still_shows_an_unmapped_unit_as_not_mapped(business, 
                                                  Rental.state == "occupied"))
     assert push(bay.customer, "hilltop").reason == "invalid_credentials"
     assert (bay.sync_state, bay.last_error) == (SyncState.UNMAPPED, "unit_unmapped")
+
+
+def test_a_unit_pti_refuses_stands_as_one_problem_on_the_unit_until_it_is_fixed(business, pti):
+    rejected = db.session.scalar(select(Rental).join(Rental.unit).where(Rental.unit.has(pti_unit_name="LOCKER 12")))
+    push(rejected.customer)
+    push(rejected.customer)
+    [problem] = db.session.scalars(select(OpenProblem)).all()
+    assert (problem.cause, problem.target_type, problem.target_id) == (
+        f"unit:{rejected.unit.sg_id}:invalid_unit_name", "unit", rejected.unit.sg_id)
+    assert rejected.unit.name in problem.subject
+    rejected.unit.pti_switched_off, rejected.unit.pti_unit_name = True, None  # staff switch it off
+    push(rejected.customer)
+    assert db.session.scalars(select(OpenProblem)).all() == []
+
+
+def test_a_parked_customer_is_one_problem_on_the_customer_and_gone_after_a_good_push(business, pti):
+    customer = customer_with(1, site_code="hilltop")
+    assert push(customer, "hilltop").reason == "invalid_credentials"
+    [problem] = db.session.scalars(select(OpenProblem)).all()
+    assert (problem.entity, problem.reason, problem.target_type) == ("site", "invalid_credentials", "site")
+
+
+def test_an_access_level_pti_does_not_list_parks_the_customer_before_any_pti_write(business, pti):
+    customer = customer_with(1)
+    customer.access_level_override = 99
+    result = push(customer)
+    assert result.reason == "access_level_unknown"
+    assert not [c for c in pti.calls() if c["operation"] in PTI_WRITES]
+    [problem] = db.session.scalars(select(OpenProblem)).all()
+    assert (problem.entity, problem.target_type) == ("account", "user")
+    assert "99" in problem.detail and "PTI at NG01 has" in problem.detail
