@@ -6,7 +6,6 @@ threads. It makes one attempt per call: retries, backoff and the circuit breaker
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import math
 import re
@@ -18,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
+from dashboard.httpclient import PooledClient, retry_after_seconds
 from dashboard.pti.errors import PtiBadResponse, PtiPermanentError, PtiRetryableError
 from dashboard.sync.desired import is_valid_unit_name  # noqa: F401 - PTI's naming rule, re-exported
 from dashboard.sync.model import (
@@ -101,21 +101,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float:
 
     Never more than MAX_RETRY_AFTER: an absurd value (1e999, a date years ahead) must not pause a site for ever.
     """
-    if value:
-        value = value.strip()
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = None
-        if seconds is not None:
-            return min(max(0.0, seconds), MAX_RETRY_AFTER) if not math.isnan(seconds) else DEFAULT_RETRY_AFTER
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            when = None
-        if when is not None and when.tzinfo is not None:
-            return min(max(0.0, when.timestamp() - (time.time() if now is None else now)), MAX_RETRY_AFTER)
-    return DEFAULT_RETRY_AFTER
+    seconds = retry_after_seconds(value, now=now)
+    return DEFAULT_RETRY_AFTER if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
 
 # --- reading PTI's answers (contract: docs/pti-contract.md) -----------------------------------------------------
@@ -256,7 +243,7 @@ def _token(data: Any) -> tuple[str, float]:
     return token, float(lifetime)
 
 
-class PtiClient:
+class PtiClient(PooledClient):
     """The PTI Storlogix API of one site. Thread-safe; close() (or `with`) releases its connection pool."""
 
     def __init__(self, base_url: str, site_code: str, site_key: str, username: str, password: str, *,
@@ -288,15 +275,6 @@ class PtiClient:
 
     def __repr__(self) -> str:
         return f"PtiClient(base_url={self.base_url!r}, label={self.label!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> PtiClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # --- session -----------------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ warning is logged once, and for `users?ids=` the missing users are read one by o
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -22,6 +21,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from dashboard.httpclient import PooledClient, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +74,7 @@ def format_timestamp(value: datetime | str) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-class StoreganiseClient:
+class StoreganiseClient(PooledClient):
     """A synchronous client for one Storeganise business's Admin API (`https://<biz>.storeganise.com/api/v1/admin`).
 
     Authenticate with an API key (`ApiKey <key>`) or as an add-on (`Addon <addonId>|<key>`). Transient failures
@@ -133,15 +116,6 @@ class StoreganiseClient:
 
     def __repr__(self) -> str:
         return f"StoreganiseClient(api_url={self.api_url!r}, auth={self._auth_scheme!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> StoreganiseClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # --- reads ---------------------------------------------------------------------------------------------
 
@@ -342,7 +316,7 @@ class StoreganiseClient:
             if status < 400:
                 return _decode(response, endpoint)
             if status in RETRYABLE_STATUS:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 retry = idempotent or status == 429
                 too_long = retry_after is not None and retry_after > MAX_RETRY_AFTER_S
                 if last or not retry or too_long:
