@@ -180,9 +180,9 @@ def _row(cells: list[str], line: int, width: int, columns: dict[str, int], seen:
         return
     errors_before = result.error_count
     rental_id = _rental_id(cells[columns[ID_COLUMN]].strip(), line, result)
-    synced = _timestamp(cells[columns[SYNCED_COLUMN]].strip(), line, result)
-    overlocked = (_boolean(cells[columns[OVERLOCKED_COLUMN]].strip(), line, result)
-                  if OVERLOCKED_COLUMN in columns else None)
+    synced = _cell(read_datetime, cells[columns[SYNCED_COLUMN]].strip(), SYNCED_COLUMN, SYNCED_FORMATS, line, result)
+    overlocked = (_cell(read_bool, cells[columns[OVERLOCKED_COLUMN]].strip(), OVERLOCKED_COLUMN, OVERLOCKED_FORMATS,
+                        line, result) if OVERLOCKED_COLUMN in columns else None)
     if rental_id is not None:
         if rental_id in seen:
             result.add_error(line, f"rental {rental_id} is already on line {seen[rental_id]}; each rental may "
@@ -204,19 +204,12 @@ def _rental_id(value: str, line: int, result: ParsedCsv) -> str | None:
     return None
 
 
-def _timestamp(value: str, line: int, result: ParsedCsv) -> datetime | None:
+def _cell(reader, value: str, column: str, formats: str, line: int, result: ParsedCsv):
+    """The cell read by the shared Storeganise rules; an error on the line when it cannot be read."""
     try:
-        return read_datetime(value)
+        return reader(value)
     except ValueProblem:
-        result.add_error(line, _refusal(value, SYNCED_COLUMN, SYNCED_FORMATS))
-        return None
-
-
-def _boolean(value: str, line: int, result: ParsedCsv) -> bool | None:
-    try:
-        return read_bool(value)
-    except ValueProblem:
-        result.add_error(line, _refusal(value, OVERLOCKED_COLUMN, OVERLOCKED_FORMATS))
+        result.add_error(line, _refusal(value, column, formats))
         return None
 
 

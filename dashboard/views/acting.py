@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from flask import flash, make_response, redirect, request
+from flask import abort, flash, make_response, redirect, request
 from flask_login import current_user
 
 from ..actions import ActionError
-from ..extensions import htmx
+from ..extensions import db, htmx
+
+
+def act_on(model, record_id: int, action, *, done: str, fragment, back: str, **kwargs):
+    """`act` on the record of `model` with this id (404 when there is none)."""
+    record = db.session.get(model, record_id) or abort(404)
+    return act(action, record, done=done, fragment=fragment, back=back, **kwargs)
 
 
 def act(action, *args, done: str, fragment, back: str, **kwargs):

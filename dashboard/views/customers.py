@@ -17,7 +17,7 @@ from ..engine.problems import problems_of
 from ..extensions import db, htmx
 from ..models import Customer, PtiAccount, Rental, Site, SyncState, count
 from ..security import ACTORS, EVERYONE, roles_required
-from .acting import act
+from .acting import act, act_on
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -109,9 +109,8 @@ def access(customer_id: int):
 
 
 def _customer_action(customer_id: int, action, done: str, **kwargs):
-    customer = db.session.get(Customer, customer_id) or abort(404)
-    return act(action, customer, done=done, back=url_for("customers.show", customer_id=customer_id),
-               fragment=lambda: render_block("customers/show.html", "access", **_page(customer_id)), **kwargs)
+    return act_on(Customer, customer_id, action, done=done, back=url_for("customers.show", customer_id=customer_id),
+                  fragment=lambda: render_block("customers/show.html", "access", **_page(customer_id)), **kwargs)
 
 
 @bp.route("/<int:customer_id>/resync", methods=["POST"])

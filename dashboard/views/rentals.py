@@ -12,7 +12,7 @@ from ..engine.problems import problems_of
 from ..extensions import db, htmx
 from ..models import Customer, Rental, Site, SyncAttempt, SyncState, Unit, count
 from ..security import ACTORS, EVERYONE, roles_required
-from .acting import act
+from .acting import act_on
 
 bp = Blueprint("rentals", __name__, url_prefix="/rentals")
 
@@ -85,9 +85,8 @@ def sync_status(rental_id: int):
 
 
 def _rental_action(rental_id: int, action, done: str, **kwargs):
-    rental = db.session.get(Rental, rental_id) or abort(404)
-    return act(action, rental, done=done, back=url_for("rentals.show", rental_id=rental_id),
-               fragment=lambda: render_block("rentals/show.html", "sync", **_page(rental_id)), **kwargs)
+    return act_on(Rental, rental_id, action, done=done, back=url_for("rentals.show", rental_id=rental_id),
+                  fragment=lambda: render_block("rentals/show.html", "sync", **_page(rental_id)), **kwargs)
 
 
 @bp.route("/<int:rental_id>/resync", methods=["POST"])

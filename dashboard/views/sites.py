@@ -10,7 +10,7 @@ from ..engine.problems import problems_of
 from ..extensions import db
 from ..models import Site, Unit
 from ..security import ACTORS, EVERYONE, roles_required
-from .acting import act
+from .acting import act_on
 from .overview import site_health
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
@@ -36,9 +36,8 @@ def show(site_id: int):
 
 
 def _site_action(site_id: int, action, done: str, **kwargs):
-    site = db.session.get(Site, site_id) or abort(404)
-    back = url_for("sites.show", site_id=site_id)
-    return act(action, site, done=done, back=back, fragment=lambda: render_template("sites/_done.html"), **kwargs)
+    return act_on(Site, site_id, action, done=done, back=url_for("sites.show", site_id=site_id),
+                  fragment=lambda: render_template("sites/_done.html"), **kwargs)
 
 
 @bp.route("/<int:site_id>/resync", methods=["POST"])
