@@ -6,7 +6,7 @@ from flask import current_app
 from rq import Worker
 
 from dashboard.extensions import db
-from dashboard.jobqueue import QUEUE_NAMES, get_redis
+from dashboard.jobqueue import QUEUE_NAMES, connect
 
 
 class AppWorker(Worker):
@@ -17,9 +17,15 @@ class AppWorker(Worker):
         super().main_work_horse(job, queue)
 
 
+def build_worker() -> AppWorker:
+    """A worker on a Redis connection of its own. RQ raises its connection's socket time-out to wait on the queues
+    (about 7 minutes); on the app's shared connection that would let a lock, a site-guard slot or an enqueue inside a
+    job hang that long when Redis stops answering, instead of the app's 2 s."""
+    return AppWorker(list(QUEUE_NAMES), connection=connect(current_app.config["REDIS_URL"]), name=None)
+
+
 def run_worker(*, burst: bool = False) -> None:
     """Run inside `flask worker` (an app context is pushed, and inherited by each forked work horse)."""
-    conn = get_redis()
-    worker = AppWorker(list(QUEUE_NAMES), connection=conn, name=None)
+    worker = build_worker()
     current_app.logger.info("worker listening on %s", ", ".join(QUEUE_NAMES))
     worker.work(burst=burst, with_scheduler=True)
