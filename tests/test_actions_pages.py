@@ -218,3 +218,48 @@ def test_a_decision_about_another_customers_account_is_not_found(client, auth, d
     token = auth.csrf_token(f"/customers/{other.id}")
     response = client.post(f"/customers/{other.id}/accounts/{account.id}/separate", data={"csrf_token": token})
     assert response.status_code == 404
+
+
+def known_lists(customer: Customer) -> None:
+    """As the engine leaves a site once it has read PTI's lists there."""
+    site = next(r.site for r in customer.rentals if r.state == "occupied")
+    site.pti_access_levels = [{"id": 1, "name": "All Hours Access"}, {"id": 2, "name": "Business Hours Access"}]
+    site.pti_time_zones = [{"id": 1, "name": "24 hours"}, {"id": 3, "name": "Weekdays 7am-7pm"}]
+    account_for(customer, site.id)
+    db.session.commit()
+
+
+def test_the_override_form_offers_pti_s_own_lists_once_they_are_known(client, auth, demo_business):
+    customer = occupied_rental().customer
+    known_lists(customer)
+    auth.login("staff")
+    html = client.get(f"/customers/{customer.id}").get_data(as_text=True)
+    assert '<select id="level"' in html and "2 · Business Hours Access" in html and "3 · Weekdays 7am-7pm" in html
+    assert 'inputmode="numeric"' not in html
+
+
+def test_a_level_pti_does_not_list_is_refused_naming_the_ones_it_has(client, auth, demo_business):
+    customer = occupied_rental().customer
+    known_lists(customer)
+    auth.login("staff")
+    token = auth.csrf_token(f"/customers/{customer.id}")
+    response = client.post(f"/customers/{customer.id}/access", data={"csrf_token": token, "level": "7", "zone": ""},
+                           headers=HTMX)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "PTI has no access level 7" in html and "2 (Business Hours Access)" in html
+    db.session.expire_all()
+    assert db.session.get(Customer, customer.id).access_level_override is None
+
+
+def test_a_level_from_pti_s_list_is_saved(client, auth, demo_business):
+    customer = occupied_rental().customer
+    known_lists(customer)
+    auth.login("staff")
+    token = auth.csrf_token(f"/customers/{customer.id}")
+    response = client.post(f"/customers/{customer.id}/access", data={"csrf_token": token, "level": "2", "zone": "3"},
+                           headers=HTMX)
+    assert response.status_code == 200
+    db.session.expire_all()
+    saved = db.session.get(Customer, customer.id)
+    assert (saved.access_level_override, saved.zone_override) == (2, 3)

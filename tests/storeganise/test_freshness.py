@@ -101,3 +101,46 @@ def test_the_pull_goes_on_past_a_value_it_cannot_read(app, sg, sim, redis_url):
     pull_changes(sg)
     assert fresh(Rental, moved["id"]).state == "ended"
     assert [p.record_sg_id for p in db.session.scalars(select(OpenProblem))] == [bad["id"]]
+
+
+# --- where the PTI connection comes from ------------------------------------------------------------------------
+
+
+def test_the_pti_connection_comes_from_the_add_on_when_the_business_has_it(app, sg, sim):
+    site = next(iter(sim.sites.values()))
+    sim.addon["customFields"][site["id"]]["pti_password"] = "from-the-add-on"
+    app.config["STOREGANISE_ADDON_ID"] = sim.addon["id"]
+    import_business(sg)
+    assert site_credentials(fresh(Site, site["id"])).password == "from-the-add-on"
+
+
+def test_without_the_add_on_the_sites_own_fields_hold_the_connection(app, sg, sim):
+    site = next(iter(sim.sites.values()))
+    sim.addon["customFields"][site["id"]]["pti_password"] = "from-the-add-on"
+    import_business(sg)
+    assert site_credentials(fresh(Site, site["id"])).password == site["customFields"]["pti_password"]
+
+
+def test_the_add_on_id_webhooks_carry_is_remembered_and_used(app, sg, sim, hooks):
+    from dashboard.clients import addon_id
+
+    import_business(sg)
+    sim.configure(addon_id="64de6a00dd7adb0014825f99")
+    hooks.skip_new()
+    rental = next(r for r in sim.rentals.values() if r["state"] == "occupied")
+    sim.set_overdue(rental["id"], not rental["overdue"])
+    [record] = hooks.deliver_new()
+    handle_delivery(record["id"])
+    assert addon_id() == "64de6a00dd7adb0014825f99"
+    site = next(iter(sim.sites.values()))
+    sim.addon["customFields"][site["id"]]["pti_password"] = "learned-add-on"
+    pull_changes(sg)
+    assert site_credentials(fresh(Site, site["id"])).password == "learned-add-on"
+
+
+def test_an_add_on_storeganise_cannot_find_falls_back_to_the_sites_own_fields(app, sg, sim):
+    app.config["STOREGANISE_ADDON_ID"] = "64de6a00dd7adb0014825f00"  # not the simulator's add-on: 404
+    report = import_business(sg)
+    assert report.sites == len(sim.sites)
+    site = next(iter(sim.sites.values()))
+    assert site_credentials(fresh(Site, site["id"])).password == site["customFields"]["pti_password"]
