@@ -33,6 +33,7 @@ def storeganise_client(**options) -> StoreganiseClient:
     if not url or not key:
         raise StoreganiseNotConfigured("Storeganise is not configured: set STOREGANISE_API_URL and "
                                        "STOREGANISE_API_KEY (see README, Configuration).")
+    options.setdefault("deadline", config["STOREGANISE_CALL_DEADLINE_S"])
     return StoreganiseClient(url, api_key=key, transport=current_app.extensions.get(TRANSPORT_EXTENSION), **options)
 
 
@@ -94,5 +95,6 @@ def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
     registry = app.extensions.get(PTI_CLIENTS_EXTENSION)
     if registry is None:
         registry = app.extensions[PTI_CLIENTS_EXTENSION] = PtiClientRegistry(
-            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"])
+            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"],
+            deadline=app.config["PTI_CALL_DEADLINE_S"])
     return registry.get(str(site.id), connection)
