@@ -39,6 +39,7 @@ def create_app(test_config: dict | None = None):
     if test_config:
         app.config.update(test_config)
     settings.check(app.config)
+    settings.postgres_timeouts(app.config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore"):  # every request is already logged once, by the PTI client or the job

@@ -13,7 +13,7 @@ from .engine import pti_lists
 from .engine.intent import mark_dirty, push_site, request_reconcile
 from .engine.reconcile import choose_code
 from .extensions import db
-from .jobqueue import WRITE_BACK_OVERRIDES, enqueue
+from .jobqueue import WRITE_BACK_OVERRIDES, hint
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState
 from .sync import NoFreeCode
 
@@ -90,10 +90,11 @@ def set_access(customer: Customer, actor: StaffUser | str, *, level: int | None,
                 raise ActionError(f"PTI has no {name} {value} at this customer's sites; it has "
                                   + (", ".join(f"{ident} ({label})" for ident, label in known) or "none") + ".")
     customer.access_level_override, customer.zone_override = level, zone
+    customer.overrides_owed = True  # owed to Storeganise until it accepts them (the relay re-drives it)
     accounts = [mark_dirty(customer, site_id) for site_id in sorted(_sites_of(customer))]
     record("set access", actor=actor, target_type="customer", target_id=customer.sg_id, level=level, zone=zone)
     db.session.commit()
-    enqueue(WRITE_BACK_OVERRIDES, customer.id)
+    hint(WRITE_BACK_OVERRIDES, customer.id)
     return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
 
 

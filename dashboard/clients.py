@@ -4,6 +4,8 @@ client with its credentials (decrypted only here, only when needed). Jobs, comma
 
 from __future__ import annotations
 
+import logging
+
 from flask import current_app
 
 from .crypto import CredentialError, PtiCredentials, unseal
@@ -14,6 +16,8 @@ from .storeganise import StoreganiseClient
 
 TRANSPORT_EXTENSION = "storeganise_transport"  # tests put an httpx transport (e.g. the simulator's WSGI app) here
 PTI_CLIENTS_EXTENSION = "pti_clients"
+
+log = logging.getLogger(__name__)
 
 
 ADDON_SETTING = "storeganise_addon_id"
@@ -29,6 +33,7 @@ def storeganise_client(**options) -> StoreganiseClient:
     if not url or not key:
         raise StoreganiseNotConfigured("Storeganise is not configured: set STOREGANISE_API_URL and "
                                        "STOREGANISE_API_KEY (see README, Configuration).")
+    options.setdefault("deadline", config["STOREGANISE_CALL_DEADLINE_S"])
     return StoreganiseClient(url, api_key=key, transport=current_app.extensions.get(TRANSPORT_EXTENSION), **options)
 
 
@@ -51,13 +56,28 @@ def remember_addon_id(value: str) -> None:
 
 
 def site_credentials(site: Site) -> PtiCredentials | None:
-    """The site's PTI credentials, or None when it has none (or they cannot be read)."""
+    """The site's PTI credentials, or None when it has none or they cannot be read (logged: see `connection_problem`
+    for the reason to show)."""
     if not site.pti_credentials:
         return None
     try:
         return unseal(current_app.config["ENCRYPTION_KEYS"], site.sg_id, site.pti_credentials)
-    except CredentialError:
+    except CredentialError as exc:  # the message names the cause (wrong key, another site's), never a secret
+        log.error("PTI credentials of site %s cannot be read: %s. Add the key they were sealed with to "
+                  "ENCRYPTION_KEYS (then `flask keys rotate`), or enter the site's PTI credentials again",
+                  site.code, exc)
         return None
+
+
+def connection_problem(site: Site) -> str:
+    """Why `pti_connection` has nothing for the site: its stored credentials cannot be decrypted
+    (credentials_unreadable), or a setting is missing (site_not_configured)."""
+    if site.pti_credentials and site.pti_base_url and site.pti_site_code:
+        try:
+            unseal(current_app.config["ENCRYPTION_KEYS"], site.sg_id, site.pti_credentials)
+        except CredentialError:
+            return "credentials_unreadable"
+    return "site_not_configured"
 
 
 def pti_connection(site: Site) -> PtiConnection | None:
@@ -75,5 +95,6 @@ def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
     registry = app.extensions.get(PTI_CLIENTS_EXTENSION)
     if registry is None:
         registry = app.extensions[PTI_CLIENTS_EXTENSION] = PtiClientRegistry(
-            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"])
+            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"],
+            deadline=app.config["PTI_CALL_DEADLINE_S"])
     return registry.get(str(site.id), connection)

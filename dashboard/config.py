@@ -97,6 +97,12 @@ def from_env(instance_path: str) -> dict:
         "PTI_CONNECT_TIMEOUT_S": _float("PTI_CONNECT_TIMEOUT_S", 3.0),
         "PTI_READ_TIMEOUT_S": _float("PTI_READ_TIMEOUT_S", 10.0),
         "PTI_SITE_CONCURRENCY": _int("PTI_SITE_CONCURRENCY", DEFAULT_PTI_SITE_CONCURRENCY),
+        # One call's whole exchange (per attempt), however slowly the other side trickles its answer.
+        "PTI_CALL_DEADLINE_S": _float("PTI_CALL_DEADLINE_S", 30.0),
+        "STOREGANISE_CALL_DEADLINE_S": _float("STOREGANISE_CALL_DEADLINE_S", 30.0),
+        # PostgreSQL only: how long a statement may wait for a row lock, and run at all, before it is cancelled.
+        "DATABASE_LOCK_TIMEOUT_S": _float("DATABASE_LOCK_TIMEOUT_S", 10.0),
+        "DATABASE_STATEMENT_TIMEOUT_S": _float("DATABASE_STATEMENT_TIMEOUT_S", 60.0),
     }
 
 
@@ -107,6 +113,19 @@ BASE = {
     "WTF_CSRF_TIME_LIMIT": None,
     "TESTING": False,
 }
+
+
+def postgres_timeouts(config) -> None:
+    """On PostgreSQL, every connection gets `lock_timeout` and `statement_timeout`: a lock held by a stuck process or
+    a runaway query costs seconds, then an error the engine journals, instead of a hang."""
+    uri = config.get("SQLALCHEMY_DATABASE_URI") or ""
+    if not uri.startswith(("postgresql", "postgres")):
+        return
+    timeouts = (f"-c lock_timeout={int(config['DATABASE_LOCK_TIMEOUT_S'] * 1000)} "
+                f"-c statement_timeout={int(config['DATABASE_STATEMENT_TIMEOUT_S'] * 1000)}")
+    options = config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    connect_args = options["connect_args"] = dict(options.get("connect_args") or {})
+    connect_args["options"] = f"{connect_args['options']} {timeouts}" if connect_args.get("options") else timeouts
 
 
 def check(config) -> None:

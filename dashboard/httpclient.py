@@ -1,4 +1,5 @@
-"""What our two HTTP clients (PTI's and Storeganise's) share: reading Retry-After, and closing their connection pool."""
+"""What our two HTTP clients (PTI's and Storeganise's) share: reading Retry-After, one request within an overall
+deadline, and closing their connection pool."""
 
 from __future__ import annotations
 
@@ -27,6 +28,30 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
             when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     return None if math.isnan(seconds) else max(0.0, seconds)
+
+
+class DeadlineExceeded(httpx.ReadTimeout):
+    """The whole exchange took longer than the call's deadline (a server that answers slowly, byte by byte, never
+    trips httpx's per-phase time-outs)."""
+
+
+def request_within(http: httpx.Client, deadline_s: float, method: str, url: str, **kwargs) -> httpx.Response:
+    """One request whose whole exchange, from sending to the last byte of the body, ends within `deadline_s`
+    (httpx's time-outs bound each phase and each read, not the sum). Raises DeadlineExceeded, an
+    httpx.TimeoutException, so callers treat it as any other time-out."""
+    ends = time.monotonic() + deadline_s
+    with http.stream(method, url, **kwargs) as response:
+        body = bytearray()
+        if time.monotonic() > ends:
+            raise DeadlineExceeded(f"no answer within {deadline_s:g} s", request=response.request)
+        for chunk in response.iter_bytes():  # decoded (gzip...), so the copy below carries no Content-Encoding
+            body += chunk
+            if time.monotonic() > ends:
+                raise DeadlineExceeded(f"the answer took longer than {deadline_s:g} s", request=response.request)
+    headers = httpx.Headers(response.headers)
+    headers.pop("content-encoding", None)
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=response.request,
+                          extensions=response.extensions)
 
 
 class PooledClient:

@@ -7,9 +7,13 @@ Three queues, drained in order: `urgent` (lockouts and unlocks: a payment's unlo
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import current_app
 from rq import Queue
+
+log = logging.getLogger(__name__)
 
 URGENT = "urgent"
 DEFAULT = "default"
@@ -28,6 +32,7 @@ HANDLE_DELIVERY = "jobs.events.handle_delivery"
 WRITE_BACK = "jobs.writeback.write_back_account"
 REPORT_PROBLEMS = "jobs.writeback.report_problems"
 WRITE_BACK_OVERRIDES = "jobs.writeback.write_back_overrides"
+WRITE_BACK_OWED = "jobs.writeback.write_back_owed"
 RELAY = "jobs.maintenance.relay_owed"
 SWEEP = "jobs.maintenance.sweep_all"
 PULL = "jobs.pull.pull_changes"
@@ -40,6 +45,7 @@ JOBS: dict[str, str] = {
     WRITE_BACK: "write a push's results (pti_synced, pti_overlocked, access code, PTI user id) to Storeganise",
     REPORT_PROBLEMS: "raise a Storeganise task for each standing problem not reported yet, once per cause",
     WRITE_BACK_OVERRIDES: "write a customer's access level and zone set by staff to Storeganise",
+    WRITE_BACK_OWED: "write every push result and staff override still owed to Storeganise (asked by the relay)",
     RELAY: "re-enqueue every account and delivery still owed whose job Redis lost (every 15 s)",
     SWEEP: "compare each site's PTI users and units with the mirror; mark drifted customers (hourly)",
     PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
@@ -72,6 +78,18 @@ def enqueue(job: str, *args, queue: str = DEFAULT, job_id: str | None = None, **
         raise ValueError(f"{job} is not in the job table (dashboard/jobqueue.py JOBS)")
     options.setdefault("result_ttl", JOB_RESULT_TTL_S)
     return get_queue(queue).enqueue(job, *args, job_id=job_id, **options)
+
+
+def hint(job: str, *args, **options) -> bool:
+    """`enqueue` for a job whose work the database already records as owed (the relay re-drives it): a Redis
+    failure is logged, never raised, so a committed change is never reported as failed. True when enqueued."""
+    try:
+        enqueue(job, *args, **options)
+    except redis.RedisError as exc:
+        log.warning("could not enqueue %s (%s): the relay will ask again", job.rsplit(".", 1)[-1],
+                    exc.__class__.__name__)
+        return False
+    return True
 
 
 def queue_depth() -> int:

@@ -108,6 +108,9 @@ class Customer(db.Model):
     zone_override: Mapped[int | None]
     pti_access_code: Mapped[int | None] = mapped_column(BigInteger)
     pti_user_id: Mapped[str | None] = mapped_column(String(64))
+    # Staff set the overrides above in the dashboard and Storeganise does not hold them yet: set with the change,
+    # cleared only once Storeganise accepted them (writeback.write_back_overrides); the relay re-drives it.
+    overrides_owed: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
 
     rentals: Mapped[list[Rental]] = relationship(back_populates="customer")
 
@@ -146,7 +149,8 @@ class PtiAccount(db.Model):
 
     `generation` counts changes of intent; a reconcile records the generation it pushed in `synced_generation`,
     so a stale job can never mark newer intent as done, and anything with generation > synced_generation is
-    still owed to PTI (the relay re-enqueues it if Redis lost the job).
+    still owed to PTI (the relay re-enqueues it if Redis lost the job). `write_back_owed` does the same for the
+    push's results owed to Storeganise.
     """
 
     __tablename__ = "pti_accounts"
@@ -178,6 +182,9 @@ class PtiAccount(db.Model):
     # Staff's decision about them: adopt this PTI user (our marker is written onto it), or create a separate one.
     adopt_pti_user_id: Mapped[str | None] = mapped_column(String(64))
     separate_from_foreign: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # A push's results are owed to Storeganise (pti_* custom fields): set in the push's own transaction, cleared
+    # only once Storeganise accepted them (writeback.write_back); the relay re-drives it when the job was lost.
+    write_back_owed: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
 
     customer: Mapped[Customer] = relationship()
     site: Mapped[Site] = relationship()

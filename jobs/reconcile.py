@@ -15,7 +15,7 @@ from dashboard.engine import writeback
 from dashboard.engine.intent import PENDING_KEY
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
-from dashboard.jobqueue import WRITE_BACK, enqueue, get_redis
+from dashboard.jobqueue import WRITE_BACK, get_redis, hint
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
         if writer.is_alive():  # Storeganise is slow: what the writer has not reached gets its own job
             with app.app_context():
                 while (account_id := _next(owed)) is not None:
-                    enqueue(WRITE_BACK, account_id)
+                    hint(WRITE_BACK, account_id)
     return outcomes
 
 
@@ -74,7 +74,8 @@ def write_back_all(app, owed: queue.SimpleQueue) -> None:
 
     One job per account would fork a work horse each, and those default-queue jobs come before the bulk queue:
     a 10,000-rental push then starves its own batches of workers. When Storeganise fails (or is not configured),
-    this account and every later one get their own job instead, which retries and reports as before.
+    this account and every later one get their own job instead, which retries and reports as before. Each account
+    is owed in the database (`write_back_owed`) until Storeganise accepted it, so nothing is lost when Redis fails too.
     """
     with app.app_context():
         client = None
@@ -91,7 +92,7 @@ def write_back_all(app, owed: queue.SimpleQueue) -> None:
                         failed = True
                         log.warning("batch write-back stopped (%s): the rest go to their own jobs",
                                     exc.__class__.__name__)
-                enqueue(WRITE_BACK, account_id)
+                hint(WRITE_BACK, account_id)  # owed in the database already: a Redis error leaves it to the relay
         finally:
             if client is not None:
                 client.close()

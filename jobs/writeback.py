@@ -26,3 +26,10 @@ def write_back_overrides(customer_id: int) -> dict:
     """After staff set a customer's access level or zone: pti_access_level and pti_zone on the Storeganise user."""
     with storeganise_client() as client:
         return writeback.write_back_overrides(customer_id, client)
+
+
+def write_back_owed() -> int:
+    """Everything the database says is owed to Storeganise (push results, staff overrides), asked by the relay when
+    the job enqueued after a commit was lost."""
+    with storeganise_client() as client:
+        return writeback.write_back_owed(client)

@@ -19,8 +19,8 @@ from ..models import ACTIVE_RENTAL_STATES, OpenProblem, PtiAccount, Rental, Site
 
 # Problems with one unit (shown on the unit) and problems with the whole site's connection (shown to the add-on).
 UNIT_REASONS = frozenset({"unit_unmapped", "invalid_unit_name", "unit_not_found", "unit_rented_to_other"})
-SITE_REASONS = frozenset({"invalid_credentials", "site_not_configured", "site_access_level_unknown",
-                          "site_zone_unknown"})
+SITE_REASONS = frozenset({"invalid_credentials", "site_not_configured", "credentials_unreadable",
+                          "site_access_level_unknown", "site_zone_unknown"})
 BAD_VALUE = "bad_value"
 REPORT_JOB_ID = "pti-sync-report-problems"  # one report job queued at a time
 

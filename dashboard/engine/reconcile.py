@@ -12,17 +12,21 @@ from __future__ import annotations
 import logging
 import random
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import redis
 from flask import current_app
+from redis.exceptions import LockError
+from rq import get_current_job
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
-from ..clients import pti_client, pti_connection
+from ..clients import connection_problem, pti_client, pti_connection
 from ..extensions import db
-from ..jobqueue import DEFAULT, RECONCILE, REPORT_PROBLEMS, URGENT, WRITE_BACK, enqueue, get_queue, get_redis
+from ..jobqueue import DEFAULT, RECONCILE, REPORT_PROBLEMS, URGENT, WRITE_BACK, get_queue, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
 from ..pti import PtiClient, PtiError, PtiPermanentError, PtiRetryableError
 from ..sync import (
@@ -64,7 +68,7 @@ MAX_INLINE_WAIT_S = 5.0  # a longer Retry-After or breaker pause ends the attemp
 MAX_ATTEMPTS = 5  # attempts of a whole reconcile before the account is parked as failed
 ATTEMPT_BACKOFF_BASE_S = 5.0
 ATTEMPT_BACKOFF_CAP_S = 300.0
-LOCK_TTL_S = 300
+LOCK_TTL_S = 300  # extended before every PTI call, so only a job that stopped calling PTI lets it expire
 LOCK_WAIT_S = 30
 TRIGGER_CHARS = 64  # the journal's trigger column
 
@@ -76,9 +80,10 @@ UNIT_STATUS_REASONS = {RentalStatus.UNIT_UNMAPPED: "unit_unmapped", RentalStatus
 class Retry(Exception):
     """This attempt ends without harm; try again later (after `retry_after` seconds when PTI said so)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, counts: bool = True) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, counts: bool = True,
+                 detail: str | None = None) -> None:
         super().__init__(reason)
-        self.reason, self.retry_after, self.counts = reason, retry_after, counts
+        self.reason, self.retry_after, self.counts, self.detail = reason, retry_after, counts, detail
 
 
 class Park(Exception):
@@ -124,14 +129,28 @@ def site_guard(site: Site) -> SiteGuard:
 
 
 class Caller:
-    """Runs PTI calls under the site guard, retrying retryable failures a few times with capped backoff."""
+    """Runs PTI calls under the site guard, retrying retryable failures a few times with capped backoff.
 
-    def __init__(self, client: PtiClient, guard: SiteGuard, sleep=time.sleep) -> None:
-        self.client, self.guard, self.sleep = client, guard, sleep
+    With the account's `lock`, each call first extends it (back to its full time-out); a lock this job no longer
+    holds (expired, taken by another job) or cannot confirm (Redis not answering) ends the attempt before the call,
+    so no PTI write ever happens outside the lock."""
+
+    def __init__(self, client: PtiClient, guard: SiteGuard, sleep=time.sleep, lock=None) -> None:
+        self.client, self.guard, self.sleep, self.lock = client, guard, sleep, lock
         self.calls = 0
+
+    def keep_lock(self) -> None:
+        if self.lock is None:
+            return
+        try:
+            self.lock.reacquire()
+        except (LockError, redis.RedisError) as exc:
+            raise Retry("lock_lost", detail=f"the account's lock could not be extended ({exc.__class__.__name__})"
+                        ) from exc
 
     def __call__(self, operation: str, fn, *args, **kwargs):
         for attempt in range(1, MAX_CALL_ATTEMPTS + 1):
+            self.keep_lock()
             self.calls += 1
             try:
                 return self.guard.call(operation, fn, *args, **kwargs)
@@ -315,16 +334,16 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
 
     After a push the account's write-back to Storeganise is enqueued as its own job, or handed to `write_back`
     (a bulk batch writes back in its own process instead of forking a job per account)."""
-    lock = get_redis().lock(f"pti-sync:lock:account:{account_id}", timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S)
+    lock = get_redis().lock(lock_key(account_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S)
     if not lock.acquire():
-        enqueue(RECONCILE, account_id, trigger)  # another job holds it for long: come back after it
+        _come_back(account_id, trigger)  # another job holds it for long: come back after it
         return Result("busy")
     try:
         db.session.expire_all()
         account = db.session.get(PtiAccount, account_id)
         if account is None:
             return Result("noop", "account_gone")
-        return _attempt(account, trigger, job_id, write_back)
+        return _attempt(account, trigger, job_id, write_back, lock)
     finally:
         try:
             lock.release()
@@ -332,8 +351,22 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
             log.warning("reconcile lock of account %s expired before release", account_id)
 
 
+def lock_key(account_id: int) -> str:
+    return f"pti-sync:lock:account:{account_id}"
+
+
+def _come_back(account_id: int, trigger: str) -> None:
+    """Re-enqueue a reconcile that found the account busy, in the queue it came from: an urgent account (a lock or
+    unlock owed) never drops behind the default queue. A Redis failure leaves it to the relay (still owed)."""
+    urgent = db.session.scalar(select(PtiAccount.urgent).where(PtiAccount.id == account_id))
+    job = get_current_job()
+    queue = URGENT if urgent else (job.origin if job is not None and job.origin else DEFAULT)
+    db.session.rollback()  # the read above holds no transaction open while this job ends
+    hint(RECONCILE, account_id, trigger, queue=queue)
+
+
 def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
-             write_back: Callable[[int], None] | None = None) -> Result:
+             write_back: Callable[[int], None] | None = None, lock=None) -> Result:
     started = time.monotonic()
     generation = account.generation
     site = account.site
@@ -347,13 +380,13 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
                            disabled=True)
         connection = pti_connection(site)
         if connection is None:
-            raise Park("site_not_configured")
+            raise Park(connection_problem(site))
         if desired.needs_access_code:
             account.access_code = choose_code(account)
             db.session.commit()
             rentals, desired = snapshot(account)
         client = pti_client(site, connection)
-        call = Caller(client, site_guard(site))
+        call = Caller(client, site_guard(site), lock=lock)
         if desired.user is not None and not pti_lists.known(site):
             try:
                 pti_lists.read(site, call, client)
@@ -402,6 +435,18 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
             return _retry(account, journal, Retry(exc.reason, getattr(exc, "retry_after", None)), operations,
                           started)
         return _park(account, journal, Park(exc.reason, str(exc)), operations, started)
+    except Exception as exc:  # noqa: BLE001 - a malformed answer, a database error, a bug: journalled and counted
+        db.session.rollback()
+        log.exception("reconcile of account %s failed unexpectedly", account.id)
+        return _retry(account, journal, Retry("unexpected_error", detail=unexpected(exc)), operations, started)
+
+
+def unexpected(exc: BaseException) -> str:
+    """What the journal says about an unexpected exception: its type and where it was raised, never its message
+    (which may quote a PTI answer, so an access code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    return f"{exc.__class__.__name__}{where}"
 
 
 def _journal(journal: SyncAttempt, outcome: str, operations: list[str], started: float,
@@ -445,14 +490,16 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     new_problems = problems.account_synced(account, {
         r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS})
     _journal(journal, outcome, operations, started)
+    if not disabled:
+        account.write_back_owed = True  # the push's results are owed to Storeganise until it accepts them
     db.session.commit()
     if new_problems:
-        enqueue(REPORT_PROBLEMS, job_id=problems.REPORT_JOB_ID)
+        hint(REPORT_PROBLEMS, job_id=problems.REPORT_JOB_ID)
     if not disabled:
         if write_back is not None:
             write_back(account.id)
         else:
-            enqueue(WRITE_BACK, account.id)
+            hint(WRITE_BACK, account.id)
     return Result(outcome, operations=operations)
 
 
@@ -461,17 +508,21 @@ def _retry(account: PtiAccount, journal: SyncAttempt, exc: Retry, operations, st
     if exc.counts:
         account.attempts += 1
     if account.attempts >= MAX_ATTEMPTS:
-        return _park(account, journal, Park(exc.reason, "gave up after repeated retryable failures"), operations,
-                     started)
+        detail = "gave up after repeated failures" + (f" (last: {exc.detail})" if exc.detail else "")
+        return _park(account, journal, Park(exc.reason, detail), operations, started)
     wait = backoff(account.attempts or 1, ATTEMPT_BACKOFF_BASE_S, ATTEMPT_BACKOFF_CAP_S, exc.retry_after)
     account.state = SyncState.PENDING
     account.last_error, account.last_error_detail = exc.reason, None
     account.last_attempt_at = utcnow()
     account.next_attempt_at = utcnow() + timedelta(seconds=wait)
-    _journal(journal, "retry", operations, started, exc.reason)
+    _journal(journal, "retry", operations, started, exc.reason, exc.detail)
     db.session.commit()
-    get_queue(URGENT if account.urgent else DEFAULT).enqueue_in(timedelta(seconds=wait), RECONCILE, account.id,
-                                                                 journal.trigger)
+    try:
+        get_queue(URGENT if account.urgent else DEFAULT).enqueue_in(timedelta(seconds=wait), RECONCILE, account.id,
+                                                                     journal.trigger)
+    except redis.RedisError as exc_redis:  # still owed in the database: the relay enqueues it once the wait is over
+        log.warning("could not schedule the retry of account %s (%s): the relay will", account.id,
+                    exc_redis.__class__.__name__)
     return Result("retry", exc.reason, operations, wait)
 
 
@@ -497,5 +548,5 @@ def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, star
     _journal(journal, "failed", operations, started, exc.reason, exc.detail)
     db.session.commit()
     if new_problems:
-        enqueue(REPORT_PROBLEMS, job_id=problems.REPORT_JOB_ID)
+        hint(REPORT_PROBLEMS, job_id=problems.REPORT_JOB_ID)
     return Result("failed", exc.reason, operations)

@@ -5,6 +5,11 @@ Every value is stored in the mirror (and committed) BEFORE the PUT: the `unitRen
 echo Storeganise sends for our own write then re-reads a record equal to the mirror, finds no change and asks
 for nothing. One Redis memo per rental remembers what we wrote and what is still on its way. A problem is raised
 as a Storeganise task once per cause, and forgotten when the account syncs again.
+
+What is owed to Storeganise is a database fact, never only a queued job: a push's results
+(`PtiAccount.write_back_owed`, set in the push's own transaction) and staff's overrides (`Customer.overrides_owed`,
+set with the change) stay owed until Storeganise accepted them. The job enqueued after the commit is a hint; the
+relay asks `request_write_backs` for whatever is still owed, and `write_back_owed` writes it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from ..extensions import db
-from ..jobqueue import get_redis
+from ..jobqueue import WRITE_BACK_OWED, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, SyncState, to_ms, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
 from ..storeganise.fields import FieldCodes
@@ -53,6 +58,7 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     account = db.session.get(PtiAccount, account_id)
     if account is None:
         return WriteBack()
+    pushed_at = account.last_synced_at  # the push whose results these are: a newer one stays owed
     customer, codes = account.customer, _codes()
     rentals = db.session.scalars(
         select(Rental).where(Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
@@ -95,6 +101,11 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
             customer.pti_access_code, customer.pti_user_id = previous
             db.session.commit()
         raise
+    # Storeganise holds this push's results: no longer owed, unless a newer push finished meanwhile.
+    db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id, PtiAccount.write_back_owed.is_(True),
+                                                PtiAccount.last_synced_at == pushed_at)
+                       .values(write_back_owed=False).execution_options(synchronize_session=False))
+    db.session.commit()
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
 
@@ -238,6 +249,69 @@ def write_back_overrides(customer_id: int, client: StoreganiseClient) -> dict:
     if customer is None:
         return {}
     codes = _codes()
-    fields = {codes.user_access_level: customer.access_level_override, codes.user_zone: customer.zone_override}
+    sent = (customer.access_level_override, customer.zone_override)
+    fields = {codes.user_access_level: sent[0], codes.user_zone: sent[1]}
+    db.session.commit()  # no transaction held open across the PUT
     client.update_user_custom_fields(customer.sg_id, fields)
+    # Storeganise holds them: no longer owed, unless staff changed them again meanwhile (that change is owed).
+    db.session.refresh(customer, with_for_update=True)
+    if (customer.access_level_override, customer.zone_override) == sent:
+        customer.overrides_owed = False
+    db.session.commit()
     return fields
+
+
+# --- what is owed to Storeganise, re-driven by the relay ---------------------------------------------------------
+
+WRITE_BACK_BATCH = 200  # accounts and customers written per job; the relay asks again while any are left
+WRITE_BACK_JOB_ID = "pti-sync-write-back-owed"  # one such job queued at a time
+
+
+@dataclass
+class Owed:
+    accounts: list[int]  # PtiAccount ids whose push results Storeganise does not hold yet
+    customers: list[int]  # Customer ids whose staff overrides Storeganise does not hold yet
+
+    def __bool__(self) -> bool:
+        return bool(self.accounts or self.customers)
+
+
+def owed_write_backs(limit: int = WRITE_BACK_BATCH) -> Owed:
+    """What is owed to Storeganise, oldest first: at most `limit` of each kind."""
+    return Owed(
+        accounts=list(db.session.scalars(select(PtiAccount.id).where(PtiAccount.write_back_owed.is_(True))
+                                         .order_by(PtiAccount.id).limit(limit))),
+        customers=list(db.session.scalars(select(Customer.id).where(Customer.overrides_owed.is_(True))
+                                          .order_by(Customer.id).limit(limit))),
+    )
+
+
+def request_write_backs() -> bool:
+    """For the relay: ask for one `write_back_owed` job while anything is owed to Storeganise. True when asked.
+
+    A Redis failure is logged, not raised: what is owed stays in the database for the next relay."""
+    if not owed_write_backs(1):
+        return False
+    return hint(WRITE_BACK_OWED, job_id=WRITE_BACK_JOB_ID)
+
+
+def write_back_owed(client: StoreganiseClient, limit: int = WRITE_BACK_BATCH) -> int:
+    """Write what is owed to Storeganise (staff overrides first, then push results); returns how many were written.
+
+    Storeganise unreachable (a retryable error) stops the job with the error: everything not written stays owed
+    and the relay asks again. A record Storeganise refuses (e.g. deleted there) is logged and stays owed; the
+    others are still written."""
+    owed, written = owed_write_backs(limit), 0
+    for write, ids in ((write_back_overrides, owed.customers), (write_back, owed.accounts)):
+        for ident in ids:
+            try:
+                write(ident, client)
+            except StoreganiseError as exc:
+                db.session.rollback()
+                if exc.retryable:
+                    raise
+                log.warning("write-back of %s %s refused by Storeganise (%s): still owed",
+                            "customer" if write is write_back_overrides else "account", ident, exc.reason)
+                continue
+            written += 1
+    return written

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from dashboard.httpclient import PooledClient, retry_after_seconds
+from dashboard.httpclient import PooledClient, request_within, retry_after_seconds
 from dashboard.pti.errors import PtiBadResponse, PtiPermanentError, PtiRetryableError
 from dashboard.sync.desired import is_valid_unit_name  # noqa: F401 - PTI's naming rule, re-exported
 from dashboard.sync.model import (
@@ -43,6 +43,7 @@ T = TypeVar("T", AccessLevel, TimeZone)
 
 DEFAULT_CONNECT_TIMEOUT = 3.0  # seconds
 DEFAULT_READ_TIMEOUT = 10.0  # seconds
+DEFAULT_DEADLINE = 30.0  # seconds: one call's whole exchange, however slowly PTI trickles its answer
 DEFAULT_MAX_CONNECTIONS = 10  # per site: the job layer's per-site concurrency limit should not exceed it
 DEFAULT_PAGE_SIZE = 100  # PTI's largest page (contract)
 TOKEN_RENEW_MARGIN = 30.0  # seconds: renew a token this long before PTI says it expires (at most a tenth of its life)
@@ -250,8 +251,9 @@ class PtiClient(PooledClient):
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
                  transport: httpx.BaseTransport | None = None, page_size: int = DEFAULT_PAGE_SIZE,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, label: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, deadline: float = DEFAULT_DEADLINE) -> None:
         self.base_url = base_url.rstrip("/")
+        self.deadline = deadline
         self.label = label  # how logs name the site (e.g. the Storeganise site code); credentials never appear
         self.page_size = page_size
         self._site_code = _Secret(site_code)
@@ -335,7 +337,8 @@ class PtiClient(PooledClient):
             headers["Authorization"] = f"Bearer {token.reveal()}"
         started = time.monotonic()
         try:
-            response = self._http.request(method, path, json=json, params=params, headers=headers)
+            response = request_within(self._http, self.deadline, method, path, json=json, params=params,
+                                      headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             self._log(operation, target, started, type(exc).__name__)
             raise PtiRetryableError("pti_unreachable", operation=operation, target=target) from exc

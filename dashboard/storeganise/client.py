@@ -22,11 +22,12 @@ from urllib.parse import quote
 
 import httpx
 
-from dashboard.httpclient import PooledClient, retry_after_seconds
+from dashboard.httpclient import PooledClient, request_within, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+DEFAULT_DEADLINE_S = 30.0  # one attempt's whole exchange, however slowly Storeganise trickles its answer
 DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGES = 10_000  # a list longer than this many full pages is a paging that never ends, not a business
@@ -86,7 +87,7 @@ class StoreganiseClient(PooledClient):
                  addon_key: str | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, page_size: int = DEFAULT_PAGE_SIZE,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, deadline: float = DEFAULT_DEADLINE_S) -> None:
         if api_key and (addon_id or addon_key):
             raise ValueError("give either api_key or addon_id + addon_key, not both")
         if api_key:
@@ -104,6 +105,7 @@ class StoreganiseClient(PooledClient):
         self.api_url = api_url.rstrip("/")
         self.max_attempts = max_attempts
         self.page_size = page_size
+        self.deadline = deadline
         self.ignored_filters: set[tuple[str, str]] = set()  # (path, filter) Storeganise proved to ignore
         self._sleep = sleep
         self._jitter = jitter
@@ -301,7 +303,7 @@ class StoreganiseClient(PooledClient):
             attempt += 1
             last = attempt >= self.max_attempts
             try:
-                response = self._http.request(method, path, params=clean_params, json=json)
+                response = request_within(self._http, self.deadline, method, path, params=clean_params, json=json)
             except httpx.TransportError as exc:
                 retry = idempotent or isinstance(exc, NOT_SENT_ERRORS)
                 what = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"

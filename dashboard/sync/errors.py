@@ -67,6 +67,23 @@ CATALOGUE: dict[str, Problem] = {
                 "customer's own to use the site's."),
         Problem("site_not_configured", "The site has no PTI connection settings.",
                 "Fill in the site's PTI Site Code, Site Key, Username and Password."),
+        Problem("credentials_unreadable",
+                "The site's stored PTI credentials cannot be decrypted with the configured keys (or were sealed "
+                "for another site), so nothing is pushed to it.",
+                "Put the key they were encrypted with back in ENCRYPTION_KEYS (newest key first, older keys after "
+                "it), restart, run `flask keys rotate`, then press Retry failed customers on the site's page. If "
+                "that key is lost, enter the site's PTI credentials again in Storeganise (the add-on's site "
+                "settings)."),
+        Problem("unexpected_error",
+                "The push stopped on an error the product does not expect (an answer it could not read, a "
+                "database error, or a fault in the product); after repeated attempts the customer is parked.",
+                "The journal names the error and where it happened. Press Resync once the cause is fixed (e.g. the "
+                "database is back); if it repeats, contact support with the journal entry.", retryable=True),
+        Problem("lock_lost",
+                "The push lost the customer's lock (Redis did not answer, or the lock expired), so it stopped "
+                "before its next PTI change.",
+                "Usually passes on its own; the product retries. If it persists, check Redis (REDIS_URL, its "
+                "memory and `noeviction` policy).", retryable=True),
         Problem("pti_unreachable", "PTI did not answer (time-out or connection error).",
                 "Usually passes on its own; the product retries. If it persists, check the site's PTI URL.",
                 retryable=True),

@@ -1,0 +1,142 @@
+"""Nothing owed to Storeganise is lost: a push's results and staff's overrides are database facts until Storeganise
+accepted them, whatever happens to Redis or the jobs in between; the relay's re-drive writes what is still owed."""
+
+from __future__ import annotations
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import select, update
+
+from dashboard.engine import writeback
+from dashboard.engine.reconcile import reconcile
+from dashboard.extensions import db
+from dashboard.mirror.importer import import_business
+from dashboard.models import Customer, PtiAccount, Rental, Site, utcnow
+from dashboard.storeganise import StoreganiseClient, StoreganiseError
+from jobs.writeback import write_back_account, write_back_owed
+from tests.engine.conftest import pti, pti_server  # noqa: F401 - the live PTI simulator, as the engine tests use it
+
+from .conftest import queued_jobs
+
+
+@pytest.fixture
+def business(app, sg, sim, pti, redis_url):  # noqa: F811
+    """The simulator's business in the mirror, its sites' PTI pointing at the live PTI simulator."""
+    import_business(sg)
+    for site in db.session.scalars(select(Site)):
+        site.pti_base_url = pti.url
+    db.session.commit()
+    redis_lib.Redis.from_url(redis_url).flushall()
+
+
+def pushable_account(sim) -> PtiAccount:
+    from dashboard.engine.intent import mark_dirty
+
+    rental = next(r for r in db.session.scalars(select(Rental).where(Rental.state == "occupied").order_by(Rental.id))
+                  if r.unit.pti_unit_name and " " not in r.unit.pti_unit_name and r.site.code == "northgate")
+    account = mark_dirty(rental.customer_id, rental.site_id)
+    db.session.commit()
+    return account
+
+
+class RedisDown:
+    """Every enqueue fails as when Redis stops answering (the database still works)."""
+
+    def __init__(self, monkeypatch):
+        from rq import Queue
+
+        def refuse(*args, **kwargs):
+            raise redis_lib.ConnectionError("Redis is down")
+
+        monkeypatch.setattr(Queue, "enqueue", refuse)
+        monkeypatch.setattr(Queue, "enqueue_in", refuse)
+
+
+def test_a_push_whose_write_back_could_not_be_enqueued_is_owed_and_written_by_the_relay(business, sim, monkeypatch):
+    account = pushable_account(sim)
+    with monkeypatch.context() as patch:
+        RedisDown(patch)
+        assert reconcile(account.id, "test").outcome == "ok"
+    db.session.expire_all()
+    account = db.session.get(PtiAccount, account.id)
+    assert account.write_back_owed is True and queued_jobs() == []
+    assert writeback.request_write_backs() is True
+    [(_, job)] = queued_jobs()
+    assert job.id == writeback.WRITE_BACK_JOB_ID
+    assert write_back_owed() >= 1
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).write_back_owed is False
+    rental = next(r for r in account.customer.rentals if r.site_id == account.site_id and r.active)
+    assert sim.rentals[rental.sg_id]["customFields"]["pti_access_code"] == str(account.access_code)
+    assert writeback.request_write_backs() is False  # nothing left: the relay asks for nothing
+
+
+def test_a_write_back_storeganise_refused_stays_owed_until_it_accepts(business, sim):
+    account = pushable_account(sim)
+    assert reconcile(account.id, "test").outcome == "ok"
+    sim.configure(faults={"error_rate": 1.0, "error_status": 503})
+    with pytest.raises(StoreganiseError):
+        write_back_account(account.id)
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).write_back_owed is True
+    sim.configure(faults={"error_rate": 0.0})
+    write_back_owed()
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).write_back_owed is False
+
+
+def test_a_write_back_of_an_older_push_leaves_the_newer_push_owed(business, sim, monkeypatch):
+    account = pushable_account(sim)
+    account_id = account.id
+    assert reconcile(account_id, "test").outcome == "ok"
+    real = StoreganiseClient.update_unit_rental_custom_fields
+
+    def push_again_meanwhile(self, rental_id, fields):  # a newer push finishes while this write-back is on its way
+        db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id)
+                           .values(last_synced_at=utcnow(), write_back_owed=True))
+        db.session.commit()
+        return real(self, rental_id, fields)
+
+    monkeypatch.setattr(StoreganiseClient, "update_unit_rental_custom_fields", push_again_meanwhile)
+    write_back_account(account.id)
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).write_back_owed is True
+
+
+def test_an_access_override_staff_set_while_redis_is_down_is_saved_owed_and_written_by_the_relay(business, sim,
+                                                                                                monkeypatch):
+    from dashboard.actions import set_access
+
+    customer = db.session.scalar(select(Customer).join(Rental).where(Rental.state == "occupied").limit(1))
+    with monkeypatch.context() as patch:
+        RedisDown(patch)
+        set_access(customer, "staff@demo.test", level=2, zone=3)  # no error for staff: the change is saved
+    db.session.expire_all()
+    customer = db.session.get(Customer, customer.id)
+    assert (customer.access_level_override, customer.zone_override, customer.overrides_owed) == (2, 3, True)
+    assert writeback.request_write_backs() is True
+    write_back_owed()
+    assert sim.users[customer.sg_id]["customFields"]["pti_access_level"] == 2
+    assert sim.users[customer.sg_id]["customFields"]["pti_zone"] == 3
+    db.session.expire_all()
+    assert db.session.get(Customer, customer.id).overrides_owed is False
+
+
+def test_a_batch_whose_write_backs_redis_and_storeganise_both_refused_leaves_every_one_owed(app, business, sim,
+                                                                                           monkeypatch):
+    from dashboard.engine.intent import mark_dirty
+    from jobs.reconcile import reconcile_batch
+
+    rentals = db.session.scalars(select(Rental).where(Rental.state == "occupied")).all()
+    pairs = sorted({(r.customer_id, r.site_id) for r in rentals if r.site.code == "northgate"})[:5]
+    ids = [mark_dirty(c, s).id for c, s in pairs]
+    db.session.commit()
+    sim.configure(faults={"error_rate": 1.0, "error_status": 503})
+    app.config["STOREGANISE_API_URL"] = None  # the batch's writer cannot write: each account falls back to a job...
+    with monkeypatch.context() as patch:
+        RedisDown(patch)  # ...which Redis cannot take either
+        outcomes = reconcile_batch(ids, "test")
+    assert set(outcomes) <= {"ok", "noop"} and sum(outcomes.values()) == len(ids)  # every account pushed
+    db.session.expire_all()
+    assert [db.session.get(PtiAccount, i).write_back_owed for i in ids] == [True] * len(ids)
+    assert writeback.owed_write_backs().accounts == sorted(ids)
