@@ -7,7 +7,7 @@ import logging
 from sqlalchemy import select
 
 from dashboard.clients import pti_client, pti_connection
-from dashboard.engine import problems
+from dashboard.engine import problems, writeback
 from dashboard.engine.intent import relay
 from dashboard.engine.sweep import sweep_site
 from dashboard.extensions import db
@@ -19,13 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def relay_owed() -> int:
-    """Re-enqueue accounts and webhook deliveries whose job Redis lost, and the report of problems still owed."""
+    """Re-enqueue accounts and webhook deliveries whose job Redis lost; ask for the problems and write-backs still
+    owed to Storeganise."""
     accounts = relay()
     deliveries = requeue_stale_deliveries()
     reports = problems.request_reports()
+    write_backs = writeback.request_write_backs()
     if accounts or deliveries:
         log.info("relay re-enqueued %s accounts and %s webhook deliveries", accounts, deliveries)
-    return accounts + deliveries + reports
+    return accounts + deliveries + reports + write_backs
 
 
 def sweep_all() -> dict[str, int]:

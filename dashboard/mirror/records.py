@@ -183,8 +183,11 @@ def land_customer(data: dict, customer: Customer | None, fields: Fields | None =
         first_name=_plain(data.get("firstName")) or "",
         last_name=_plain(data.get("lastName")) or "",
         overdue=bool(data.get("overdue")),  # a timestamp while any active rental is overdue, else null
-        access_level_override=fields.read(read_int, codes.user_access_level, customer.access_level_override),
-        zone_override=fields.read(read_int, codes.user_zone, customer.zone_override),
+        # While staff's own change is still owed to Storeganise, Storeganise holds the older value: keep ours.
+        access_level_override=customer.access_level_override if customer.overrides_owed else
+        fields.read(read_int, codes.user_access_level, customer.access_level_override),
+        zone_override=customer.zone_override if customer.overrides_owed else
+        fields.read(read_int, codes.user_zone, customer.zone_override),
         pti_access_code=fields.read(read_int, codes.user_access_code, customer.pti_access_code),
         pti_user_id=fields.read(read_text, codes.user_pti_id, customer.pti_user_id),
     )

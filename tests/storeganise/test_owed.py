@@ -122,6 +122,21 @@ def test_an_access_override_staff_set_while_redis_is_down_is_saved_owed_and_writ
     assert db.session.get(Customer, customer.id).overrides_owed is False
 
 
+def test_a_pull_before_an_owed_override_lands_keeps_staffs_value(business, sg, sim, monkeypatch):
+    from dashboard.actions import set_access
+    from dashboard.mirror.importer import pull_changes
+
+    customer = db.session.scalar(select(Customer).join(Rental).where(Rental.state == "occupied").limit(1))
+    with monkeypatch.context() as patch:
+        RedisDown(patch)
+        set_access(customer, "staff@demo.test", level=2, zone=3)
+    sim.edit("user", customer.sg_id, {"pti_zone": 1})  # Storeganise still holds (or gets) another value meanwhile
+    pull_changes(sg)
+    db.session.expire_all()
+    assert (db.session.get(Customer, customer.id).access_level_override,
+            db.session.get(Customer, customer.id).zone_override) == (2, 3)
+
+
 def test_a_batch_whose_write_backs_redis_and_storeganise_both_refused_leaves_every_one_owed(app, business, sim,
                                                                                            monkeypatch):
     from dashboard.engine.intent import mark_dirty
