@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import redis
 from sqlalchemy import case, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, enqueue, get_redis
@@ -34,16 +35,29 @@ def account_for(customer: Customer | int, site_id: int) -> PtiAccount:
     customer_id = customer if isinstance(customer, int) else customer.id
     # Lock the account row before any of the caller's pending rental changes are flushed: every writer takes the
     # account first, then its rentals, so two writers of one customer queue up instead of deadlocking.
+    # The first time, the row does not exist and FOR UPDATE locks nothing: two first marks of one customer would
+    # both insert. INSERT ... ON CONFLICT DO NOTHING lets one of them create it (the other waits for that insert's
+    # transaction, then inserts nothing), and both then lock the one row.
+    lock = select(PtiAccount).where(PtiAccount.customer_id == customer_id, PtiAccount.site_id == site_id) \
+        .with_for_update()
     with db.session.no_autoflush:
-        account = db.session.scalar(
-            select(PtiAccount).where(PtiAccount.customer_id == customer_id, PtiAccount.site_id == site_id)
-            .with_for_update()
-        )
-    if account is None:
-        account = PtiAccount(customer_id=customer_id, site_id=site_id, generation=1, synced_generation=0)
-        db.session.add(account)
-        db.session.flush()
+        account = db.session.scalar(lock)
+        if account is None:
+            _insert_missing(site_id, [customer_id])
+            account = db.session.scalar(lock)
     return account
+
+
+def _insert_missing(site_id: int, customer_ids: list[int]) -> None:
+    """Create the accounts (pending, generation 1) of these customers at the site that no one has created yet."""
+    table = PtiAccount.__table__
+    dialect = db.session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    db.session.execute(
+        insert(table).on_conflict_do_nothing(index_elements=[table.c.customer_id, table.c.site_id]),
+        [{"customer_id": c, "site_id": site_id, "generation": 1, "synced_generation": 0,
+          "state": SyncState.PENDING, "urgent": False, "attempts": 0} for c in customer_ids],
+    )
 
 
 def _rentals_pending(site_id: int, customer_ids: list[int]) -> None:
@@ -78,10 +92,8 @@ def mark_site_dirty(site_id: int, customer_ids: set[int]) -> list[int]:
         known.update(db.session.scalars(select(PtiAccount.customer_id).where(
             PtiAccount.site_id == site_id, PtiAccount.customer_id.in_(chunk))))
     new = [c for c in wanted if c not in known]
-    if new:  # created as account_for does, then marked like the others below
-        db.session.execute(accounts.insert(), [{"customer_id": c, "site_id": site_id, "generation": 1,
-                                                "synced_generation": 0, "state": SyncState.PENDING,
-                                                "urgent": False, "attempts": 0} for c in new])
+    if new:  # created as account_for does (a concurrent first mark may create some first), then marked below
+        _insert_missing(site_id, new)
     for chunk in chunks:
         db.session.execute(
             accounts.update()
