@@ -40,7 +40,7 @@ JOBS: dict[str, str] = {
     WRITE_BACK: "write a push's results (pti_synced, pti_overlocked, access code, PTI user id) to Storeganise",
     REPORT_PROBLEMS: "raise a Storeganise task for each standing problem not reported yet, once per cause",
     WRITE_BACK_OVERRIDES: "write a customer's access level and zone set by staff to Storeganise",
-    RELAY: "re-enqueue every account and delivery still owed whose job Redis lost (every 15 s)",
+    RELAY: "re-enqueue every account and delivery still owed that no live job holds (every 15 s, urgent queue)",
     SWEEP: "compare each site's PTI users and units with the mirror; mark drifted customers (hourly)",
     PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
     IMPORT: "import every site, unit, rental and renting customer from Storeganise",
