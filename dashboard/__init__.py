@@ -24,7 +24,7 @@ def create_app(test_config: dict | None = None):
     """Build the Flask app. Imports live here so `import dashboard.sync` (the pure core) never loads Flask."""
     from flask import Flask
 
-    from . import cli, jobqueue, security, views
+    from . import cli, jobqueue, retention, security, views
     from . import config as settings
     from .extensions import csrf, db, htmx, login_manager, migrate
 
@@ -59,6 +59,7 @@ def create_app(test_config: dict | None = None):
     htmx.init_app(app)
     login_manager.init_app(app)
     jobqueue.init_app(app)
+    retention.init_app(app)
 
     security.init_app(app)
     views.init_app(app)

@@ -30,6 +30,7 @@ REPORT_PROBLEMS = "jobs.writeback.report_problems"
 WRITE_BACK_OVERRIDES = "jobs.writeback.write_back_overrides"
 RELAY = "jobs.maintenance.relay_owed"
 SWEEP = "jobs.maintenance.sweep_all"
+PRUNE = "jobs.maintenance.prune_history"
 PULL = "jobs.pull.pull_changes"
 IMPORT = "jobs.pull.import_all"
 
@@ -42,6 +43,7 @@ JOBS: dict[str, str] = {
     WRITE_BACK_OVERRIDES: "write a customer's access level and zone set by staff to Storeganise",
     RELAY: "re-enqueue every account and delivery still owed that no live job holds (every 15 s, urgent queue)",
     SWEEP: "compare each site's PTI users and units with the mirror; mark drifted customers (hourly)",
+    PRUNE: "delete journal rows and handled webhook deliveries past their retention, in bounded batches (hourly)",
     PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
     IMPORT: "import every site, unit, rental and renting customer from Storeganise",
 }

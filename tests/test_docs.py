@@ -14,7 +14,7 @@ def test_the_error_catalogue_document_matches_the_code():
 def test_the_readme_documents_every_setting_the_product_reads():
     import re
 
-    config = (ROOT / "dashboard" / "config.py").read_text()
+    config = "".join((ROOT / "dashboard" / name).read_text() for name in ("config.py", "retention.py"))
     settings = set(re.findall(r'(?:os\.environ\.get|_int|_float|_bool)\(\s*(?:os\.environ\.get\()?"([A-Z_]+)"', config))
     readme = (ROOT / "README.md").read_text()
     assert settings, "no settings found in config.py"
