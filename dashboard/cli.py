@@ -16,7 +16,7 @@ from .clients import StoreganiseNotConfigured, site_credentials, storeganise_cli
 from .crypto import rotate
 from .demo import ensure_demo_accounts, import_demo_business
 from .extensions import db
-from .jobqueue import BULK, DEFAULT, PULL, RELAY, SWEEP, get_redis
+from .jobqueue import BULK, DEFAULT, PRUNE, PULL, RELAY, SWEEP, URGENT, get_redis
 from .mirror.importer import ImportBusy, import_business, pull_changes
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Role, Site, StaffUser
 from .pti import PtiClient, check_site
@@ -213,16 +213,19 @@ def status() -> None:
 RELAY_EVERY_S = 15  # how soon a job Redis lost is re-enqueued
 PULL_EVERY_S = 300  # the incremental pull that catches a webhook Storeganise never delivered
 SWEEP_EVERY_S = 3600  # the drift sweep of every site's PTI users and units
+PRUNE_EVERY_S = 3600  # old journal rows and handled webhook deliveries (bounded batches per run)
 
 
 @click.command("cron")
 def cron() -> None:
-    """Run the periodic jobs: relay every 15 s, Storeganise pull every 5 min, PTI drift sweep every hour."""
+    """Run the periodic jobs: relay every 15 s, Storeganise pull every 5 min, PTI drift sweep and pruning hourly."""
     scheduler = CronScheduler(connection=get_redis(), name="pti-sync-cron")
     # By name from the job table, as every enqueue does: only the cron process imports the job code.
-    scheduler.register(import_attribute(RELAY), DEFAULT, interval=RELAY_EVERY_S)
+    # The relay on the urgent queue: it is cheap (bounded, set-based) and a default-queue backlog must not delay it.
+    scheduler.register(import_attribute(RELAY), URGENT, interval=RELAY_EVERY_S)
     scheduler.register(import_attribute(PULL), DEFAULT, interval=PULL_EVERY_S)
     scheduler.register(import_attribute(SWEEP), BULK, interval=SWEEP_EVERY_S)
+    scheduler.register(import_attribute(PRUNE), BULK, interval=PRUNE_EVERY_S)
     scheduler.start()
 
 

@@ -85,6 +85,9 @@ def from_env(instance_path: str) -> dict:
         "STOREGANISE_WEBHOOK_MAX_SKEW_S": _int("STOREGANISE_WEBHOOK_MAX_SKEW_S", 300),
         # The PTI add-on's id in Storeganise, when the business has it (its settings hold the PTI connection).
         "STOREGANISE_ADDON_ID": os.environ.get("STOREGANISE_ADDON_ID") or None,
+        # How long the journal and the recorded webhook deliveries are kept (dashboard/retention.py); 0 keeps all.
+        "JOURNAL_RETENTION_DAYS": _int("JOURNAL_RETENTION_DAYS", 90),
+        "DELIVERY_RETENTION_DAYS": _int("DELIVERY_RETENTION_DAYS", 30),
         # Custom-field codes (dashboard/storeganise/fields.py) and what an empty unit field means.
         "STOREGANISE_FIELDS": _field_codes(),
         "PTI_EMPTY_UNIT_NAME": _choice("PTI_EMPTY_UNIT_NAME", EMPTY_UNIT_NOT_SYNCED, EMPTY_UNIT_RULES),

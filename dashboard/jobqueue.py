@@ -35,6 +35,7 @@ WRITE_BACK_OVERRIDES = "jobs.writeback.write_back_overrides"
 WRITE_BACK_OWED = "jobs.writeback.write_back_owed"
 RELAY = "jobs.maintenance.relay_owed"
 SWEEP = "jobs.maintenance.sweep_all"
+PRUNE = "jobs.maintenance.prune_history"
 PULL = "jobs.pull.pull_changes"
 IMPORT = "jobs.pull.import_all"
 
@@ -46,8 +47,9 @@ JOBS: dict[str, str] = {
     REPORT_PROBLEMS: "raise a Storeganise task for each standing problem not reported yet, once per cause",
     WRITE_BACK_OVERRIDES: "write a customer's access level and zone set by staff to Storeganise",
     WRITE_BACK_OWED: "write every push result and staff override still owed to Storeganise (asked by the relay)",
-    RELAY: "re-enqueue every account and delivery still owed whose job Redis lost (every 15 s)",
+    RELAY: "re-enqueue every account and delivery still owed that no live job holds (every 15 s, urgent queue)",
     SWEEP: "compare each site's PTI users and units with the mirror; mark drifted customers (hourly)",
+    PRUNE: "delete journal rows and handled webhook deliveries past their retention, in bounded batches (hourly)",
     PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
     IMPORT: "import every site, unit, rental and renting customer from Storeganise",
 }

@@ -1,4 +1,4 @@
-"""Periodic jobs (registered by `flask cron`): the relay and the drift sweep."""
+"""Periodic jobs (registered by `flask cron`): the relay, the drift sweep and the pruning of old history."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dashboard.extensions import db
 from dashboard.mirror.deliveries import requeue_stale_deliveries
 from dashboard.models import Site
 from dashboard.pti import PtiError
+from dashboard.retention import prune
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +45,9 @@ def sweep_all() -> dict[str, int]:
             continue
         drifted[site.code] = len(report.drifted)
     return drifted
+
+
+def prune_history() -> dict[str, int]:
+    """Delete journal rows and handled webhook deliveries older than their retention (README, Configuration)."""
+    pruned = prune()
+    return {"attempts": pruned.attempts, "deliveries": pruned.deliveries}

@@ -12,7 +12,7 @@ from rq import get_current_job
 
 from dashboard.clients import storeganise_client
 from dashboard.engine import writeback
-from dashboard.engine.intent import PENDING_KEY
+from dashboard.engine.intent import holding, release
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
 from dashboard.jobqueue import WRITE_BACK, get_redis, hint
@@ -25,8 +25,8 @@ WRITER_JOIN_S = 120.0  # how long a batch waits for its last write-backs before 
 def reconcile_account(account_id: int, trigger: str = "relay") -> str:
     """Make PTI match Storeganise for one customer at one site (every trigger maps to this)."""
     # First: from now on any newer intent enqueues a new job, which waits for this one's lock.
-    get_redis().delete(PENDING_KEY.format(account_id=account_id))
     job = get_current_job()
+    release(get_redis(), account_id, job.id if job else None)
     return reconcile(account_id, trigger, job.id if job else None).outcome
 
 
@@ -42,14 +42,16 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
     writer.start()
 
     def one(account_id: int) -> str:
-        # Only now is this account in hand: until here the relay must see it as queued (push_site set the key).
-        conn.delete(PENDING_KEY.format(account_id=account_id))
+        # Only now is this account in hand: until here the relay must see it as held (push_site set the key).
+        release(conn, account_id, job.id if job else None)
         with app.app_context():
             return reconcile(account_id, trigger, job.id if job else None, write_back=owed.put).outcome
 
     outcomes: dict[str, int] = {}
     try:
-        with ThreadPoolExecutor(max_workers=app.config["PTI_SITE_CONCURRENCY"]) as pool:
+        # The heartbeat tells the relay this batch is alive: killed, its accounts not reached yet are re-driven.
+        with holding(conn, job.id if job else None), \
+                ThreadPoolExecutor(max_workers=app.config["PTI_SITE_CONCURRENCY"]) as pool:
             for outcome in pool.map(one, account_ids):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
     finally:

@@ -35,3 +35,25 @@ def test_demo_seed_is_idempotent_and_loads_the_promised_business(app, runner):
     assert db.session.execute(multi).first() is not None
     assert db.session.scalar(select(func.count(Rental.id)).where(Rental.overdue.is_(True))) > 0
     assert db.session.scalar(select(func.count(StaffUser.id))) == 4
+
+
+def test_cron_runs_the_relay_on_the_urgent_queue_where_no_backlog_delays_it(runner, monkeypatch):
+    import dashboard.cli as cli
+    from dashboard.jobqueue import RELAY, URGENT
+
+    registered = {}
+
+    class Recorder:
+        def __init__(self, **_options):
+            pass
+
+        def register(self, fn, queue, interval):
+            registered[f"{fn.__module__}.{fn.__name__}"] = (queue, interval)
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(cli, "CronScheduler", Recorder)
+    result = runner.invoke(args=["cron"])
+    assert result.exit_code == 0, result.output
+    assert registered[RELAY] == (URGENT, cli.RELAY_EVERY_S)

@@ -9,10 +9,18 @@ finds accounts whose generation is ahead of what was pushed and enqueues them ag
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import uuid
 from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC
 
 import redis
+from rq.job import Job, JobStatus
 from sqlalchemy import case, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, enqueue, get_redis
@@ -20,13 +28,46 @@ from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, S
 
 log = logging.getLogger(__name__)
 
-PENDING_KEY = "pti-sync:pending:{account_id}"  # the queue of the reconcile job waiting for the account, if any
-PENDING_TTL_S = 3600  # a hint outlives no job: the relay re-enqueues what is still owed after that
+# "<queue> <RQ job id> <unix time>": the job that holds the account (queued for it, or a batch that has not reached
+# it yet). The relay takes the key over when that job is no longer alive, so the TTL is only a backstop.
+PENDING_KEY = "pti-sync:pending:{account_id}"
+PENDING_TTL_S = 3600
+HOLDER_KEY = "pti-sync:holder:{job_id}"  # a running batch's heartbeat
+HOLDER_TTL_S = 10  # a killed batch's accounts are free this long after its last beat: the next relay re-drives them
+HOLDER_BEAT_S = 3
+ENQUEUE_GRACE_S = 5  # a younger key may name a job being enqueued this very moment
+RELAY_BATCH = 2000  # owed accounts the relay looks at per run (every 15 s)
+RELAY_CURSOR_KEY = "pti-sync:relay:cursor"  # the last account id the relay looked at, when it stopped at its limit
+CLAIM_CHUNK = 1000  # pending keys per claim script call
+WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 BATCH_SIZE = 200  # accounts per bulk job: big enough to keep a site's calls in flight, small enough to retry
 BATCH_JOB_TIMEOUT_S = 3600  # a batch of BATCH_SIZE accounts at a slow site
 MARK_CHUNK = 500  # customer ids per IN (...) list
 # A rental already pushed (or waiting, or failed) waits for the new push; unmapped and disabled ones keep their state.
 REPUSHABLE_STATES = (SyncState.IN_SYNC, SyncState.FAILED, SyncState.PENDING)
+
+# Per key: set it to the new hint when it still holds the expected value ('' = no key); returns the indexes set.
+_CLAIM = """
+local ttl = tonumber(ARGV[1])
+local won = {}
+for i, key in ipairs(KEYS) do
+  local expected, new = ARGV[2 * i], ARGV[2 * i + 1]
+  local current = redis.call('GET', key)
+  if (expected == '' and not current) or current == expected then
+    redis.call('SET', key, new, 'EX', ttl)
+    won[#won + 1] = i
+  end
+end
+return won
+"""
+# Delete the pending key only when it names this job.
+_RELEASE = """
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^%S+ (%S+)') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def account_for(customer: Customer | int, site_id: int) -> PtiAccount:
@@ -34,16 +75,29 @@ def account_for(customer: Customer | int, site_id: int) -> PtiAccount:
     customer_id = customer if isinstance(customer, int) else customer.id
     # Lock the account row before any of the caller's pending rental changes are flushed: every writer takes the
     # account first, then its rentals, so two writers of one customer queue up instead of deadlocking.
+    # The first time, the row does not exist and FOR UPDATE locks nothing: two first marks of one customer would
+    # both insert. INSERT ... ON CONFLICT DO NOTHING lets one of them create it (the other waits for that insert's
+    # transaction, then inserts nothing), and both then lock the one row.
+    lock = select(PtiAccount).where(PtiAccount.customer_id == customer_id, PtiAccount.site_id == site_id) \
+        .with_for_update()
     with db.session.no_autoflush:
-        account = db.session.scalar(
-            select(PtiAccount).where(PtiAccount.customer_id == customer_id, PtiAccount.site_id == site_id)
-            .with_for_update()
-        )
-    if account is None:
-        account = PtiAccount(customer_id=customer_id, site_id=site_id, generation=1, synced_generation=0)
-        db.session.add(account)
-        db.session.flush()
+        account = db.session.scalar(lock)
+        if account is None:
+            _insert_missing(site_id, [customer_id])
+            account = db.session.scalar(lock)
     return account
+
+
+def _insert_missing(site_id: int, customer_ids: list[int]) -> None:
+    """Create the accounts (pending, generation 1) of these customers at the site that no one has created yet."""
+    table = PtiAccount.__table__
+    dialect = db.session.get_bind().dialect.name
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    db.session.execute(
+        insert(table).on_conflict_do_nothing(index_elements=[table.c.customer_id, table.c.site_id]),
+        [{"customer_id": c, "site_id": site_id, "generation": 1, "synced_generation": 0,
+          "state": SyncState.PENDING, "urgent": False, "attempts": 0} for c in customer_ids],
+    )
 
 
 def _rentals_pending(site_id: int, customer_ids: list[int]) -> None:
@@ -78,10 +132,8 @@ def mark_site_dirty(site_id: int, customer_ids: set[int]) -> list[int]:
         known.update(db.session.scalars(select(PtiAccount.customer_id).where(
             PtiAccount.site_id == site_id, PtiAccount.customer_id.in_(chunk))))
     new = [c for c in wanted if c not in known]
-    if new:  # created as account_for does, then marked like the others below
-        db.session.execute(accounts.insert(), [{"customer_id": c, "site_id": site_id, "generation": 1,
-                                                "synced_generation": 0, "state": SyncState.PENDING,
-                                                "urgent": False, "attempts": 0} for c in new])
+    if new:  # created as account_for does (a concurrent first mark may create some first), then marked below
+        _insert_missing(site_id, new)
     for chunk in chunks:
         db.session.execute(
             accounts.update()
@@ -104,34 +156,132 @@ def request_reconcile(accounts: Iterable[PtiAccount | int], *, trigger: str, bul
 
     Urgent accounts (a lock or unlock is owed) go to the urgent queue, so no bulk push delays a payment's unlock.
     A Redis failure is logged, not raised: the intent is already in the database and the relay will deliver it.
+    Three Redis round trips however many accounts: read their hints, claim the free ones, enqueue their jobs.
     """
-    enqueued = 0
+    wanted: list[tuple[int, bool]] = []
+    for item in accounts:
+        account = item if isinstance(item, PtiAccount) else db.session.get(PtiAccount, item)
+        if account is not None:
+            wanted.append((account.id, account.urgent))
+    if not wanted:
+        return 0
     try:
         conn = get_redis()
-        for item in accounts:
-            account = item if isinstance(item, PtiAccount) else db.session.get(PtiAccount, item)
-            if account is None:
-                continue
-            queue = URGENT if account.urgent else (BULK if bulk else DEFAULT)
-            key = PENDING_KEY.format(account_id=account.id)
-            if not conn.set(key, queue, nx=True, ex=PENDING_TTL_S):
+        current = conn.mget([PENDING_KEY.format(account_id=account_id) for account_id, _ in wanted])
+        claims = []
+        for (account_id, urgent), raw in zip(wanted, current, strict=True):
+            queue = URGENT if urgent else (BULK if bulk else DEFAULT)
+            if raw is None:
+                claims.append((account_id, queue, None))
+            elif queue == URGENT and Hint.parse(raw).queue != URGENT:
                 # A queued job will read the newest intent when it runs, unless it waits in a slower queue than
                 # a lock or unlock may: then an urgent job goes too (the account lock keeps them apart).
-                if queue != URGENT or conn.get(key) == URGENT.encode():
-                    continue
-                conn.set(key, URGENT, ex=PENDING_TTL_S)
-            enqueue(RECONCILE, account.id, trigger, queue=queue)
-            enqueued += 1
+                claims.append((account_id, URGENT, raw))
+        return _hint(conn, claims, trigger)
     except redis.RedisError as exc:
         log.warning("could not enqueue reconciles (%s): the relay will pick them up", exc.__class__.__name__)
+        return 0
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What a pending key holds: the queue and the RQ job that hold the account, and since when (unix time)."""
+
+    queue: str
+    job_id: str
+    since: float
+
+    def __str__(self) -> str:
+        return f"{self.queue} {self.job_id} {int(self.since)}"
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Hint:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        queue, _, rest = text.partition(" ")
+        job_id, _, since = rest.partition(" ")
+        try:
+            return cls(queue, job_id, float(since))
+        except ValueError:  # not ours (a hand-set key): old enough to be checked like a lost job
+            return cls(queue, job_id, 0.0)
+
+
+def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigger: str) -> int:
+    """Claim each account's pending key (when it still holds what the caller read: nothing, or a given hint), then
+    enqueue a reconcile for each account claimed, under the job id its key names. One script call and one pipeline
+    per CLAIM_CHUNK accounts. Should the enqueue fail, the keys name jobs that do not exist: the relay sees that."""
+    enqueued = 0
+    for start in range(0, len(claims), CLAIM_CHUNK):
+        chunk = claims[start:start + CLAIM_CHUNK]
+        now = time.time()
+        hints = [Hint(queue, f"reconcile-{account_id}-{uuid.uuid4().hex[:16]}", now)
+                 for account_id, queue, _ in chunk]
+        args: list = [PENDING_TTL_S]
+        for (_, _, expected), hint in zip(chunk, hints, strict=True):
+            args += [expected or b"", str(hint)]
+        won = conn.eval(_CLAIM, len(chunk), *[PENDING_KEY.format(account_id=a) for a, _, _ in chunk], *args)
+        if not won:
+            continue
+        with conn.pipeline() as pipe:
+            pipe.multi()  # the jobs, in one transaction (RQ adds its commands to it)
+            for index in won:
+                hint = hints[int(index) - 1]
+                enqueue(RECONCILE, chunk[int(index) - 1][0], trigger, queue=hint.queue, job_id=hint.job_id,
+                        pipeline=pipe)
+            pipe.execute()
+        enqueued += len(won)
     return enqueued
+
+
+def release(conn: redis.Redis, account_id: int, job_id: str | None) -> None:
+    """The job has the account in hand: from now on newer intent needs a new job. Only the job the key names
+    releases it (an urgent job that took over the key keeps it until it runs)."""
+    key = PENDING_KEY.format(account_id=account_id)
+    if job_id is None:
+        conn.delete(key)
+    else:
+        conn.eval(_RELEASE, 1, key, job_id)
+
+
+@contextmanager
+def holding(conn: redis.Redis, job_id: str | None):
+    """While a batch runs, a heartbeat key says its job is alive; killed, the key expires within HOLDER_TTL_S and
+    the relay re-drives the accounts the batch had not reached yet."""
+    if job_id is None:
+        yield
+        return
+    key = HOLDER_KEY.format(job_id=job_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            conn.set(key, 1, ex=HOLDER_TTL_S)
+        except redis.RedisError as exc:
+            log.warning("batch heartbeat failed (%s)", exc.__class__.__name__)
+
+    def beating() -> None:
+        while not stop.wait(HOLDER_BEAT_S):
+            beat()
+
+    beat()
+    thread = threading.Thread(target=beating, name="batch-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(HOLDER_BEAT_S)
+        try:
+            conn.delete(key)
+        except redis.RedisError:
+            pass  # it expires by itself
 
 
 def push_site(site: Site, trigger: str) -> int:
     """Mark every customer of the site with an active rental or a PTI user for a push, in bulk batches.
 
     The same intent as `mark_dirty` for each customer, written with a few set-based statements: one round trip
-    per customer made marking 783 customers take longer than pushing them while the workers were busy."""
+    per customer made marking 783 customers take longer than pushing them while the workers were busy.
+    Each account's pending key names its batch's job, written in one transaction with the jobs themselves."""
     customer_ids = set(db.session.scalars(
         select(Rental.customer_id).where(Rental.site_id == site.id, Rental.state.in_(ACTIVE_RENTAL_STATES))
     )) | set(db.session.scalars(
@@ -139,23 +289,90 @@ def push_site(site: Site, trigger: str) -> int:
     ))
     ids = mark_site_dirty(site.id, customer_ids)
     db.session.commit()
-    pipe = get_redis().pipeline()
-    for account_id in ids:  # the batches hold these accounts: the relay must not enqueue them one by one
-        pipe.set(PENDING_KEY.format(account_id=account_id), BULK, nx=True, ex=PENDING_TTL_S)
-    pipe.execute()
-    for start in range(0, len(ids), BATCH_SIZE):
-        enqueue(RECONCILE_BATCH, ids[start:start + BATCH_SIZE], trigger, queue=BULK, job_timeout=BATCH_JOB_TIMEOUT_S)
+    now = time.time()
+    try:
+        with get_redis().pipeline() as pipe:
+            pipe.multi()  # one transaction: the keys and the jobs they name (RQ adds its commands to it)
+            for start in range(0, len(ids), BATCH_SIZE):
+                batch = ids[start:start + BATCH_SIZE]
+                hint = Hint(BULK, f"reconcile-batch-{uuid.uuid4().hex}", now)
+                for account_id in batch:  # the batch holds these accounts: the relay must not enqueue them one by one
+                    pipe.set(PENDING_KEY.format(account_id=account_id), str(hint), nx=True, ex=PENDING_TTL_S)
+                enqueue(RECONCILE_BATCH, batch, trigger, queue=BULK, job_id=hint.job_id,
+                        job_timeout=BATCH_JOB_TIMEOUT_S, pipeline=pipe)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not enqueue the push of %s (%s: %s): the relay will pick it up", site.code,
+                    exc.__class__.__name__, exc)
     return len(ids)
 
 
-def relay() -> int:
-    """Re-enqueue every account still owed a push whose retry time has come. Returns how many were enqueued."""
-    now = utcnow()
-    owed = db.session.scalars(
-        select(PtiAccount).where(
-            PtiAccount.generation > PtiAccount.synced_generation,
-            PtiAccount.state != SyncState.FAILED,
-            or_(PtiAccount.next_attempt_at.is_(None), PtiAccount.next_attempt_at <= now),
-        )
-    ).all()
-    return request_reconcile(owed, trigger="relay")
+def relay(limit: int = RELAY_BATCH) -> int:
+    """Re-enqueue accounts still owed a push whose retry time has come and that no live job holds; how many.
+
+    Set-based and bounded: the ids of at most `limit` owed accounts (a cursor in Redis walks past them to the next
+    ones on the next run, so a big backlog held by queued jobs never hides an account further on), then a fixed
+    number of Redis round trips: read their pending keys, look up the jobs those name and their heartbeats, claim
+    and enqueue. A key naming a job that is gone, finished, failed, or started without a heartbeat (a killed batch)
+    is taken over."""
+    conn = get_redis()
+    owed = (PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.state != SyncState.FAILED,
+            or_(PtiAccount.next_attempt_at.is_(None), PtiAccount.next_attempt_at <= utcnow()))
+    cursor = int(conn.get(RELAY_CURSOR_KEY) or 0)
+
+    def ids_from(*where, count: int) -> list:
+        return db.session.execute(select(PtiAccount.id, PtiAccount.urgent).where(*owed, *where)
+                                  .order_by(PtiAccount.id).limit(count)).all()
+
+    rows = ids_from(PtiAccount.id > cursor, count=limit)
+    if len(rows) < limit and cursor:
+        rows += ids_from(PtiAccount.id <= cursor, count=limit - len(rows))
+    conn.set(RELAY_CURSOR_KEY, rows[-1].id if len(rows) == limit else 0)
+    db.session.rollback()  # ids only: no snapshot or lock kept while Redis answers
+    if not rows:
+        return 0
+
+    now = time.time()
+    held = {row.id: raw for row, raw in zip(rows, conn.mget([PENDING_KEY.format(account_id=r.id) for r in rows]),
+                                             strict=True) if raw is not None}
+    found, alive = _holders(conn, {Hint.parse(raw).job_id for raw in held.values()}, now)
+    claims = []
+    for row in rows:
+        raw = held.get(row.id)
+        if raw is None:
+            claims.append((row.id, URGENT if row.urgent else DEFAULT, None))
+            continue
+        hint = Hint.parse(raw)
+        if row.urgent and hint.queue != URGENT:
+            claims.append((row.id, URGENT, raw))  # as request_reconcile does
+        elif hint.job_id not in alive and (hint.job_id in found or now - hint.since >= ENQUEUE_GRACE_S):
+            claims.append((row.id, URGENT if row.urgent else (BULK if hint.queue == BULK else DEFAULT), raw))
+    enqueued = _hint(conn, claims, "relay") if claims else 0
+    taken_over = sum(1 for _, _, raw in claims if raw is not None)
+    if taken_over:
+        log.info("relay: %d accounts were held by jobs no longer alive (killed, lost or failed)", taken_over)
+    return enqueued
+
+
+def _holders(conn: redis.Redis, job_ids: set[str], now: float) -> tuple[set[str], set[str]]:
+    """Which of these jobs RQ still has, and which are alive: queued, scheduled, deferred, or running with a
+    heartbeat. Two round trips. (A job RQ does not have may be being enqueued: the caller gives it a grace.)"""
+    if not job_ids:
+        return set(), set()
+    ordered = sorted(job_ids)
+    jobs = Job.fetch_many(ordered, connection=conn)
+    beats = conn.mget([HOLDER_KEY.format(job_id=job_id) for job_id in ordered])
+    found = {job_id for job_id, job in zip(ordered, jobs, strict=True) if job is not None}
+    alive = set()
+    for job_id, job, beat in zip(ordered, jobs, beats, strict=True):
+        if beat is not None:
+            alive.add(job_id)
+            continue
+        status = job.get_status(refresh=False) if job is not None else None
+        if status in WAITING_JOB_STATUSES:
+            alive.add(job_id)
+        elif status == JobStatus.STARTED and job.started_at is not None:
+            started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+            if now - started.timestamp() < HOLDER_TTL_S:
+                alive.add(job_id)  # its heartbeat is about to start
+    return found, alive

@@ -2,8 +2,10 @@
 
 - Concurrency limit: at most `limit` PTI calls in flight per site across every worker (a lease semaphore).
 - Retry-After: after a 429 no call goes to that site until the pause expires.
-- Circuit breaker: after `threshold` consecutive retryable failures the site is paused for `cooldown` seconds;
-  the first call after the pause is the trial: a success closes the breaker, a failure opens it again.
+- Circuit breaker: after `threshold` consecutive retryable failures the site is paused for `cooldown` seconds.
+  Then it is half-open: one caller takes the probe token and makes the trial call while every other caller is told
+  to wait (`circuit_open`, a short Retry-After). The probe's success closes the breaker and the backlog drains at
+  the site's limit; its failure opens the breaker again. A probe whose caller dies frees itself after PROBE_S.
 One site's outage therefore fails fast for that site only and never ties up the workers other sites need.
 """
 
@@ -27,6 +29,23 @@ BREAKER_THRESHOLD = 10  # consecutive retryable failures that open it (a 20% fau
 BREAKER_COOLDOWN_S = 15.0
 LEASE_S = 60  # a crashed holder's slot frees itself after this long
 SLOT_WAIT_S = 30.0  # how long a call waits for a free slot before giving up (retryable)
+PROBE_S = 30.0  # a half-open site's probe token: longer than one PTI call with its time-outs
+HALF_OPEN_TTL_S = 3600  # a site nobody calls for an hour starts closed again
+PROBE_WAIT_S = 1.0  # the Retry-After told to the callers waiting for the probe
+
+# Admission in one step: the Retry-After pause, the open breaker, then (half-open) the probe token.
+# Returns {0} (go), {1, ms} (rate limited), {2, ms} (breaker open or another caller probes), {3} (go: the probe).
+_ADMIT = """
+local rate = redis.call('PTTL', KEYS[1])
+if rate > 0 then return {1, rate} end
+local open = redis.call('PTTL', KEYS[2])
+if open > 0 then return {2, open} end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  if redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3, 0} end
+  return {2, tonumber(ARGV[3])}
+end
+return {0, 0}
+"""
 
 _ACQUIRE = """
 local key, now, lease, limit, token = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
@@ -83,20 +102,42 @@ class SiteGuard:
         finally:
             self.conn.zrem(key, token)
 
+    def _admit(self, operation: str) -> bool:
+        """Raise while the site must wait; True when this call is the half-open site's probe."""
+        keys = [f"{self._prefix}:{name}" for name in ("retry-after", "breaker-open", "half-open", "probe")]
+        verdict = self.conn.eval(_ADMIT, len(keys), *keys, uuid.uuid4().hex, int(PROBE_S * 1000),
+                                 int(PROBE_WAIT_S * 1000))
+        kind = int(verdict[0])
+        if kind in (1, 2):
+            reason = "pti_rate_limited" if kind == 1 else "circuit_open"
+            raise PtiRetryableError(reason, operation=operation, retry_after=int(verdict[1]) / 1000)
+        return kind == 3
+
     def call(self, operation: str, fn: Callable[..., T], *args, **kwargs) -> T:
         """Run one PTI call under the site's limit, pause and breaker; record its outcome for the breaker."""
-        paused = self.paused_for()
-        if paused:
-            reason, left = paused
-            raise PtiRetryableError(reason, operation=operation, retry_after=left)
-        with self._slot(operation):
-            try:
-                result = fn(*args, **kwargs)
-            except PtiRetryableError as exc:
-                self._failed(exc)
-                raise
-        self.conn.delete(f"{self._prefix}:failures")
+        probe = self._admit(operation)
+        try:
+            with self._slot(operation):
+                try:
+                    result = fn(*args, **kwargs)
+                except PtiRetryableError as exc:
+                    self._failed(exc)
+                    raise
+        except PtiRetryableError:
+            if probe:  # the breaker is open again, PTI asked for a pause, or no slot was free: the next one probes
+                self.conn.delete(f"{self._prefix}:probe")
+            raise
+        except BaseException:
+            if probe:  # PTI answered (or we failed before asking): the site is up as far as the breaker knows
+                self._closed()
+            raise
+        self._closed()
         return result
+
+    def _closed(self) -> None:
+        pipe = self.conn.pipeline()
+        pipe.delete(f"{self._prefix}:failures", f"{self._prefix}:half-open", f"{self._prefix}:probe")
+        pipe.execute()
 
     def _failed(self, exc: PtiRetryableError) -> None:
         if exc.reason == "pti_rate_limited" and exc.retry_after:
@@ -107,6 +148,7 @@ class SiteGuard:
         if failures >= self.threshold:
             pipe = self.conn.pipeline()
             pipe.set(f"{self._prefix}:breaker-open", 1, px=int(self.cooldown * 1000))
-            # Half-open after the pause: one more failure opens the breaker again, one success closes it.
+            # Half-open after the pause: one probe goes; one more failure opens the breaker again, a success closes it.
             pipe.set(f"{self._prefix}:failures", self.threshold - 1, ex=int(self.cooldown * 4) + 1)
+            pipe.set(f"{self._prefix}:half-open", 1, ex=HALF_OPEN_TTL_S)
             pipe.execute()

@@ -231,3 +231,65 @@ def _no_leftover_faults(pti_server):
     yield
     PtiSim(pti_server.url).faults()
 
+
+
+def test_a_half_open_site_lets_one_probe_through_and_the_rest_wait_until_it_succeeds(app):
+    """Retries are paced per site: when the breaker's pause ends, one call probes PTI while every other caller is
+    told to wait; the probe's success lets the backlog through at the site's limit."""
+    from dashboard.pti import PtiRetryableError
+
+    guard = SiteGuard(get_redis(), 1, limit=4, threshold=2, cooldown=0.2)
+
+    def down():
+        raise PtiRetryableError("pti_unreachable", operation="get_user")
+
+    for _ in range(2):
+        with pytest.raises(PtiRetryableError):
+            guard.call("get_user", down)
+    assert guard.breaker_open()
+    time.sleep(0.3)  # half-open now
+
+    probing, release = threading.Event(), threading.Event()
+    reached_pti = []
+
+    def probe():
+        reached_pti.append("probe")
+        probing.set()
+        release.wait(5)
+        return "up"
+
+    prober = ThreadPoolExecutor(max_workers=1).submit(guard.call, "get_user", probe)
+    assert probing.wait(5)
+    waiting = []
+    for _ in range(8):  # the backlog's retries arrive while the probe is out
+        try:
+            guard.call("get_user", lambda: reached_pti.append("backlog"))
+        except PtiRetryableError as exc:
+            waiting.append((exc.reason, exc.retry_after))
+    assert reached_pti == ["probe"] and len(waiting) == 8
+    assert all(reason == "circuit_open" and 0 < after <= 1.0 for reason, after in waiting)
+    release.set()
+    assert prober.result(5) == "up"
+    with ThreadPoolExecutor(max_workers=4) as pool:  # closed: the backlog drains
+        list(pool.map(lambda _: guard.call("get_user", lambda: reached_pti.append("backlog")), range(8)))
+    assert reached_pti.count("backlog") == 8
+
+
+def test_a_half_open_probe_that_fails_opens_the_breaker_again_and_the_next_one_probes(app):
+    from dashboard.pti import PtiRetryableError
+
+    guard = SiteGuard(get_redis(), 1, limit=4, threshold=2, cooldown=0.2)
+
+    def down():
+        raise PtiRetryableError("pti_unreachable", operation="get_user")
+
+    for _ in range(2):
+        with pytest.raises(PtiRetryableError):
+            guard.call("get_user", down)
+    time.sleep(0.3)
+    with pytest.raises(PtiRetryableError):
+        guard.call("get_user", down)  # the probe fails
+    assert guard.breaker_open()
+    time.sleep(0.3)
+    assert guard.call("get_user", lambda: "up") == "up"  # the next probe goes, and closes it
+    assert guard.call("get_user", lambda: "again") == "again"
