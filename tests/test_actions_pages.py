@@ -238,13 +238,17 @@ def test_the_override_form_offers_pti_s_own_lists_once_they_are_known(client, au
     assert 'inputmode="numeric"' not in html
 
 
+def set_access_as_staff(client, auth, customer: Customer, level: str, zone: str):
+    auth.login("staff")
+    token = auth.csrf_token(f"/customers/{customer.id}")
+    return client.post(f"/customers/{customer.id}/access", data={"csrf_token": token, "level": level, "zone": zone},
+                       headers=HTMX)
+
+
 def test_a_level_pti_does_not_list_is_refused_naming_the_ones_it_has(client, auth, demo_business):
     customer = occupied_rental().customer
     known_lists(customer)
-    auth.login("staff")
-    token = auth.csrf_token(f"/customers/{customer.id}")
-    response = client.post(f"/customers/{customer.id}/access", data={"csrf_token": token, "level": "7", "zone": ""},
-                           headers=HTMX)
+    response = set_access_as_staff(client, auth, customer, "7", "")
     html = response.get_data(as_text=True)
     assert response.status_code == 422
     assert "PTI has no access level 7" in html and "2 (Business Hours Access)" in html
@@ -255,10 +259,7 @@ def test_a_level_pti_does_not_list_is_refused_naming_the_ones_it_has(client, aut
 def test_a_level_from_pti_s_list_is_saved(client, auth, demo_business):
     customer = occupied_rental().customer
     known_lists(customer)
-    auth.login("staff")
-    token = auth.csrf_token(f"/customers/{customer.id}")
-    response = client.post(f"/customers/{customer.id}/access", data={"csrf_token": token, "level": "2", "zone": "3"},
-                           headers=HTMX)
+    response = set_access_as_staff(client, auth, customer, "2", "3")
     assert response.status_code == 200
     db.session.expire_all()
     saved = db.session.get(Customer, customer.id)

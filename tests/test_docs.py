@@ -15,7 +15,8 @@ def test_the_readme_documents_every_setting_the_product_reads():
     import re
 
     config = (ROOT / "dashboard" / "config.py").read_text()
-    settings = set(re.findall(r'(?:os\.environ\.get|_int|_float|_bool|_choice)\(\s*(?:os\.environ\.get\()?"([A-Z_]+)"', config))
+    readers = r'(?:os\.environ\.get|_int|_float|_bool|_choice)\(\s*(?:os\.environ\.get\()?"([A-Z_]+)"'
+    settings = set(re.findall(readers, config))
     readme = (ROOT / "README.md").read_text()
     assert settings, "no settings found in config.py"
     assert sorted(s for s in settings if f"`{s}`" not in readme) == []

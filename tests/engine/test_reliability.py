@@ -20,6 +20,7 @@ from dashboard.engine.site_guard import SiteGuard
 from dashboard.extensions import db
 from dashboard.jobqueue import get_redis
 from dashboard.models import PtiAccount, Rental
+from dashboard.pti import PtiRetryableError
 from jobs.reconcile import reconcile_batch
 from sim.server import serve_in_thread
 from tests.engine.conftest import PtiSim, account_of, customer_with, site
@@ -233,19 +234,23 @@ def _no_leftover_faults(pti_server):
 
 
 
+def site_down():
+    raise PtiRetryableError("pti_unreachable", operation="get_user")
+
+
+def tripped_guard() -> SiteGuard:
+    """A site guard whose breaker two failures in a row have just opened (a 0.2 s pause)."""
+    guard = SiteGuard(get_redis(), 1, limit=4, threshold=2, cooldown=0.2)
+    for _ in range(2):
+        with pytest.raises(PtiRetryableError):
+            guard.call("get_user", site_down)
+    return guard
+
+
 def test_a_half_open_site_lets_one_probe_through_and_the_rest_wait_until_it_succeeds(app):
     """Retries are paced per site: when the breaker's pause ends, one call probes PTI while every other caller is
     told to wait; the probe's success lets the backlog through at the site's limit."""
-    from dashboard.pti import PtiRetryableError
-
-    guard = SiteGuard(get_redis(), 1, limit=4, threshold=2, cooldown=0.2)
-
-    def down():
-        raise PtiRetryableError("pti_unreachable", operation="get_user")
-
-    for _ in range(2):
-        with pytest.raises(PtiRetryableError):
-            guard.call("get_user", down)
+    guard = tripped_guard()
     assert guard.breaker_open()
     time.sleep(0.3)  # half-open now
 
@@ -276,19 +281,10 @@ def test_a_half_open_site_lets_one_probe_through_and_the_rest_wait_until_it_succ
 
 
 def test_a_half_open_probe_that_fails_opens_the_breaker_again_and_the_next_one_probes(app):
-    from dashboard.pti import PtiRetryableError
-
-    guard = SiteGuard(get_redis(), 1, limit=4, threshold=2, cooldown=0.2)
-
-    def down():
-        raise PtiRetryableError("pti_unreachable", operation="get_user")
-
-    for _ in range(2):
-        with pytest.raises(PtiRetryableError):
-            guard.call("get_user", down)
+    guard = tripped_guard()
     time.sleep(0.3)
     with pytest.raises(PtiRetryableError):
-        guard.call("get_user", down)  # the probe fails
+        guard.call("get_user", site_down)  # the probe fails
     assert guard.breaker_open()
     time.sleep(0.3)
     assert guard.call("get_user", lambda: "up") == "up"  # the next probe goes, and closes it
