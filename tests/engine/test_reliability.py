@@ -21,6 +21,7 @@ from dashboard.extensions import db
 from dashboard.jobqueue import get_redis
 from dashboard.models import PtiAccount, Rental
 from jobs.reconcile import reconcile_batch
+from sim.pti import create_app as pti_app
 from sim.server import serve_in_thread
 from tests.engine.conftest import PtiSim, account_of, customer_with, site
 
@@ -79,7 +80,6 @@ def test_r1_a_fault_storm_converges_without_duplicates_and_few_extra_calls(app, 
     codes, and PTI calls stay within 1.35x of what the same push costs without faults."""
     from dashboard.demo import load_business
     from sim.demo_data import build_demo_business, make_sites
-    from sim.pti import create_app as pti_app
 
     app.config.update(FAST_TIMEOUT)
     sites = make_sites(3, 180, 167, prefix="storm")
@@ -108,20 +108,44 @@ def test_r1_a_fault_storm_converges_without_duplicates_and_few_extra_calls(app, 
         server.stop()
 
 
-def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_user(app, business, pti):
-    """R2: every create is applied by PTI, then the answer is lost: exactly one PTI user per move-in."""
+def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_user(app, pti):
+    """R2: 100 move-ins, and PTI applies every create and then loses the answer: exactly 100 PTI users, one per
+    move-in, each with the access code the product stored."""
+    from dashboard.demo import load_business
+    from sim.demo_data import build_demo_business, make_sites
+
     app.config.update(FAST_TIMEOUT)
-    pti.faults(apply_then_timeout_rate=1, timeout_ms=450, operations=["create_user"])
-    accounts = mark_all({"northgate", "riverside"})
-    assert len(accounts) >= 80
-    converge(accounts)
-    pti.faults()
-    created = [c for c in pti.calls() if c["operation"] == "create_user"]
-    assert all(c["fault"] == "apply_then_timeout" for c in created)
-    assert_pti_matches_mirror(pti, accounts)
-    users = [u for code in ("NG01", "RS02") for u in pti.site(code)["users"]]
-    expected = {a.customer.sg_id for a in db.session.scalars(select(PtiAccount)) if a.pti_user_id}
-    assert len(users) == len(expected) >= 80 and {u["marker"] for u in users} == expected
+    sites = make_sites(2, 80, 75, prefix="r2")
+    server = serve_in_thread(pti_app(build_demo_business("x", sites=sites).pti_sites))
+    sim = PtiSim(server.url)
+    try:
+        load_business(build_demo_business(server.url, sites=sites))
+        move_ins = sorted({(r.customer_id, r.site_id) for r in db.session.scalars(select(Rental)) if r.active
+                           and r.unit.pti_unit_name and not r.unit.pti_switched_off})
+        assert len(move_ins) >= 100
+        per_site = {s: [p for p in move_ins if p[1] == s][:50] for s in sorted({s for _, s in move_ins})}
+        accounts = [mark_dirty(c, s).id for pairs in per_site.values() for c, s in pairs]
+        db.session.commit()
+        assert len(accounts) == 100
+
+        sim.faults(apply_then_timeout_rate=1, timeout_ms=450, operations=["create_user"])
+        converge(accounts)
+        sim.faults()
+        time.sleep(0.6)  # the simulator logs a call when its (lost) answer is sent, 450 ms after it applied it
+        creates = [c for c in sim.calls() if c["operation"] == "create_user"]
+        assert len(creates) >= 100 and all(c["fault"] == "apply_then_timeout" and c["applied"] for c in creates)
+
+        assert_pti_matches_mirror(sim, accounts)
+        users = [u for code in sim.state()["sites"] for u in sim.site(code)["users"]]
+        assert len(users) == 100, f"{len(users)} PTI users for 100 move-ins"
+        wanted = {}
+        for account in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(accounts))):
+            wanted[(account.site.pti_site_code, account.customer.sg_id)] = (account.pti_user_id, account.access_code)
+        got = {(code, u["marker"]): (u["id"], u["access_code"])
+               for code in sim.state()["sites"] for u in sim.site(code)["users"]}
+        assert got == wanted  # the same 100 users, ids and codes on both sides
+    finally:
+        server.stop()
 
 
 def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti):
