@@ -148,18 +148,18 @@ def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_us
         server.stop()
 
 
-def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti):
-    """R4: 50 concurrent requests for one customer, changing its lock state: PTI never sees two calls about that
-    customer at once, and PTI ends in the state last asked for."""
-    pti.faults(latency_ms=15)
-    customer = customer_with(2)
+SITE_LEVEL = {"login", "list_access_levels", "list_time_zones", "list_units", "list_users"}
+
+
+def fifty_concurrent_requests(app, pti: PtiSim, customer) -> tuple[int, list[dict]]:
+    """50 threads each change one of the customer's two rentals (lock or unlock), ask for a push and run it at once;
+    returns the account id and every PTI call they made, each checked to be about this customer."""
     account = mark_dirty(customer, site("northgate").id)
     db.session.commit()
     account_id, rental_ids = account.id, [r.id for r in customer.rentals]
-    flask_app = app
 
     def request(i: int) -> None:
-        with flask_app.app_context():
+        with app.app_context():
             rental = db.session.get(Rental, rental_ids[i % 2])
             rental.overlocked = i % 3 == 0
             mark_dirty(rental.customer_id, rental.site_id)
@@ -168,17 +168,58 @@ def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         list(pool.map(request, range(50)))
-    reconcile(account_id, "r4-final")  # whatever the last job saw, one more run reads the final intent
-
-    user = pti.user_with_marker("NG01", customer.sg_id)
-    names = {r.unit.pti_unit_name for r in customer.rentals}
-    mine = sorted((c for c in pti.calls() if c["user_id"] == user["id"] or c["unit_name"] in names),
-                  key=lambda c: c["start"])
-    overlaps = [(a["operation"], b["operation"]) for a, b in zip(mine, mine[1:]) if b["start"] < a["end"]]
-    assert overlaps == []
+    time.sleep(0.1)  # the simulator logs a call as its answer leaves
+    calls = sorted(pti.calls(), key=lambda c: c["start"])
     db.session.expire_all()
-    for rental in db.session.get(PtiAccount, account_id).customer.rentals:
-        assert pti.unit("NG01", rental.unit.pti_unit_name)["locked"] is rental.overlocked
+    account = db.session.get(PtiAccount, account_id)
+    names = {r.unit.pti_unit_name for r in customer.rentals}
+    ours = {u["id"] for u in pti.site("NG01")["users"] if u["marker"] == customer.sg_id} | {
+        c["user_id"] for c in calls if c["operation"] == "create_user" and c["email"] == customer.email}
+    for c in calls:  # only this customer's jobs ran: every call is about it (or is the site's own)
+        about_it = (c["user_id"] in ours or c["unit_name"] in names or c["email"] == customer.email
+                    or c["access_code"] == account.access_code)
+        assert about_it or c["operation"] in SITE_LEVEL, c
+    return account_id, calls
+
+
+def overlapping(calls: list[dict]) -> list[tuple[str, str]]:
+    """Pairs of calls in flight at the same time (every pair, not only neighbours)."""
+    found = []
+    for i, a in enumerate(calls):
+        for b in calls[i + 1:]:
+            if b["start"] >= a["end"]:
+                break
+            found.append((a["operation"], b["operation"]))
+    return found
+
+
+def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti):
+    """R4: 50 concurrent requests for one customer, changing its lock state: PTI never sees two calls about that
+    customer at once (look-ups and the create included), and PTI ends in the state last asked for, with no run
+    after the 50."""
+    pti.faults(latency_ms=15)
+    customer = customer_with(2)
+    account_id, calls = fifty_concurrent_requests(app, pti, customer)
+
+    operations = Counter(c["operation"] for c in calls)
+    assert operations["create_user"] == 1 and operations["find_user_by_access_code"] + operations["get_user"] >= 50
+    assert overlapping(calls) == []
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    account = db.session.get(PtiAccount, account_id)
+    assert account.synced_generation == account.generation and user["access_code"] == account.access_code
+    for rental in account.customer.rentals:
+        unit = pti.unit("NG01", rental.unit.pti_unit_name)
+        assert (unit["user_id"], unit["locked"]) == (user["id"], rental.overlocked)
+
+
+def test_r4_without_the_account_lock_the_same_requests_overlap_at_pti(app, business, pti, monkeypatch):
+    """The check above has teeth: with the per-account lock made a no-op (every job its own key), the same 50
+    requests do send PTI calls about the customer at the same time."""
+    counter = iter(range(10**6))
+    monkeypatch.setattr("dashboard.engine.reconcile.lock_key", lambda account_id: f"r4-no-lock:{next(counter)}")
+    pti.faults(latency_ms=15)
+    _, calls = fifty_concurrent_requests(app, pti, customer_with(2))
+    assert len(overlapping(calls)) > 0
 
 
 def test_r6_one_site_down_opens_its_breaker_and_leaves_the_other_site_fast(app, business, pti):
