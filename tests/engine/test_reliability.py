@@ -222,32 +222,82 @@ def test_r4_without_the_account_lock_the_same_requests_overlap_at_pti(app, busin
     assert len(overlapping(calls)) > 0
 
 
-def test_r6_one_site_down_opens_its_breaker_and_leaves_the_other_site_fast(app, business, pti):
-    """R6: Northgate's PTI is down, Riverside's is healthy: Northgate's breaker opens and stops calls to it;
-    Riverside's pushes take as long as they do with every site up."""
+R6_CUSTOMERS = 20
+
+
+def pushable(site_code: str, count: int) -> list[int]:
+    """Mark `count` customers of the site who have a unit PTI knows (each push creates a user); their account ids."""
+    pairs = sorted({(r.customer_id, r.site_id) for r in db.session.scalars(select(Rental)) if r.site.code == site_code
+                    and r.active and r.unit.pti_unit_name and " " not in r.unit.pti_unit_name
+                    and len(r.unit.pti_unit_name) <= 10})
+    assert len(pairs) >= count
+    ids = [mark_dirty(c, s).id for c, s in pairs[:count]]
+    db.session.commit()
+    return ids
+
+
+def r6_scenario(app, pti: PtiSim) -> dict:
+    """Riverside creates 20 users alone (timed). Then PTI forgets them, Northgate's PTI goes down (every call a 503)
+    and Northgate is asked to create 20 users of its own; while Northgate retries those 20, Riverside creates the same
+    20 users again (timed)."""
+    from dashboard.engine.reconcile import site_guard
+
     app.config.update(FAST_TIMEOUT)
     pti.faults(latency_ms=10)
+    riverside = pushable("riverside", R6_CUSTOMERS)
+    started = time.monotonic()
+    alone = reconcile_batch(riverside, "r6-alone")
+    seconds_alone = time.monotonic() - started
+    assert alone == {"ok": R6_CUSTOMERS}
 
-    def riverside_seconds(count: int) -> float:
-        ids = mark_all({"riverside"})[:count]
-        started = time.monotonic()
-        reconcile_batch(ids, "r6")
-        return time.monotonic() - started
-
-    baseline = riverside_seconds(20)
+    pti.reset()  # PTI forgets Riverside's users: the second push is the same work (20 creates)
+    for account in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(riverside))):
+        account.pti_user_id = None
+    db.session.commit()
+    get_redis().flushdb()
+    riverside = pushable("riverside", R6_CUSTOMERS)
+    northgate = pushable("northgate", R6_CUSTOMERS)
+    pti.faults(latency_ms=10)
     pti.faults(site="NG01", error_rate=1, error_status=503, latency_ms=10)
-    down = mark_all({"northgate"})
-    broken = threading.Thread(target=lambda: _in_context(app, reconcile_batch, down, "r6-down"))
+    first_down = reconcile_batch(northgate, "r6-down")  # the outage begins: Northgate's pushes fail
+    northgate_open = site_guard(site("northgate")).breaker_open()
+    down: dict = {}  # and go on failing, with retries of the same 20 pushes, while Riverside does its work
+    broken = threading.Thread(target=lambda: down.update(_in_context(app, reconcile_batch, northgate, "r6-retry")))
     broken.start()
-    with_outage = riverside_seconds(20)
+    started = time.monotonic()
+    during = reconcile_batch(riverside, "r6-during")
+    seconds_during = time.monotonic() - started
     broken.join(timeout=120)
-    guard = SiteGuard(get_redis(), site("northgate").id)
-    assert guard.breaker_open()
+    assert not broken.is_alive()
+    return {"northgate": northgate, "riverside": riverside, "alone": seconds_alone, "during": seconds_during,
+            "riverside_outcomes": during, "northgate_outcomes": Counter(first_down) + Counter(down),
+            "northgate_open": northgate_open and site_guard(site("northgate")).breaker_open(),
+            "riverside_open": site_guard(site("riverside")).breaker_open()}
+
+
+def test_r6_one_site_down_opens_its_breaker_and_leaves_the_other_site_fast(app, business, pti):
+    """R6: both sites push 20 new users; Northgate's PTI is down, Riverside's is healthy: Northgate's breaker opens
+    and stops calls to it; every Riverside push succeeds, as fast as Riverside alone."""
+    r6 = r6_scenario(app, pti)
+    assert r6["northgate_open"] and "ok" not in r6["northgate_outcomes"]
+    assert r6["riverside_outcomes"] == {"ok": R6_CUSTOMERS} and not r6["riverside_open"]
+    users = {u["marker"] for u in pti.site("RS02")["users"]}
+    assert len(users) == R6_CUSTOMERS and pti.site("NG01")["users"] == []
+    assert r6["during"] <= 1.5 * r6["alone"] + 0.5, (r6["alone"], r6["during"])
+
     calls_before = pti.state()["calls"]["by_site"].get("NG01", 0)
-    outcome = reconcile(down[0], "r6-while-open")
+    outcome = reconcile(r6["northgate"][0], "r6-while-open")
     assert (outcome.outcome, outcome.reason) == ("retry", "circuit_open")
     assert pti.state()["calls"]["by_site"].get("NG01", 0) == calls_before, "a call reached a site whose breaker is open"
-    assert with_outage <= max(2 * baseline, baseline + 1.0), (baseline, with_outage)
+
+
+def test_r6_fails_when_the_breaker_is_shared_by_the_sites(app, business, pti, monkeypatch):
+    """The check above has teeth: with one breaker for every site, Northgate's outage stops Riverside's pushes."""
+    monkeypatch.setattr("dashboard.engine.reconcile.site_guard",
+                        lambda site: SiteGuard(get_redis(), 0, limit=current_app.config["PTI_SITE_CONCURRENCY"]))
+    r6 = r6_scenario(app, pti)
+    assert r6["northgate_open"]
+    assert r6["riverside_outcomes"] != {"ok": R6_CUSTOMERS}
 
 
 def test_r7_a_short_retry_after_is_waited_out_and_no_call_arrives_early(app, business, pti):
