@@ -93,18 +93,101 @@ def test_each_role_gets_exactly_its_routes(app, client, auth, demo_business, an_
             assert status == 403, f"{role} must not reach {rule.endpoint}, got {status}"
 
 
+# What each action answers when it succeeds (a plain form post): the status, where it leads, and what it says.
+# An error answers differently (an "error" flash, a 422, a 400): "not 403" would let those pass.
+ACTION_SUCCESS = {
+    "sites.resync": (302, "/sites/1", "Every customer of the site is queued for a push."),
+    "sites.requeue_failed": (302, "/sites/1", "Failed customers of the site are queued again."),
+    "rentals.resync": (302, "/rentals/1", "Push to PTI queued."),
+    "rentals.suspend": (302, "/rentals/1", "Suspension queued: the keypad will refuse the code."),
+    "rentals.unsuspend": (302, "/rentals/1", "Unsuspension queued: the code will open again."),
+    "customers.resync": (302, "/customers/1", "Push to PTI queued for every site."),
+    "customers.regenerate_code": (302, "/customers/1",
+                                  "New access code queued: the old code stops working once PTI has it."),
+    "customers.set_access": (302, "/customers/1", "Access level and zone saved; push queued."),
+    "customers.adopt_pti_user": (302, "/customers/{customer}", "Adoption queued"),
+    "customers.separate_pti_user": (302, "/customers/{customer}", "queued"),
+    "customers.reveal_code": (200, None, None),
+    "uploads.create": (303, "/uploads/{upload}", None),
+}
+
+
+def _in_conflict():
+    """Customer 1 parked on PTI users PTI Sync did not create, so adopt and separate have a decision to make."""
+    from dashboard.engine.intent import account_for
+    from dashboard.extensions import db
+    from dashboard.models import Customer
+
+    customer = db.session.get(Customer, 1)
+    account = account_for(customer, customer.rentals[0].site_id)
+    account.state, account.last_error = "failed", "foreign_pti_user"
+    account.adopt_pti_user_id, account.separate_from_foreign = None, False
+    account.foreign_pti_users = [{"id": "1001", "first_name": "By", "last_name": "Hand", "email": "x@example.com",
+                                  "code": "•••920", "access_level": 1, "time_zone": 1, "units": [],
+                                  "matched_by": ["e-mail"]}]
+    db.session.commit()
+    return account
+
+
+def _post_action(app, client, endpoint: str, rule, token: str):
+    """POST the action as a browser form would, with what it needs to succeed."""
+    import io
+
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    from dashboard.extensions import db
+    from dashboard.models import Rental
+
+    if endpoint in ("customers.adopt_pti_user", "customers.separate_pti_user"):
+        account = _in_conflict()
+        verb = "adopt" if endpoint.endswith("adopt_pti_user") else "separate"
+        return client.post(f"/customers/{account.customer_id}/accounts/{account.id}/{verb}",
+                           data={"csrf_token": token, "pti_user_id": "1001"}), {"customer": account.customer_id}
+    if endpoint == "uploads.create":
+        rental = db.session.get(Rental, 1)
+        boundary, body = encode_multipart({"csrf_token": token, "file": FileStorage(
+            io.BytesIO(f"id,customFields.pti_synced\n{rental.sg_id},\n".encode()), "p.csv", content_type="text/csv")})
+        return client.post("/uploads/", data=body, content_type=f"multipart/form-data; boundary={boundary}"), {}
+    return client.post(_url_for(app, rule), data={"csrf_token": token}), {}
+
+
 @pytest.mark.parametrize("role", sorted(EVERYONE))
 def test_each_role_may_post_exactly_its_actions(app, client, auth, demo_business, role):
+    import re
+
+    from dashboard.extensions import db
+    from dashboard.models import Upload
+
+    assert {r.endpoint for r in app.url_map.iter_rules() if "POST" in r.methods
+            and ACCESS[r.endpoint] not in (PUBLIC, EVERYONE)} == ACTION_SUCCESS.keys()
     auth.login(role)
     token = auth.csrf_token("/")
     for rule in app.url_map.iter_rules():
-        if "POST" not in rule.methods or ACCESS[rule.endpoint] in (PUBLIC, EVERYONE):
+        if rule.endpoint not in ACTION_SUCCESS:
             continue
-        status = client.post(_url_for(app, rule), data={"csrf_token": token}).status_code
-        if role in ACCESS[rule.endpoint]:
-            assert status != 403, f"{role} should be allowed to {rule.endpoint}"
-        else:
-            assert status == 403, f"{role} must not {rule.endpoint}, got {status}"
+        response, ids = _post_action(app, client, rule.endpoint, rule, token)
+        with client.session_transaction() as session:
+            flashes = session.pop("_flashes", [])
+        if role not in ACCESS[rule.endpoint]:
+            assert response.status_code == 403, f"{role} must not {rule.endpoint}, got {response.status_code}"
+            continue
+        status, location, said = ACTION_SUCCESS[rule.endpoint]
+        assert response.status_code == status, f"{role} {rule.endpoint}: {response.status_code} {flashes}"
+        if rule.endpoint == "uploads.create":
+            ids["upload"] = db.session.scalars(select_uploads(Upload)).first().id
+        if location is not None:
+            assert response.headers["Location"] == location.format(**ids), rule.endpoint
+        if said is not None:
+            assert [c for c, _ in flashes] == ["info"] and said in flashes[0][1], (rule.endpoint, flashes)
+        if rule.endpoint == "customers.reveal_code":
+            assert re.search(r'<span class="code"[^>]*>\d{6}</span>', response.get_data(as_text=True))
+
+
+def select_uploads(model):
+    from sqlalchemy import select
+
+    return select(model).order_by(model.id.desc())
 
 
 def test_anonymous_users_are_sent_to_log_in_from_every_private_route(app, client, demo_business):
@@ -115,25 +198,83 @@ def test_anonymous_users_are_sent_to_log_in_from_every_private_route(app, client
         assert response.status_code == 302 and "/login" in response.headers["Location"], rule.endpoint
 
 
-def test_state_changing_routes_refuse_requests_without_csrf(app, client, auth):
-    auth.login("admin")
+def _changes():
+    """What a refused request must not have touched: the audit log, the accounts' intent, the uploads."""
+    from sqlalchemy import func, select
+
+    from dashboard.extensions import db
+    from dashboard.models import AuditEntry, PtiAccount, Upload
+
+    db.session.expire_all()
+    return (db.session.scalar(select(func.count(AuditEntry.id))),
+            db.session.execute(select(PtiAccount.id, PtiAccount.generation, PtiAccount.access_code,
+                                      PtiAccount.adopt_pti_user_id).order_by(PtiAccount.id)).all(),
+            db.session.scalar(select(func.count(Upload.id))))
+
+
+@pytest.mark.parametrize("role", sorted(EVERYONE))
+def test_state_changing_routes_refuse_a_missing_or_wrong_csrf_token_for_every_role(app, client, auth, demo_business,
+                                                                                    role):
+    """Every state-changing route, as every role: no token, a made-up token and another session's real token are
+    each refused with 400 before the view runs, and nothing changes (the user is not even logged out)."""
+    from tests.conftest import Auth
+
+    with app.app_context():  # its own g, so the other client's anonymous user does not leak into this one's
+        foreign_token = Auth(app.test_client()).csrf_token()  # a real token, but of another session
+    auth.login(role)
+    _in_conflict()
+    own_token = auth.csrf_token("/")
+    before = _changes()
+    checked = 0
     for rule in app.url_map.iter_rules():
         unsafe = rule.methods & {"POST", "PUT", "PATCH", "DELETE"}
-        if not unsafe or rule.endpoint in {"webhooks.storeganise"}:
+        if not unsafe or rule.endpoint == "webhooks.storeganise":  # signed by HMAC instead (R8)
             continue
-        response = client.open(_url_for(app, rule), method=sorted(unsafe)[0])
-        assert response.status_code == 400, f"{rule.endpoint} accepted a request without a CSRF token"
+        for label, data in (("missing", {}), ("wrong", {"csrf_token": "not-a-token"}),
+                            ("another session's", {"csrf_token": foreign_token}),
+                            ("header", None)):
+            headers = {"X-CSRFToken": "x" + own_token[1:]} if data is None else {}
+            response = client.open(_url_for(app, rule), method=sorted(unsafe)[0], data=data or {},
+                                   headers=headers)
+            assert response.status_code == 400, f"{rule.endpoint} accepted a {label} CSRF token from {role}"
+            checked += 1
+    assert checked >= 4 * 12
+    assert _changes() == before
+    assert client.get("/").status_code == 200  # still logged in: logout refused too
+    ok = client.post("/customers/1/resync", data={"csrf_token": own_token})  # the check refuses only bad tokens
+    assert ok.status_code == (302 if role in ACTORS else 403)
 
 
-def test_pages_carry_security_headers_and_a_strict_csp(client, auth):
-    auth.login("manager")
-    response = client.get("/")
-    csp = response.headers["Content-Security-Policy"]
-    assert "default-src 'self'" in csp and "script-src 'self'" in csp
-    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
-    assert response.headers["X-Frame-Options"] == "DENY"
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Cache-Control"] == "no-store"
+def _csp(value: str) -> dict[str, list[str]]:
+    return {d.split()[0]: d.split()[1:] for d in (p.strip() for p in value.split(";")) if d}
+
+
+@pytest.mark.parametrize("role", sorted(EVERYONE))
+def test_every_get_route_carries_the_security_headers_and_a_strict_csp(app, client, auth, demo_business, an_upload,
+                                                                       role):
+    """Every GET route of app.url_map, as every role (whatever it answers: a page, a fragment, a 403, a CSV, a
+    static file), carries the headers dashboard/security.py sets."""
+    auth.login(role)
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods:
+            continue
+        url = "/static/vendor/htmx-2.0.11.min.js" if rule.endpoint == "static" else _url_for(app, rule)
+        response = client.get(url)
+        response.close()
+        where = f"{rule.endpoint} ({response.status_code}) as {role}"
+        csp = _csp(response.headers.get("Content-Security-Policy", ""))
+        assert csp.get("default-src") == ["'self'"] and csp.get("script-src") == ["'self'"], where
+        assert csp.get("style-src") == ["'self'"] and csp.get("object-src") == ["'none'"], where
+        assert csp.get("frame-ancestors") == ["'none'"] and csp.get("base-uri") == ["'self'"], where
+        assert csp.get("form-action") == ["'self'"], where
+        flat = " ".join(" ".join(v) for v in csp.values())
+        assert "unsafe-inline" not in flat and "unsafe-eval" not in flat and "*" not in flat, where
+        assert response.headers.get("X-Frame-Options") == "DENY", where
+        assert response.headers.get("X-Content-Type-Options") == "nosniff", where
+        assert response.headers.get("Referrer-Policy") == "same-origin", where
+        assert response.headers.get("Permissions-Policy") == "camera=(), microphone=(), geolocation=()", where
+        if rule.endpoint != "static":
+            assert response.headers.get("Cache-Control") == "no-store", where
 
 
 def test_htmx_is_vendored_and_its_history_cache_is_off(client, auth):

@@ -113,7 +113,10 @@ def _rentals_pending(site_id: int, customer_ids: list[int]) -> None:
 def mark_dirty(customer: Customer | int, site_id: int, *, urgent: bool = False) -> PtiAccount:
     """Record in the caller's transaction that this customer's PTI access at the site must be pushed again."""
     account = account_for(customer, site_id)
-    account.generation = max(account.generation, account.synced_generation) + 1
+    # Computed by the database, like mark_site_dirty: on SQLite FOR UPDATE locks nothing, and a value computed here
+    # from a stale read could go back below what a reconcile has meanwhile recorded as pushed (a lost update).
+    account.generation = case((PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.generation),
+                              else_=PtiAccount.synced_generation) + 1
     account.state = SyncState.PENDING
     account.urgent = account.urgent or urgent
     account.attempts = 0

@@ -22,6 +22,7 @@ from dashboard.jobqueue import get_redis
 from dashboard.models import PtiAccount, Rental
 from dashboard.pti import PtiRetryableError
 from jobs.reconcile import reconcile_batch
+from sim.pti import create_app as pti_app
 from sim.server import serve_in_thread
 from tests.engine.conftest import PtiSim, account_of, customer_with, site
 
@@ -80,7 +81,6 @@ def test_r1_a_fault_storm_converges_without_duplicates_and_few_extra_calls(app, 
     codes, and PTI calls stay within 1.35x of what the same push costs without faults."""
     from dashboard.demo import load_business
     from sim.demo_data import build_demo_business, make_sites
-    from sim.pti import create_app as pti_app
 
     app.config.update(FAST_TIMEOUT)
     sites = make_sites(3, 180, 167, prefix="storm")
@@ -109,34 +109,58 @@ def test_r1_a_fault_storm_converges_without_duplicates_and_few_extra_calls(app, 
         server.stop()
 
 
-def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_user(app, business, pti):
-    """R2: every create is applied by PTI, then the answer is lost: exactly one PTI user per move-in."""
+def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_user(app, pti):
+    """R2: 100 move-ins, and PTI applies every create and then loses the answer: exactly 100 PTI users, one per
+    move-in, each with the access code the product stored."""
+    from dashboard.demo import load_business
+    from sim.demo_data import build_demo_business, make_sites
+
     app.config.update(FAST_TIMEOUT)
-    pti.faults(apply_then_timeout_rate=1, timeout_ms=450, operations=["create_user"])
-    accounts = mark_all({"northgate", "riverside"})
-    assert len(accounts) >= 80
-    converge(accounts)
-    pti.faults()
-    created = [c for c in pti.calls() if c["operation"] == "create_user"]
-    assert all(c["fault"] == "apply_then_timeout" for c in created)
-    assert_pti_matches_mirror(pti, accounts)
-    users = [u for code in ("NG01", "RS02") for u in pti.site(code)["users"]]
-    expected = {a.customer.sg_id for a in db.session.scalars(select(PtiAccount)) if a.pti_user_id}
-    assert len(users) == len(expected) >= 80 and {u["marker"] for u in users} == expected
+    sites = make_sites(2, 80, 75, prefix="r2")
+    server = serve_in_thread(pti_app(build_demo_business("x", sites=sites).pti_sites))
+    sim = PtiSim(server.url)
+    try:
+        load_business(build_demo_business(server.url, sites=sites))
+        move_ins = sorted({(r.customer_id, r.site_id) for r in db.session.scalars(select(Rental)) if r.active
+                           and r.unit.pti_unit_name and not r.unit.pti_switched_off})
+        assert len(move_ins) >= 100
+        per_site = {s: [p for p in move_ins if p[1] == s][:50] for s in sorted({s for _, s in move_ins})}
+        accounts = [mark_dirty(c, s).id for pairs in per_site.values() for c, s in pairs]
+        db.session.commit()
+        assert len(accounts) == 100
+
+        sim.faults(apply_then_timeout_rate=1, timeout_ms=450, operations=["create_user"])
+        converge(accounts)
+        sim.faults()
+        time.sleep(0.6)  # the simulator logs a call when its (lost) answer is sent, 450 ms after it applied it
+        creates = [c for c in sim.calls() if c["operation"] == "create_user"]
+        assert len(creates) >= 100 and all(c["fault"] == "apply_then_timeout" and c["applied"] for c in creates)
+
+        assert_pti_matches_mirror(sim, accounts)
+        users = [u for code in sim.state()["sites"] for u in sim.site(code)["users"]]
+        assert len(users) == 100, f"{len(users)} PTI users for 100 move-ins"
+        wanted = {}
+        for account in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(accounts))):
+            wanted[(account.site.pti_site_code, account.customer.sg_id)] = (account.pti_user_id, account.access_code)
+        got = {(code, u["marker"]): (u["id"], u["access_code"])
+               for code in sim.state()["sites"] for u in sim.site(code)["users"]}
+        assert got == wanted  # the same 100 users, ids and codes on both sides
+    finally:
+        server.stop()
 
 
-def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti):
-    """R4: 50 concurrent requests for one customer, changing its lock state: PTI never sees two calls about that
-    customer at once, and PTI ends in the state last asked for."""
-    pti.faults(latency_ms=15)
-    customer = customer_with(2)
+SITE_LEVEL = {"login", "list_access_levels", "list_time_zones", "list_units", "list_users"}
+
+
+def fifty_concurrent_requests(app, pti: PtiSim, customer) -> tuple[int, list[dict]]:
+    """50 threads each change one of the customer's two rentals (lock or unlock), ask for a push and run it at once;
+    returns the account id and every PTI call they made, each checked to be about this customer."""
     account = mark_dirty(customer, site("northgate").id)
     db.session.commit()
     account_id, rental_ids = account.id, [r.id for r in customer.rentals]
-    flask_app = app
 
     def request(i: int) -> None:
-        with flask_app.app_context():
+        with app.app_context():
             rental = db.session.get(Rental, rental_ids[i % 2])
             rental.overlocked = i % 3 == 0
             mark_dirty(rental.customer_id, rental.site_id)
@@ -145,45 +169,136 @@ def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         list(pool.map(request, range(50)))
-    reconcile(account_id, "r4-final")  # whatever the last job saw, one more run reads the final intent
-
-    user = pti.user_with_marker("NG01", customer.sg_id)
-    names = {r.unit.pti_unit_name for r in customer.rentals}
-    mine = sorted((c for c in pti.calls() if c["user_id"] == user["id"] or c["unit_name"] in names),
-                  key=lambda c: c["start"])
-    overlaps = [(a["operation"], b["operation"]) for a, b in zip(mine, mine[1:]) if b["start"] < a["end"]]
-    assert overlaps == []
+    time.sleep(0.1)  # the simulator logs a call as its answer leaves
+    calls = sorted(pti.calls(), key=lambda c: c["start"])
     db.session.expire_all()
-    for rental in db.session.get(PtiAccount, account_id).customer.rentals:
-        assert pti.unit("NG01", rental.unit.pti_unit_name)["locked"] is rental.overlocked
+    account = db.session.get(PtiAccount, account_id)
+    names = {r.unit.pti_unit_name for r in customer.rentals}
+    ours = {u["id"] for u in pti.site("NG01")["users"] if u["marker"] == customer.sg_id} | {
+        c["user_id"] for c in calls if c["operation"] == "create_user" and c["email"] == customer.email}
+    for c in calls:  # only this customer's jobs ran: every call is about it (or is the site's own)
+        about_it = (c["user_id"] in ours or c["unit_name"] in names or c["email"] == customer.email
+                    or c["access_code"] == account.access_code)
+        assert about_it or c["operation"] in SITE_LEVEL, c
+    return account_id, calls
+
+
+def overlapping(calls: list[dict]) -> list[tuple[str, str]]:
+    """Pairs of calls in flight at the same time (every pair, not only neighbours)."""
+    found = []
+    for i, a in enumerate(calls):
+        for b in calls[i + 1:]:
+            if b["start"] >= a["end"]:
+                break
+            found.append((a["operation"], b["operation"]))
+    return found
+
+
+def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti):
+    """R4: 50 concurrent requests for one customer, changing its lock state: PTI never sees two calls about that
+    customer at once (look-ups and the create included), and PTI ends in the state last asked for, with no run
+    after the 50."""
+    pti.faults(latency_ms=15)
+    customer = customer_with(2)
+    account_id, calls = fifty_concurrent_requests(app, pti, customer)
+
+    operations = Counter(c["operation"] for c in calls)
+    assert operations["create_user"] == 1 and operations["find_user_by_access_code"] + operations["get_user"] >= 50
+    assert overlapping(calls) == []
+    user = pti.user_with_marker("NG01", customer.sg_id)
+    account = db.session.get(PtiAccount, account_id)
+    assert account.synced_generation == account.generation and user["access_code"] == account.access_code
+    for rental in account.customer.rentals:
+        unit = pti.unit("NG01", rental.unit.pti_unit_name)
+        assert (unit["user_id"], unit["locked"]) == (user["id"], rental.overlocked)
+
+
+def test_r4_without_the_account_lock_the_same_requests_overlap_at_pti(app, business, pti, monkeypatch):
+    """The check above has teeth: with the per-account lock made a no-op (every job its own key), the same 50
+    requests do send PTI calls about the customer at the same time."""
+    counter = iter(range(10**6))
+    monkeypatch.setattr("dashboard.engine.reconcile.lock_key", lambda account_id: f"r4-no-lock:{next(counter)}")
+    pti.faults(latency_ms=15)
+    _, calls = fifty_concurrent_requests(app, pti, customer_with(2))
+    assert len(overlapping(calls)) > 0
+
+
+R6_CUSTOMERS = 20
+
+
+def pushable(site_code: str, count: int) -> list[int]:
+    """Mark `count` customers of the site who have a unit PTI knows (each push creates a user); their account ids."""
+    pairs = sorted({(r.customer_id, r.site_id) for r in db.session.scalars(select(Rental)) if r.site.code == site_code
+                    and r.active and r.unit.pti_unit_name and " " not in r.unit.pti_unit_name
+                    and len(r.unit.pti_unit_name) <= 10})
+    assert len(pairs) >= count
+    ids = [mark_dirty(c, s).id for c, s in pairs[:count]]
+    db.session.commit()
+    return ids
+
+
+def r6_scenario(app, pti: PtiSim) -> dict:
+    """Riverside creates 20 users alone (timed). Then PTI forgets them, Northgate's PTI goes down (every call a 503)
+    and Northgate is asked to create 20 users of its own; while Northgate retries those 20, Riverside creates the same
+    20 users again (timed)."""
+    from dashboard.engine.reconcile import site_guard
+
+    app.config.update(FAST_TIMEOUT)
+    pti.faults(latency_ms=10)
+    riverside = pushable("riverside", R6_CUSTOMERS)
+    started = time.monotonic()
+    alone = reconcile_batch(riverside, "r6-alone")
+    seconds_alone = time.monotonic() - started
+    assert alone == {"ok": R6_CUSTOMERS}
+
+    pti.reset()  # PTI forgets Riverside's users: the second push is the same work (20 creates)
+    for account in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(riverside))):
+        account.pti_user_id = None
+    db.session.commit()
+    get_redis().flushdb()
+    riverside = pushable("riverside", R6_CUSTOMERS)
+    northgate = pushable("northgate", R6_CUSTOMERS)
+    pti.faults(latency_ms=10)
+    pti.faults(site="NG01", error_rate=1, error_status=503, latency_ms=10)
+    first_down = reconcile_batch(northgate, "r6-down")  # the outage begins: Northgate's pushes fail
+    northgate_open = site_guard(site("northgate")).breaker_open()
+    down: dict = {}  # and go on failing, with retries of the same 20 pushes, while Riverside does its work
+    broken = threading.Thread(target=lambda: down.update(_in_context(app, reconcile_batch, northgate, "r6-retry")))
+    broken.start()
+    started = time.monotonic()
+    during = reconcile_batch(riverside, "r6-during")
+    seconds_during = time.monotonic() - started
+    broken.join(timeout=120)
+    assert not broken.is_alive()
+    return {"northgate": northgate, "riverside": riverside, "alone": seconds_alone, "during": seconds_during,
+            "riverside_outcomes": during, "northgate_outcomes": Counter(first_down) + Counter(down),
+            "northgate_open": northgate_open and site_guard(site("northgate")).breaker_open(),
+            "riverside_open": site_guard(site("riverside")).breaker_open()}
 
 
 def test_r6_one_site_down_opens_its_breaker_and_leaves_the_other_site_fast(app, business, pti):
-    """R6: Northgate's PTI is down, Riverside's is healthy: Northgate's breaker opens and stops calls to it;
-    Riverside's pushes take as long as they do with every site up."""
-    app.config.update(FAST_TIMEOUT)
-    pti.faults(latency_ms=10)
+    """R6: both sites push 20 new users; Northgate's PTI is down, Riverside's is healthy: Northgate's breaker opens
+    and stops calls to it; every Riverside push succeeds, as fast as Riverside alone."""
+    r6 = r6_scenario(app, pti)
+    assert r6["northgate_open"] and "ok" not in r6["northgate_outcomes"]
+    assert r6["riverside_outcomes"] == {"ok": R6_CUSTOMERS} and not r6["riverside_open"]
+    users = {u["marker"] for u in pti.site("RS02")["users"]}
+    assert len(users) == R6_CUSTOMERS and pti.site("NG01")["users"] == []
+    assert r6["during"] <= 1.5 * r6["alone"] + 0.5, (r6["alone"], r6["during"])
 
-    def riverside_seconds(count: int) -> float:
-        ids = mark_all({"riverside"})[:count]
-        started = time.monotonic()
-        reconcile_batch(ids, "r6")
-        return time.monotonic() - started
-
-    baseline = riverside_seconds(20)
-    pti.faults(site="NG01", error_rate=1, error_status=503, latency_ms=10)
-    down = mark_all({"northgate"})
-    broken = threading.Thread(target=lambda: _in_context(app, reconcile_batch, down, "r6-down"))
-    broken.start()
-    with_outage = riverside_seconds(20)
-    broken.join(timeout=120)
-    guard = SiteGuard(get_redis(), site("northgate").id)
-    assert guard.breaker_open()
     calls_before = pti.state()["calls"]["by_site"].get("NG01", 0)
-    outcome = reconcile(down[0], "r6-while-open")
+    outcome = reconcile(r6["northgate"][0], "r6-while-open")
     assert (outcome.outcome, outcome.reason) == ("retry", "circuit_open")
     assert pti.state()["calls"]["by_site"].get("NG01", 0) == calls_before, "a call reached a site whose breaker is open"
-    assert with_outage <= max(2 * baseline, baseline + 1.0), (baseline, with_outage)
+
+
+def test_r6_fails_when_the_breaker_is_shared_by_the_sites(app, business, pti, monkeypatch):
+    """The check above has teeth: with one breaker for every site, Northgate's outage stops Riverside's pushes."""
+    monkeypatch.setattr("dashboard.engine.reconcile.site_guard",
+                        lambda site: SiteGuard(get_redis(), 0, limit=current_app.config["PTI_SITE_CONCURRENCY"]))
+    r6 = r6_scenario(app, pti)
+    assert r6["northgate_open"]
+    assert r6["riverside_outcomes"] != {"ok": R6_CUSTOMERS}
 
 
 def test_r7_a_short_retry_after_is_waited_out_and_no_call_arrives_early(app, business, pti):
