@@ -107,5 +107,25 @@ def test_postgresql_connections_carry_lock_and_statement_time_outs(monkeypatch, 
     assert options == "-c lock_timeout=2500 -c statement_timeout=60000"
 
 
-def test_sqlite_connections_get_no_postgresql_options(app):
+def test_sqlite_connections_get_no_postgresql_options(monkeypatch, tmp_path):
+    from dashboard import create_app
+
+    monkeypatch.setenv("PTI_SYNC_INSTANCE", str(tmp_path))
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'x.sqlite3'}",
+                      "SECRET_KEY": "s", "ENCRYPTION_KEYS": "k"})
     assert "options" not in app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {})
+
+
+def test_the_test_database_enforces_the_time_outs_it_understands(app):
+    """On PostgreSQL (CI runs the db tests there too) a real connection reports the time-outs; SQLite has none."""
+    from sqlalchemy import text
+
+    from dashboard.extensions import db
+
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "10s"
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "1min"
+    else:
+        assert db.engine.dialect.name == "sqlite"
+        assert "options" not in app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {})
