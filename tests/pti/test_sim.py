@@ -395,7 +395,7 @@ def test_the_simulator_runs_from_the_command_line():
 
 
 def test_the_simulator_serves_many_threads_at_once(sim):
-    with sim.client() as client:
+    with sim.client(read_timeout=10.0) as client:  # 8 calls of 200 ms at once: generous on a loaded machine
         client.login()
         sim.faults(latency_ms=200)
         threads = [threading.Thread(target=client.list_units) for _ in range(8)]
