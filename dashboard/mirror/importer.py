@@ -195,9 +195,12 @@ def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
     started = time.monotonic()
     report, fx = ImportReport(full=False), Effects()
 
+    def last(name: str) -> datetime:
+        """Where this resource's pull stopped (a business pulled before units and users had cursors: the rentals')."""
+        return (db.session.get(SyncCursor, name) or cursor).at
+
     def since(name: str) -> datetime:
-        at = (db.session.get(SyncCursor, name) or cursor).at
-        return (at - PULL_OVERLAP).replace(tzinfo=UTC)
+        return (last(name) - PULL_OVERLAP).replace(tzinfo=UTC)
 
     # Settings: every site again (there are few), so a corrected PTI password or a new default zone reaches PTI
     # within one cycle; Storeganise sends no webhook for a site.
@@ -224,9 +227,8 @@ def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
     report.units = len(units)
     report.customers = len(users) + len(customers)
     report.rentals = len(rentals)
-    _save_cursor(_advance(cursor.at, rentals))
-    for name, records in ((UNITS_CURSOR, units), (USERS_CURSOR, users)):
-        _save_cursor(_advance(since(name).replace(tzinfo=None) + PULL_OVERLAP, records), name)
+    for name, records in ((PULL_CURSOR, rentals), (UNITS_CURSOR, units), (USERS_CURSOR, users)):
+        _save_cursor(_advance(last(name), records), name)
     progress(f"Pulled {len(sites)} sites, {len(units)} changed units, {len(users)} changed users and "
              f"{len(rentals)} changed rentals")
     _finish(report, fx, client, "pull", started)
