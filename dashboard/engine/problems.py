@@ -14,7 +14,7 @@ from sqlalchemy import delete, or_, select
 
 from ..clients import addon_id
 from ..extensions import db
-from ..jobqueue import REPORT_PROBLEMS, enqueue
+from ..jobqueue import REPORT_PROBLEMS, hint
 from ..models import ACTIVE_RENTAL_STATES, OpenProblem, PtiAccount, Rental, Site, Unit
 
 # Problems with one unit (shown on the unit) and problems with the whole site's connection (shown to the add-on).
@@ -136,11 +136,11 @@ def account_parked(account: PtiAccount, reason: str, detail: str | None, units: 
 
 
 def request_reports() -> bool:
-    """For the relay: ask for a report job while any problem is owed to Storeganise. True when one was asked."""
+    """Ask for a report job while any problem is owed to Storeganise (after a commit, and from the relay). True when
+    one was asked; a Redis failure is logged, never raised: the problems are in the database for the next relay."""
     if not unreported(1):
         return False
-    enqueue(REPORT_PROBLEMS, job_id=REPORT_JOB_ID)
-    return True
+    return hint(REPORT_PROBLEMS, job_id=REPORT_JOB_ID)
 
 
 def unreported(limit: int) -> list[int]:
