@@ -20,9 +20,8 @@ from datetime import UTC
 import redis
 from rq.job import Job, JobStatus
 from sqlalchemy import case, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from ..extensions import db
+from ..extensions import db, insert_or_skip
 from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, enqueue, get_redis
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, utcnow
 
@@ -90,11 +89,8 @@ def account_for(customer: Customer | int, site_id: int) -> PtiAccount:
 
 def _insert_missing(site_id: int, customer_ids: list[int]) -> None:
     """Create the accounts (pending, generation 1) of these customers at the site that no one has created yet."""
-    table = PtiAccount.__table__
-    dialect = db.session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
     db.session.execute(
-        insert(table).on_conflict_do_nothing(index_elements=[table.c.customer_id, table.c.site_id]),
+        insert_or_skip(PtiAccount, "customer_id", "site_id"),
         [{"customer_id": c, "site_id": site_id, "generation": 1, "synced_generation": 0,
           "state": SyncState.PENDING, "urgent": False, "attempts": 0} for c in customer_ids],
     )

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, or_, select
 
 from ..clients import addon_id
-from ..extensions import db
+from ..extensions import db, insert_or_skip
 from ..jobqueue import REPORT_PROBLEMS, hint
-from ..models import ACTIVE_RENTAL_STATES, OpenProblem, PtiAccount, Rental, Site, Unit
+from ..models import ACTIVE_RENTAL_STATES, OpenProblem, PtiAccount, Rental, Site, Unit, utcnow
 
 # Problems with one unit (shown on the unit) and problems with the whole site's connection (shown to the add-on).
 UNIT_REASONS = frozenset({"unit_unmapped", "invalid_unit_name", "unit_not_found", "unit_rented_to_other"})
@@ -79,12 +79,13 @@ def open_problem(found: Found) -> bool:
     if row is not None:
         row.detail = found.detail
         return False
-    with db.session.begin_nested():  # another writer may record the same cause first: keep the caller's work
-        db.session.add(OpenProblem(cause=found.cause, reason=found.reason, entity=found.entity,
-                                   record_sg_id=found.record_sg_id, target_type=found.target_type,
-                                   target_id=found.target_id, subject=found.subject, detail=found.detail,
-                                   site_id=found.site_id, account_id=found.account_id))
-    return True
+    # Another worker may record the same cause at the same moment (two accounts of a site meeting its refused
+    # credentials): the first row stands, the caller's transaction goes on, and only the first says "new".
+    added = db.session.scalar(insert_or_skip(OpenProblem, "cause").returning(OpenProblem.id).values(
+        cause=found.cause, reason=found.reason, entity=found.entity, record_sg_id=found.record_sg_id,
+        target_type=found.target_type, target_id=found.target_id, subject=found.subject, detail=found.detail,
+        site_id=found.site_id, account_id=found.account_id, opened_at=utcnow()))
+    return added is not None
 
 
 def close_causes(*patterns: str) -> None:
