@@ -111,6 +111,9 @@ class Customer(db.Model):
     # Staff set the overrides above in the dashboard and Storeganise does not hold them yet: set with the change,
     # cleared only once Storeganise accepted them (writeback.write_back_overrides); the relay re-drives it.
     overrides_owed: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
+    # Storeganise refused them (not "unreachable": a 4xx): how often in a row, and not retried before this time.
+    overrides_refusals: Mapped[int] = mapped_column(default=0, server_default="0")
+    overrides_retry_at: Mapped[datetime | None]
 
     rentals: Mapped[list[Rental]] = relationship(back_populates="customer")
 
@@ -185,6 +188,9 @@ class PtiAccount(db.Model):
     # A push's results are owed to Storeganise (pti_* custom fields): set in the push's own transaction, cleared
     # only once Storeganise accepted them (writeback.write_back); the relay re-drives it when the job was lost.
     write_back_owed: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
+    # Storeganise refused them (not "unreachable": a 4xx): how often in a row, and not retried before this time.
+    write_back_refusals: Mapped[int] = mapped_column(default=0, server_default="0")
+    write_back_retry_at: Mapped[datetime | None]
 
     customer: Mapped[Customer] = relationship()
     site: Mapped[Site] = relationship()

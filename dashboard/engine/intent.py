@@ -24,6 +24,7 @@ from sqlalchemy import case, or_, select
 from ..extensions import db, insert_or_skip
 from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, enqueue, get_redis
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, utcnow
+from .site_guard import GO, PROBE, site_readiness
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ HOLDER_KEY = "pti-sync:holder:{job_id}"  # a running batch's heartbeat
 HOLDER_TTL_S = 10  # a killed batch's accounts are free this long after its last beat: the next relay re-drives them
 HOLDER_BEAT_S = 3
 ENQUEUE_GRACE_S = 5  # a younger key may name a job being enqueued this very moment
-RELAY_BATCH = 2000  # owed accounts the relay looks at per run (every 15 s)
+RELAY_BATCH = 2000  # owed accounts the relay looks at per pass
+RELAY_BUDGET_S = 5.0  # a relay run's further passes start within this long (the relay runs every 15 s)
 RELAY_CURSOR_KEY = "pti-sync:relay:cursor"  # the last account id the relay looked at, when it stopped at its limit
 CLAIM_CHUNK = 1000  # pending keys per claim script call
 WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
@@ -114,7 +116,8 @@ def mark_dirty(customer: Customer | int, site_id: int, *, urgent: bool = False) 
     account.generation = case((PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.generation),
                               else_=PtiAccount.synced_generation) + 1
     account.state = SyncState.PENDING
-    account.urgent = account.urgent or urgent
+    if urgent:  # never written otherwise: a stale False must not undo another writer's urgent mark
+        account.urgent = True
     account.attempts = 0
     account.next_attempt_at = None
     _rentals_pending(site_id, [account.customer_id])
@@ -306,17 +309,33 @@ def push_site(site: Site, trigger: str) -> int:
     return len(ids)
 
 
-def relay(limit: int = RELAY_BATCH) -> int:
+def relay(limit: int = RELAY_BATCH, budget_s: float = RELAY_BUDGET_S) -> int:
     """Re-enqueue accounts still owed a push whose retry time has come and that no live job holds; how many.
 
-    Set-based and bounded: the ids of at most `limit` owed accounts (a cursor in Redis walks past them to the next
-    ones on the next run, so a big backlog held by queued jobs never hides an account further on), then a fixed
-    number of Redis round trips: read their pending keys, look up the jobs those name and their heartbeats, claim
-    and enqueue. A key naming a job that is gone, finished, failed, or started without a heartbeat (a killed batch)
-    is taken over."""
+    Set-based and bounded: passes over at most `limit` owed accounts each (a cursor in Redis walks past them to the
+    next ones, so a big backlog held by queued jobs never hides an account further on), each a fixed number of Redis
+    round trips: read their pending keys, look up the jobs those name and their heartbeats, claim and enqueue. A key
+    naming a job that is gone, finished, failed, or started without a heartbeat (a killed batch) is taken over.
+    Passes go on while they find a full `limit` and `budget_s` lasts: 10,000 accounts a Redis restart left owed are
+    re-driven in one run, not one 15-second period per 2,000."""
     conn = get_redis()
-    owed = (PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.state != SyncState.FAILED,
-            or_(PtiAccount.next_attempt_at.is_(None), PtiAccount.next_attempt_at <= utcnow()))
+    started = time.monotonic()
+    enqueued, full = _relay_pass(conn, limit)
+    while full and time.monotonic() - started < budget_s:
+        more, full = _relay_pass(conn, limit)
+        enqueued += more
+    return enqueued
+
+
+def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
+    """One pass of the relay: how many it enqueued, and whether it stopped at its limit (more may be owed)."""
+    due = (PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.state != SyncState.FAILED,
+           or_(PtiAccount.next_attempt_at.is_(None), PtiAccount.next_attempt_at <= utcnow()))
+    # Paced per site: nothing goes to a site PTI paused or whose breaker is open, one account probes a half-open
+    # site, and its backlog follows once the probe got through (the site guard then asks for a relay at once).
+    readiness = site_readiness(conn, list(db.session.scalars(select(Site.id))))
+    held_back = [site_id for site_id, state in readiness.items() if state != GO]
+    owed = (*due, PtiAccount.site_id.not_in(held_back)) if held_back else due
     cursor = int(conn.get(RELAY_CURSOR_KEY) or 0)
 
     def ids_from(*where, count: int) -> list:
@@ -326,10 +345,14 @@ def relay(limit: int = RELAY_BATCH) -> int:
     rows = ids_from(PtiAccount.id > cursor, count=limit)
     if len(rows) < limit and cursor:
         rows += ids_from(PtiAccount.id <= cursor, count=limit - len(rows))
-    conn.set(RELAY_CURSOR_KEY, rows[-1].id if len(rows) == limit else 0)
+    full = len(rows) == limit
+    conn.set(RELAY_CURSOR_KEY, rows[-1].id if full else 0)
+    for site_id in (site_id for site_id, state in readiness.items() if state == PROBE):
+        rows += db.session.execute(select(PtiAccount.id, PtiAccount.urgent).where(*due, PtiAccount.site_id == site_id)
+                                   .order_by(PtiAccount.urgent.desc(), PtiAccount.id).limit(1)).all()
     db.session.rollback()  # ids only: no snapshot or lock kept while Redis answers
     if not rows:
-        return 0
+        return 0, False
 
     now = time.time()
     held = {row.id: raw for row, raw in zip(rows, conn.mget([PENDING_KEY.format(account_id=r.id) for r in rows]),
@@ -350,7 +373,7 @@ def relay(limit: int = RELAY_BATCH) -> int:
     taken_over = sum(1 for _, _, raw in claims if raw is not None)
     if taken_over:
         log.info("relay: %d accounts were held by jobs no longer alive (killed, lost or failed)", taken_over)
-    return enqueued
+    return enqueued, full
 
 
 def _holders(conn: redis.Redis, job_ids: set[str], now: float) -> tuple[set[str], set[str]]:

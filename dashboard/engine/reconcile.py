@@ -21,7 +21,7 @@ import redis
 from flask import current_app
 from redis.exceptions import LockError
 from rq import get_current_job
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import joinedload
 
 from ..clients import connection_problem, pti_client, pti_connection
@@ -482,7 +482,9 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     newer = current > generation
     account.synced_generation = max(account.synced_generation, generation)
     account.state = SyncState.PENDING if newer else SyncState.IN_SYNC
-    account.urgent = account.urgent and newer
+    # Still urgent only if a newer intent is owed; computed by the database from the row as it is now (on SQLite
+    # FOR UPDATE locks nothing, and an urgent mark made since this attempt read the row must not be lost).
+    account.urgent = and_(PtiAccount.urgent, PtiAccount.generation > generation)
     account.attempts, account.next_attempt_at = 0, None
     account.last_error = account.last_error_detail = None
     account.foreign_pti_users = None  # a conflict, if there was one, is settled
@@ -517,6 +519,8 @@ def _retry(account: PtiAccount, journal: SyncAttempt, exc: Retry, operations, st
     account.next_attempt_at = utcnow() + timedelta(seconds=wait)
     _journal(journal, "retry", operations, started, exc.reason, exc.detail)
     db.session.commit()
+    if exc.reason == "circuit_open":  # the site is out: the relay paces its backlog (a probe first), no job each
+        return Result("retry", exc.reason, operations, wait)
     try:
         get_queue(URGENT if account.urgent else DEFAULT).enqueue_in(timedelta(seconds=wait), RECONCILE, account.id,
                                                                      journal.trigger)

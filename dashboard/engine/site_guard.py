@@ -21,6 +21,7 @@ from typing import TypeVar
 import redis
 
 from ..config import DEFAULT_PTI_SITE_CONCURRENCY
+from ..jobqueue import RELAY, URGENT, hint
 from ..pti import PtiRetryableError
 
 T = TypeVar("T")
@@ -32,6 +33,10 @@ SLOT_WAIT_S = 30.0  # how long a call waits for a free slot before giving up (re
 PROBE_S = 30.0  # a half-open site's probe token: longer than one PTI call with its time-outs
 HALF_OPEN_TTL_S = 3600  # a site nobody calls for an hour starts closed again
 PROBE_WAIT_S = 1.0  # the Retry-After told to the callers waiting for the probe
+RECOVERED_RELAY_JOB_ID = "pti-sync-relay-site-recovered"  # one relay asked for at a time when a site comes back
+
+# What a site's guard lets the relay send it (site_readiness).
+GO, WAIT, PROBE = "go", "wait", "probe"
 
 # Admission in one step: the Retry-After pause, the open breaker, then (half-open) the probe token.
 # Returns {0} (go), {1, ms} (rate limited), {2, ms} (breaker open or another caller probes), {3} (go: the probe).
@@ -129,10 +134,19 @@ class SiteGuard:
             raise
         except BaseException:
             if probe:  # PTI answered (or we failed before asking): the site is up as far as the breaker knows
-                self._closed()
+                self._recovered()
             raise
-        self._closed()
+        if probe:
+            self._recovered()
+        else:
+            self._closed()
         return result
+
+    def _recovered(self) -> None:
+        """The probe got through: close the breaker and have the relay send the site's backlog now, not at its next
+        run (the accounts that met the open breaker wait for the relay, not for a job each)."""
+        self._closed()
+        hint(RELAY, queue=URGENT, job_id=RECOVERED_RELAY_JOB_ID)
 
     def _closed(self) -> None:
         pipe = self.conn.pipeline()
@@ -152,3 +166,21 @@ class SiteGuard:
             pipe.set(f"{self._prefix}:failures", self.threshold - 1, ex=int(self.cooldown * 4) + 1)
             pipe.set(f"{self._prefix}:half-open", 1, ex=HALF_OPEN_TTL_S)
             pipe.execute()
+
+
+def site_readiness(conn: redis.Redis, site_ids: list[int]) -> dict[int, str]:
+    """For the relay, per site: GO (send its owed accounts), WAIT (PTI asked for a pause, the breaker is open, or
+    its half-open probe is out: send nothing) or PROBE (half-open, nobody probing: send one account). One round
+    trip for every site."""
+    pipe = conn.pipeline(transaction=False)
+    for site_id in site_ids:
+        prefix = f"pti-sync:site:{site_id}"
+        pipe.exists(f"{prefix}:retry-after", f"{prefix}:breaker-open")
+        pipe.exists(f"{prefix}:half-open")
+        pipe.exists(f"{prefix}:probe")
+    answers = pipe.execute()
+    states = {}
+    for index, site_id in enumerate(site_ids):
+        paused, half_open, probing = answers[3 * index:3 * index + 3]
+        states[site_id] = WAIT if paused or (half_open and probing) else PROBE if half_open else GO
+    return states

@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import redis
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from ..extensions import db
 from ..jobqueue import WRITE_BACK_OWED, get_redis, hint
@@ -105,6 +105,9 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id, PtiAccount.write_back_owed.is_(True),
                                                 PtiAccount.last_synced_at == pushed_at)
                        .values(write_back_owed=False).execution_options(synchronize_session=False))
+    if account.write_back_refusals:
+        account.write_back_refusals, account.write_back_retry_at = 0, None
+        problems.close_causes(refusal_cause(customer, account.site.sg_id, "%"))
     db.session.commit()
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
@@ -257,8 +260,56 @@ def write_back_overrides(customer_id: int, client: StoreganiseClient) -> dict:
     db.session.refresh(customer, with_for_update=True)
     if (customer.access_level_override, customer.zone_override) == sent:
         customer.overrides_owed = False
+    if customer.overrides_refusals:
+        customer.overrides_refusals, customer.overrides_retry_at = 0, None
+        problems.close_causes(refusal_cause(customer, "overrides", "%"))
     db.session.commit()
     return fields
+
+
+# --- what Storeganise refuses --------------------------------------------------------------------------------------
+
+REFUSALS_BEFORE_GIVING_UP = 5  # refusals in a row (4xx, not an outage) before it is a problem for staff
+REFUSAL_BACKOFF_S = 60  # the wait after the first refusal; doubled after each one
+REFUSAL_BACKOFF_CAP_S = 3600
+
+
+def refusal_cause(customer: Customer, what: str, reason: str) -> str:
+    """The problem register's cause for a refused write: `what` is the account's site id, or "overrides"."""
+    return f"writeback:{customer.sg_id}:{what}:{reason}"
+
+
+def refused(row: PtiAccount | Customer, exc: StoreganiseError) -> bool:
+    """Storeganise refused this write for good (a 4xx: the record was deleted, a field code is wrong): wait longer
+    before each new try, so a refused record neither costs Storeganise a call every relay nor holds back the writes
+    queued behind it; after REFUSALS_BEFORE_GIVING_UP in a row it is no longer owed and stands as a problem on the
+    customer's page (raised in Storeganise as a task), until a later write of it is accepted. True when given up."""
+    account = row if isinstance(row, PtiAccount) else None
+    customer = account.customer if account is not None else row
+    refusals = (account.write_back_refusals if account else customer.overrides_refusals) + 1
+    retry_at = utcnow() + timedelta(seconds=min(REFUSAL_BACKOFF_CAP_S, REFUSAL_BACKOFF_S * 2 ** (refusals - 1)))
+    given_up = refusals >= REFUSALS_BEFORE_GIVING_UP
+    if account is not None:
+        account.write_back_refusals, account.write_back_retry_at = refusals, retry_at
+        account.write_back_owed = account.write_back_owed and not given_up
+    else:
+        customer.overrides_refusals, customer.overrides_retry_at = refusals, retry_at
+        customer.overrides_owed = customer.overrides_owed and not given_up
+    if given_up:
+        what = account.site.sg_id if account else "overrides"
+        subject = f"customer {customer.name} ({customer.email})" + (f" at {account.site.title}" if account else "")
+        written = "the push's results (pti_* fields)" if account else "the staff's access overrides"
+        said = str(exc).rstrip(".")
+        new = problems.open_problem(problems.Found(
+            refusal_cause(customer, what, exc.reason), exc.reason, "customer", customer.sg_id, "user",
+            customer.sg_id, subject, f"Storeganise refused {written} {refusals} times in a row: {said}.",
+            site_id=account.site_id if account else None))
+        db.session.commit()
+        if new:
+            problems.request_reports()
+    else:
+        db.session.commit()
+    return given_up
 
 
 # --- what is owed to Storeganise, re-driven by the relay ---------------------------------------------------------
@@ -278,11 +329,16 @@ class Owed:
 
 def owed_write_backs(limit: int = WRITE_BACK_BATCH) -> Owed:
     """What is owed to Storeganise, oldest first: at most `limit` of each kind."""
+    now = utcnow()
     return Owed(
-        accounts=list(db.session.scalars(select(PtiAccount.id).where(PtiAccount.write_back_owed.is_(True))
-                                         .order_by(PtiAccount.id).limit(limit))),
-        customers=list(db.session.scalars(select(Customer.id).where(Customer.overrides_owed.is_(True))
-                                          .order_by(Customer.id).limit(limit))),
+        accounts=list(db.session.scalars(select(PtiAccount.id).where(
+            PtiAccount.write_back_owed.is_(True),
+            or_(PtiAccount.write_back_retry_at.is_(None), PtiAccount.write_back_retry_at <= now))
+            .order_by(PtiAccount.id).limit(limit))),
+        customers=list(db.session.scalars(select(Customer.id).where(
+            Customer.overrides_owed.is_(True),
+            or_(Customer.overrides_retry_at.is_(None), Customer.overrides_retry_at <= now))
+            .order_by(Customer.id).limit(limit))),
     )
 
 
@@ -299,10 +355,11 @@ def write_back_owed(client: StoreganiseClient, limit: int = WRITE_BACK_BATCH) ->
     """Write what is owed to Storeganise (staff overrides first, then push results); returns how many were written.
 
     Storeganise unreachable (a retryable error) stops the job with the error: everything not written stays owed
-    and the relay asks again. A record Storeganise refuses (e.g. deleted there) is logged and stays owed; the
-    others are still written."""
+    and the relay asks again. A record Storeganise refuses (e.g. deleted there) waits longer before each new try
+    and becomes a problem for staff after a few (`refused`); the others are still written."""
     owed, written = owed_write_backs(limit), 0
-    for write, ids in ((write_back_overrides, owed.customers), (write_back, owed.accounts)):
+    for write, model, ids in ((write_back_overrides, Customer, owed.customers),
+                              (write_back, PtiAccount, owed.accounts)):
         for ident in ids:
             try:
                 write(ident, client)
@@ -310,8 +367,10 @@ def write_back_owed(client: StoreganiseClient, limit: int = WRITE_BACK_BATCH) ->
                 db.session.rollback()
                 if exc.retryable:
                     raise
-                log.warning("write-back of %s %s refused by Storeganise (%s): still owed",
-                            "customer" if write is write_back_overrides else "account", ident, exc.reason)
+                row = db.session.get(model, ident, with_for_update=True)
+                given_up = row is not None and refused(row, exc)
+                log.warning("write-back of %s %s refused by Storeganise (%s): %s", model.__tablename__[:-1], ident,
+                            exc.reason, "given up, a problem for staff" if given_up else "tried again later")
                 continue
             written += 1
     return written

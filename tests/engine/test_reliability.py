@@ -407,3 +407,60 @@ def test_a_half_open_probe_that_fails_opens_the_breaker_again_and_the_next_one_p
     time.sleep(0.3)
     assert guard.call("get_user", lambda: "up") == "up"  # the next probe goes, and closes it
     assert guard.call("get_user", lambda: "again") == "again"
+
+
+def test_a_pti_outage_is_paced_per_site_one_probe_then_the_backlog_and_no_job_per_account(app, business, pti):
+    """Hole 7: during an outage no account gets a retry job of its own; the relay sends nothing to the site while
+    its breaker is open, one account (an urgent one first) when it half-opens, and the rest once that probe got
+    through. Nothing is parked as failed for the outage, and the other site is served all along."""
+    from rq import Queue, SimpleWorker
+    from rq.registry import ScheduledJobRegistry
+
+    from dashboard.engine.intent import relay
+    from dashboard.jobqueue import DEFAULT, QUEUE_NAMES, URGENT
+    from dashboard.models import SyncAttempt
+
+    app.config.update(FAST_TIMEOUT)
+    conn = get_redis()
+    northgate = pushable("northgate", 12)
+    riverside = pushable("riverside", 3)
+    urgent = mark_dirty(db.session.get(PtiAccount, northgate[7]).customer_id, site("northgate").id, urgent=True)
+    db.session.commit()
+    pti.faults(site="NG01", error_rate=1, error_status=503)
+    outcomes = Counter(reconcile_batch(northgate, "outage"))
+    assert outcomes == {"retry": 12}
+    prefix = f"pti-sync:site:{site('northgate').id}"
+    assert conn.exists(f"{prefix}:breaker-open")
+    assert [ScheduledJobRegistry(q, connection=conn).get_job_ids() for q in QUEUE_NAMES] == [[]] * len(QUEUE_NAMES), \
+        "a retry job was scheduled per account"
+
+    assert relay() == len(riverside), "while the breaker is open the relay sends Northgate nothing"
+    assert sorted(j.args[0] for j in Queue(DEFAULT, connection=conn).jobs) == sorted(riverside)
+    Queue(DEFAULT, connection=conn).empty()
+    db.session.execute(PtiAccount.__table__.update().values(next_attempt_at=None))  # their waits are over
+    db.session.commit()
+    assert relay() == 0, "queued once already: the relay leaves accounts that a live job holds"
+    for account_id in riverside:
+        conn.delete(f"pti-sync:pending:{account_id}")
+    conn.delete(f"{prefix}:breaker-open")  # the pause is over: half-open
+    pti.faults(site="NG01", error_rate=0)
+    enqueued = relay()
+    assert enqueued == 1 + len(riverside)
+    assert [j.args[0] for j in Queue(URGENT, connection=conn).jobs] == [urgent.id], "the probe is the urgent one"
+    assert relay() == 0, "the probe is out: nothing else goes to the site"
+
+    probe_calls = len(pti.calls())
+    SimpleWorker([Queue(URGENT, connection=conn)], connection=conn).work(burst=True)  # the probe, then the relay
+    assert not conn.exists(f"{prefix}:half-open"), "the probe's success closed the breaker"
+    assert len(pti.calls()) > probe_calls, "the probe reached PTI"
+    backlog = [j.args[0] for j in Queue(DEFAULT, connection=conn).jobs if j.func_name.endswith("reconcile_account")]
+    assert sorted(backlog) == sorted(set(northgate) - {urgent.id} | set(riverside)), \
+        "the site guard asked for the relay at once, and it sent the backlog"
+    SimpleWorker([Queue(n, connection=conn) for n in QUEUE_NAMES], connection=conn).work(burst=True)
+    db.session.expire_all()
+    accounts = db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(northgate + riverside))).all()
+    assert {a.state for a in accounts} == {"in_sync"} and all(a.attempts == 0 for a in accounts)
+    retries = Counter(db.session.scalars(select(SyncAttempt.account_id).where(
+        SyncAttempt.outcome == "retry", SyncAttempt.account_id.in_(northgate))))
+    assert max(retries.values()) == 1, "one journal row per account for the outage, not one per retry"
+    assert_pti_matches_mirror(pti, northgate + riverside)

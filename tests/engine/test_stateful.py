@@ -1,20 +1,26 @@
 """R3 (reliability.md): a stateful property test of the real engine against the live PTI simulator.
 
-Hypothesis drives one small site through Storeganise events (move-in, move-out, transfer, overdue and payment,
-manual suspend, new code, access level and zone overrides), PTI faults (server errors, time-outs, writes PTI applied
-before the answer was lost) and reconciles, in any order. After every step PTI holds no duplicate access codes, at
-most one user per customer, no user with our marker that we did not create, the hand-made users exactly as they were,
-and every account the database calls in sync matches PTI exactly. Once the faults stop and every owed account has
-been pushed, PTI matches the mirror for every customer.
+Hypothesis drives two small sites through Storeganise events (move-in, move-out, transfer, overdue and payment,
+manual suspend, new code, access level and zone overrides; a customer may rent at both sites), PTI faults (server
+errors, time-outs, writes PTI applied before the answer was lost), Redis restarted empty (between pushes or in the
+middle of one), workers killed in the middle of a push, and reconciles, in any order. After every step PTI holds no
+duplicate access codes, at most one user per customer, no user with our marker that we did not create, the
+hand-made users exactly as they were, and every account the database calls in sync matches PTI exactly. Once the
+faults stop and every owed account has been pushed, PTI matches the mirror for every customer at both sites.
+
+Randomised: each run draws a new seed, printed at the start and in the failure (replay it with R3_SEED=<seed>).
+R3_EXAMPLES sets how many examples run (CI runs more than a developer's `make test`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import random
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -28,7 +34,7 @@ from sqlalchemy import event, select
 
 from dashboard.demo import load_business
 from dashboard.engine.intent import mark_dirty
-from dashboard.engine.reconcile import choose_code, reconcile
+from dashboard.engine.reconcile import choose_code, lock_key, reconcile
 from dashboard.extensions import db
 from dashboard.jobqueue import get_redis
 from dashboard.models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, Unit
@@ -41,6 +47,9 @@ from tests.engine.conftest import PtiSim
 # 12 units: 9 with a PTI Unit Name, 3 parking bays without; 6 rented (one of them a parking bay).
 TINY = DemoSite("tiny", "tiny", "Tiny Storage", "TN01", "tn-site-key-5d1a", "sync.tiny", "tn-pass-63", "tn-pass-63",
                 unit_count=12, rented_units=6)
+SECOND = DemoSite("second", "second", "Second Storage", "SE02", "se-site-key-8c3e", "sync.second", "se-pass-41",
+                  "se-pass-41", unit_count=8, rented_units=4, default_access_level=2, default_zone=3)
+SITES = (TINY, SECOND)
 HAND_UNIT = "T999"  # a PTI unit the mirror does not know, rented by hand to a hand-made user
 # PTI users staff created by hand (no marker): the engine must never change, adopt or remove them; a customer
 # they match parks as foreign_pti_user until staff decide.
@@ -65,6 +74,12 @@ FAULT_PROFILES = st.fixed_dictionaries({  # the first of each list is where shri
     "seed": st.integers(0, 2**16),
 })
 CONVERGE_ROUNDS = 10  # faults off: every owed account is pushed at most this many times
+EXAMPLES = int(os.environ.get("R3_EXAMPLES") or 6)
+STEPS = int(os.environ.get("R3_STEPS") or 40)
+
+
+class WorkerKilled(BaseException):
+    """The work horse is SIGKILLed: nothing of the job runs after this point (not even its `except Exception`)."""
 
 
 # --- what PTI must look like --------------------------------------------------------------------------------
@@ -167,8 +182,8 @@ def step(method):
     return run
 
 
-class TinySite(RuleBasedStateMachine):
-    """One site's mirror, its PTI, and the engine between them; each example starts from a converged site."""
+class TwoSites(RuleBasedStateMachine):
+    """Two sites' mirror, their PTI, and the engine between them; each example starts from converged sites."""
 
     def __init__(self, sim: PtiSim, business) -> None:
         super().__init__()
@@ -187,11 +202,12 @@ class TinySite(RuleBasedStateMachine):
         get_redis().flushall()
         self.sim.reset()
         load_business(self.business)
-        self.site = db.session.scalar(select(Site))
+        self.sites = list(db.session.scalars(select(Site).order_by(Site.id)))
+        self.site = next(s for s in self.sites if s.pti_site_code == TINY.pti_site_code)  # the hand-made users' site
         self.hand_made = self.make_hand_made_users()
-        # An import marks every customer for a push; the site starts converged, as a running site would be.
-        for customer in db.session.scalars(select(Customer)):
-            mark_dirty(customer, self.site.id)
+        # An import marks every customer for a push; the sites start converged, as running sites would be.
+        for rental in db.session.scalars(select(Rental)):
+            mark_dirty(rental.customer_id, rental.site_id)
         db.session.commit()
         self.converge()
 
@@ -203,12 +219,12 @@ class TinySite(RuleBasedStateMachine):
                 user = client.create_user(**fields, marker="")
                 if person["unit"]:
                     client.rent_unit(person["unit"], user.id)
-        return {u["id"]: u for u in self.pti()["users"]}
+        return {u["id"]: u for u in self.pti(self.site)["users"]}
 
     # --- reading ----------------------------------------------------------------------------------------------
 
-    def pti(self) -> dict:
-        return self.sim.site(TINY.pti_site_code)
+    def pti(self, site: Site) -> dict:
+        return self.sim.site(site.pti_site_code)
 
     def customers(self) -> list[Customer]:
         return list(db.session.scalars(select(Customer).order_by(Customer.id)))
@@ -238,14 +254,18 @@ class TinySite(RuleBasedStateMachine):
         return self.pick(data, "rental of unit", self.active_rentals(), lambda r: r.unit.name)
 
     def pick_vacant_unit(self, data) -> Unit:
-        return self.pick(data, "vacant unit", self.vacant_units(), lambda u: u.name)
+        return self.pick(data, "vacant unit", self.vacant_units(), lambda u: f"{u.name} at {u.site.code}")
+
+    def pick_account(self, data) -> PtiAccount | None:
+        rows = list(db.session.scalars(select(PtiAccount).order_by(PtiAccount.id)))
+        return self.pick(data, "account", rows, lambda a: f"{a.customer.email} at {a.site.code}") if rows else None
 
     # --- Storeganise events -------------------------------------------------------------------------------------
     # Each event records its intent (mark_dirty, commit); its job runs at once when `push`, else later or never
     # (a reconcile rule, or the queue drained, picks it up).
 
-    def intent(self, customer: Customer, push: bool, urgent: bool = False) -> None:
-        account = mark_dirty(customer, self.site.id, urgent=urgent)
+    def intent(self, customer: Customer, site_id: int, push: bool, urgent: bool = False) -> None:
+        account = mark_dirty(customer, site_id, urgent=urgent)
         db.session.commit()
         if push:
             reconcile(account.id, "event")
@@ -267,9 +287,9 @@ class TinySite(RuleBasedStateMachine):
             db.session.flush()
         else:
             customer = self.pick_customer(data)
-        db.session.add(Rental(sg_id=f"new-rental-{self.made}", site_id=self.site.id, unit_id=unit.id,
+        db.session.add(Rental(sg_id=f"new-rental-{self.made}", site_id=unit.site_id, unit_id=unit.id,
                               customer_id=customer.id, state=state))
-        self.intent(customer, push)
+        self.intent(customer, unit.site_id, push)
 
     @precondition(lambda self: self.active_rentals())
     @rule(data=st.data(), push=st.booleans())
@@ -277,20 +297,24 @@ class TinySite(RuleBasedStateMachine):
     def move_out(self, data, push):
         rental = self.pick_rental(data)
         rental.state = "ended"
-        self.intent(rental.customer, push)
+        self.intent(rental.customer, rental.site_id, push)
 
-    @precondition(lambda self: self.active_rentals() and self.vacant_units())
+    @precondition(lambda self: any(r.unit.site_id == u.site_id for r in self.active_rentals()
+                                   for u in self.vacant_units()))
     @rule(data=st.data(), push=st.booleans())
     @step
     def transfer(self, data, push):
-        """The old rental ends and a new one starts at another unit, for the same customer."""
+        """The old rental ends and a new one starts at another unit of the same site, for the same customer."""
         old = self.pick_rental(data)
-        unit = self.pick_vacant_unit(data)
+        vacant = [u for u in self.vacant_units() if u.site_id == old.site_id]
+        if not vacant:
+            return
+        unit = self.pick(data, "vacant unit", vacant, lambda u: f"{u.name} at {u.site.code}")
         self.made += 1
         old.state = "ended"
-        db.session.add(Rental(sg_id=f"new-rental-{self.made}", site_id=self.site.id, unit_id=unit.id,
+        db.session.add(Rental(sg_id=f"new-rental-{self.made}", site_id=old.site_id, unit_id=unit.id,
                               customer_id=old.customer_id, state="occupied"))
-        self.intent(old.customer, push, urgent=old.overlocked)
+        self.intent(old.customer, old.site_id, push, urgent=old.overlocked)
 
     @precondition(lambda self: self.active_rentals())
     @rule(data=st.data(), push=st.booleans())
@@ -300,7 +324,7 @@ class TinySite(RuleBasedStateMachine):
         rental = self.pick_rental(data)
         rental.overdue = not rental.overdue
         rental.overlocked = rental.overdue
-        self.intent(rental.customer, push, urgent=True)
+        self.intent(rental.customer, rental.site_id, push, urgent=True)
 
     @precondition(lambda self: self.active_rentals())
     @rule(data=st.data(), suspended=st.booleans(), push=st.booleans())
@@ -309,15 +333,16 @@ class TinySite(RuleBasedStateMachine):
         """Staff set the lock state by hand (recorded in pti_overlocked)."""
         rental = self.pick_rental(data)
         rental.overlocked = suspended
-        self.intent(rental.customer, push, urgent=True)
+        self.intent(rental.customer, rental.site_id, push, urgent=True)
 
     @precondition(lambda self: self.accounts_with_code())
     @rule(data=st.data(), push=st.booleans())
     @step
     def regenerate_code(self, data, push):
-        account = self.pick(data, "customer", self.accounts_with_code(), lambda a: a.customer.email)
+        account = self.pick(data, "account", self.accounts_with_code(),
+                            lambda a: f"{a.customer.email} at {a.site.code}")
         account.access_code = choose_code(account, exclude={account.access_code})
-        self.intent(account.customer, push)
+        self.intent(account.customer, account.site_id, push)
 
     @rule(data=st.data(), level=st.sampled_from((None, *LEVELS)), zone=st.sampled_from((None, *ZONES)),
           push=st.booleans())
@@ -325,7 +350,8 @@ class TinySite(RuleBasedStateMachine):
     def override_level_and_zone(self, data, level, zone, push):
         customer = self.pick_customer(data)
         customer.access_level_override, customer.zone_override = level, zone
-        self.intent(customer, push)
+        for site_id in {r.site_id for r in customer.rentals}:
+            self.intent(customer, site_id, push)
 
     # --- PTI faults -----------------------------------------------------------------------------------------------
 
@@ -350,20 +376,56 @@ class TinySite(RuleBasedStateMachine):
         for key in get_redis().scan_iter("pti-sync:site:*"):
             get_redis().delete(key)
 
+    # --- Redis and the workers -------------------------------------------------------------------------------------
+
+    @rule()
+    @step
+    def redis_restarts_empty(self):
+        """Redis is restarted without its data: the locks, the site guards and the queued jobs are gone."""
+        get_redis().flushall()
+
+    @rule(data=st.data(), after_calls=st.integers(1, 6), kind=st.sampled_from(["worker_killed", "redis_lost"]))
+    @step
+    def push_interrupted(self, data, after_calls, kind):
+        """A push stops after `after_calls` PTI calls: its worker is SIGKILLed (nothing after that point runs: no
+        journal, no commit, its lock stays in Redis until it expires), or Redis restarts empty under it (its lock
+        is gone: the push must notice before its next PTI call)."""
+        account = self.pick_account(data)
+        if account is None:
+            return
+        account_id = account.id
+        calls, send = [0], PtiClient._send
+
+        def counted(client, operation, *args, **kwargs):
+            if operation != "login":
+                calls[0] += 1
+                if calls[0] > after_calls:
+                    if kind == "worker_killed":
+                        raise WorkerKilled
+                    get_redis().flushall()
+            return send(client, operation, *args, **kwargs)
+
+        PtiClient._send = counted
+        try:
+            reconcile(account_id, "stateful")
+        except WorkerKilled:
+            db.session.rollback()  # the dead process's transaction never commits
+            get_redis().delete(lock_key(account_id))  # and, later, its lock's time-out expires
+        finally:
+            PtiClient._send = send
+
     # --- the engine ---------------------------------------------------------------------------------------------
 
     @rule(data=st.data(), ask_again=st.booleans())
     @step
     def reconcile_customer(self, data, ask_again):
         """A job for one customer runs (after a new request for a push, or a late one for an older request)."""
-        customer = self.pick_customer(data)
+        account = self.pick_account(data)
+        if account is None:
+            return
         if ask_again:
-            account = mark_dirty(customer, self.site.id)
+            account = mark_dirty(account.customer_id, account.site_id)
             db.session.commit()
-        else:
-            account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == customer.id))
-            if account is None:
-                return
         reconcile(account.id, "stateful")
 
     @rule()
@@ -381,9 +443,11 @@ class TinySite(RuleBasedStateMachine):
 
     @invariant()
     def pti_never_holds_duplicates_or_users_we_did_not_create(self):
-        state = self.pti()
-        problems = site_invariant_problems(state, self.hand_made)
-        problems += mismatches(self.site, state, in_sync_accounts(self.site))
+        problems = []
+        for site in self.sites:
+            state = self.pti(site)
+            problems += site_invariant_problems(state, self.hand_made if site is self.site else None)
+            problems += mismatches(site, state, in_sync_accounts(site))
         assert not problems, "\n".join(problems)
         self.settled = True
 
@@ -409,9 +473,11 @@ class TinySite(RuleBasedStateMachine):
             stuck = db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(self.owed()))).all()
             pytest.fail("still owed after faults stopped: " + ", ".join(
                 f"{a.customer.sg_id} ({a.state}, {a.last_error})" for a in stuck))
-        state = self.pti()
-        problems = site_invariant_problems(state, self.hand_made)
-        problems += mismatches(self.site, state, self.customers(), every_unit=True, keep=frozenset({HAND_UNIT}))
+        problems = []
+        for site in self.sites:
+            state = self.pti(site)
+            problems += site_invariant_problems(state, self.hand_made if site is self.site else None)
+            problems += mismatches(site, state, self.customers(), every_unit=True, keep=frozenset({HAND_UNIT}))
         assert not problems, "PTI does not match the mirror once converged:\n" + "\n".join(problems)
 
     def teardown(self):
@@ -421,7 +487,7 @@ class TinySite(RuleBasedStateMachine):
 
 @pytest.fixture(scope="module")
 def tiny_pti():
-    pti_sites = build_demo_business("http://127.0.0.1:1", sites=[TINY]).pti_sites
+    pti_sites = build_demo_business("http://127.0.0.1:1", sites=list(SITES)).pti_sites
     pti_sites[TINY.pti_site_code]["units"].append(HAND_UNIT)
     server = serve_in_thread(create_app(pti_sites, seed=3))
     sim = PtiSim(server.url)
@@ -438,13 +504,17 @@ def test_events_and_faults_in_any_order_keep_pti_safe_and_converge_once_faults_s
         event.listen(db.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous = OFF"))
         db.session.remove()
         db.engine.dispose()
-    business = build_demo_business(tiny_pti.url, sites=[TINY])
+    business = build_demo_business(tiny_pti.url, sites=list(SITES))
+    drawn = int(os.environ.get("R3_SEED") or random.randrange(2**32))
+    print(f"R3: seed {drawn}, {EXAMPLES} examples of up to {STEPS} steps (replay: R3_SEED={drawn})")
     try:
         run_state_machine_as_test(
-            lambda: TinySite(tiny_pti, business),
-            settings=settings(max_examples=12, stateful_step_count=40, deadline=None, derandomize=True,
-                              database=None, suppress_health_check=[HealthCheck.too_slow]),
+            seed(drawn)(lambda: TwoSites(tiny_pti, business)),
+            settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
+                              suppress_health_check=[HealthCheck.too_slow]),
         )
+    except BaseException as exc:
+        raise AssertionError(f"R3 failed with seed {drawn}: replay it with R3_SEED={drawn}") from exc
     finally:
         clients = app.extensions.get("pti_clients")
         if clients is not None:

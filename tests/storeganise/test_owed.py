@@ -155,3 +155,56 @@ def test_a_batch_whose_write_backs_redis_and_storeganise_both_refused_leaves_eve
     db.session.expire_all()
     assert [db.session.get(PtiAccount, i).write_back_owed for i in ids] == [True] * len(ids)
     assert writeback.owed_write_backs().accounts == sorted(ids)
+
+
+def test_a_write_back_storeganise_refuses_for_good_waits_longer_each_time_then_stands_as_a_problem(business, sim):
+    """The rental was deleted in Storeganise after the push: each PUT is a 404. It must not cost Storeganise a call
+    every relay for ever, nor hold back the accounts behind it; after a few refusals staff see it as a problem."""
+    from dashboard.engine.intent import mark_dirty
+    from dashboard.models import OpenProblem
+
+    refused = pushable_account(sim)
+    assert reconcile(refused.id, "test").outcome == "ok"
+    rental = next(r for r in refused.customer.rentals if r.site_id == refused.site_id and r.active)
+    other = next(r for r in db.session.scalars(select(Rental).where(Rental.state == "occupied").order_by(Rental.id))
+                 if r.customer_id != refused.customer_id and r.site.code == "northgate" and r.unit.pti_unit_name
+                 and " " not in r.unit.pti_unit_name)
+    fine = mark_dirty(other.customer_id, other.site_id)
+    db.session.commit()
+    assert reconcile(fine.id, "test").outcome == "ok"
+    sim.rentals.pop(rental.sg_id)  # deleted in Storeganise: its PUT is refused with a 404
+
+    assert write_back_owed() == 1, "the account behind the refused one is still written"
+    db.session.expire_all()
+    first = db.session.get(PtiAccount, refused.id)
+    assert (first.write_back_owed, first.write_back_refusals) == (True, 1)
+    assert first.write_back_retry_at > utcnow()
+    assert writeback.owed_write_backs().accounts == [], "not tried again before its wait is over"
+
+    waits = []
+    for refusal in range(2, writeback.REFUSALS_BEFORE_GIVING_UP + 1):
+        account = db.session.get(PtiAccount, refused.id)
+        waits.append(account.write_back_retry_at - utcnow())
+        account.write_back_retry_at = utcnow()  # its wait is over
+        db.session.commit()
+        assert write_back_owed() == 0
+        db.session.expire_all()
+        assert db.session.get(PtiAccount, refused.id).write_back_refusals == refusal
+    assert waits == sorted(waits), "each wait is longer than the one before"
+    gave_up = db.session.get(PtiAccount, refused.id)
+    assert gave_up.write_back_owed is False, "given up: no longer owed"
+    [row] = db.session.scalars(select(OpenProblem).where(OpenProblem.entity == "customer",
+                                                         OpenProblem.record_sg_id == gave_up.customer.sg_id)).all()
+    assert row.reason == "storeganise_not_found"
+    assert "refused the push's results (pti_* fields) 5 times in a row" in row.detail
+    assert writeback.request_write_backs() is False
+
+    # Recreated in Storeganise and pushed again: the write is accepted and the problem is gone.
+    sim.rentals[rental.sg_id] = {"id": rental.sg_id, "customFields": {}}
+    db.session.execute(update(PtiAccount).where(PtiAccount.id == refused.id)
+                       .values(write_back_owed=True, write_back_retry_at=None))
+    db.session.commit()
+    assert write_back_owed() == 1
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, refused.id).write_back_refusals == 0
+    assert db.session.scalars(select(OpenProblem).where(OpenProblem.entity == "customer")).all() == []
