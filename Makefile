@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-postgres bench lint browser clean
+.PHONY: install run test test-postgres test-chaos bench lint browser clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "PTI Sync needs Python 3.11 or newer on the PATH."; exit 1; }
@@ -29,6 +29,11 @@ test: install browser
 # The database tests again, on PostgreSQL (DATABASE_URL must point at an empty, reachable database).
 test-postgres: install
 	$(PY) -m pytest -m db $(PYTEST_ARGS)
+
+# The chaos scenarios (tests/chaos): the real stack broken while it works; several minutes, so not in `make test`.
+# They start their own Redis, simulators, gunicorn, workers and cron; one restarts a PostgreSQL of its own (initdb).
+test-chaos: install
+	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench

@@ -1,7 +1,8 @@
 """The production-like stack the benchmarks measure, on free ports of this machine, started and stopped as one.
 
 - a fresh PostgreSQL database (postgresql+psycopg://postgres@127.0.0.1:5432/<fresh name>) when one answers, else
-  SQLite in a temporary folder (BENCH_DATABASE=sqlite forces it); migrated with `flask db upgrade`
+  SQLite in a temporary folder (BENCH_DATABASE=sqlite forces it); or (`database="own-postgres"`) a PostgreSQL server
+  of the stack's own, which a test may stop and start (`OwnPostgres`); migrated with `flask db upgrade`
 - a redis-server of its own (no persistence), the PTI simulator (gunicorn, one process, threads: its state lives
   in the process) and the Storeganise simulator, both serving the load profile SIM_SITES names
 - the product: gunicorn (`dashboard:create_app()`, or another entry point that wraps it; 4 workers), N RQ workers
@@ -12,13 +13,19 @@
 StackConfig says which of these a benchmark needs (webhook_ack: only the database, Redis and gunicorn). Every
 process runs in its own process group and is stopped (TERM, then KILL) when the `with` block ends, however it
 ends; the database is dropped and the temporary folder removed. Traffic stays on 127.0.0.1.
+
+The chaos tests (tests/chaos/) break the stack while it works: `pause`/`resume` a process (SIGSTOP/SIGCONT),
+`kill` one with everything it forked (SIGKILL) and `respawn` it, restart the stack's own PostgreSQL; `dashboard()`
+logs in to the real web process as a demo user to read what it shows meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
+import re
 import resource
 import shutil
 import signal
@@ -44,7 +51,7 @@ from dashboard.engine.intent import push_site
 from dashboard.extensions import db
 from dashboard.jobqueue import QUEUE_NAMES, get_redis
 from dashboard.models import PtiAccount, Site, SyncState
-from dashboard.storeganise import compact_json, format_timestamp, sign
+from dashboard.storeganise import SIGNATURE_HEADER, compact_json, format_timestamp, sign
 from sim.demo_data import build_demo_business, sites_from_spec
 from sim.server import free_port
 
@@ -69,6 +76,10 @@ PTI_SIM_BACKLOG = 2048  # connections the PTI simulator's gunicorn queues (every
 PROGRESS_EVERY_S = 10.0
 IDLE_POLL_S = 0.5
 SPARE_UNITS = 10  # units per site beyond the rented ones, at the least (else a tenth of them)
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"  # Debian's PostgreSQL server binaries (not on the PATH)
+PG_START_TIMEOUT_S = 60
+PG_USER = "postgres"  # the OS user an own PostgreSQL runs as when we are root (initdb refuses root)
+DASHBOARD_PASSWORD = "chaos-and-bench-password"
 
 
 def env_int(name: str, default: int) -> int:
@@ -108,6 +119,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` forked, and theirs (read from /proc: RQ's work horse and scheduler, gunicorn's workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def postgres_available() -> bool:
     if os.environ.get("BENCH_DATABASE", "").lower() == "sqlite":
         return False
@@ -136,6 +164,74 @@ def signed_webhook(event_type: str, data: dict, api_url: str) -> tuple[bytes, st
     return body, sign(WEBHOOK_SECRET, body)
 
 
+class OwnPostgres:
+    """A PostgreSQL server of our own (initdb in a temporary folder, a free port, its unix socket in that folder),
+    so a test may stop and start it without touching anybody else's. As root, every server command runs as the
+    postgres user (`runuser -u postgres`), and the folder is theirs. Missing server binaries are an error, never a
+    reason to skip."""
+
+    def __init__(self) -> None:
+        self.bin = self.find_binaries()
+        self.folder = Path(tempfile.mkdtemp(prefix="pti-pg-"))
+        self.data = self.folder / "data"
+        self.log = self.folder / "postgres.log"
+        self.port = free_port()
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.folder, PG_USER, PG_USER)
+
+    @staticmethod
+    def find_binaries() -> Path:
+        found = sorted(glob.glob(PG_BIN_GLOB), key=lambda p: [int(n) for n in re.findall(r"\d+", p)])
+        for folder in reversed(found):
+            if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+                return Path(folder)
+        raise RuntimeError(f"no PostgreSQL server binaries (initdb, pg_ctl) in {PG_BIN_GLOB}: install the "
+                           "postgresql package (apt-get install postgresql) to run the tests that restart PostgreSQL")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str, timeout: float = PG_START_TIMEOUT_S) -> str:
+        command = [str(self.bin / argv[0]), *argv[1:]]
+        if self.as_root:
+            command = ["runuser", "-u", PG_USER, "--", *command]
+        done = subprocess.run(command, cwd=self.folder, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            tail = self.log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if self.log.exists() else ""
+            raise RuntimeError(f"{' '.join(argv[:2])} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+                               f"\n{tail}")
+        return done.stdout
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", str(PG_START_TIMEOUT_S),
+                  "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: sessions are ended, then a clean shut-down; `immediate`: as if the server crashed."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", str(PG_START_TIMEOUT_S), "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True,
+                             connect_timeout=PG_ADMIN_TIMEOUT_S) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def remove(self) -> None:
+        if self.running():
+            with contextlib.suppress(Exception):
+                self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @dataclass
 class StackConfig:
     # the business: sites × rented rentals (of `units` units a site), loaded into the mirror when `business`
@@ -156,6 +252,9 @@ class StackConfig:
     site_concurrency: int = 4
     cron: bool = False  # the relay and the other periodic jobs
     extra_env: dict[str, str] = field(default_factory=dict)
+    # "auto": a fresh database on the PostgreSQL at 127.0.0.1:5432 when it answers, else SQLite; "sqlite";
+    # "own-postgres": a PostgreSQL server of the stack's own (stack.postgres), which may be stopped and started
+    database: str = "auto"
 
     @property
     def profile(self) -> str:
@@ -178,6 +277,7 @@ class Proc:
     name: str
     popen: subprocess.Popen
     log: Path
+    argv: list[str] = field(default_factory=list)
 
 
 class Stack:
@@ -188,6 +288,7 @@ class Stack:
         self.procs: list[Proc] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="pti-bench-"))
         self.pg_name: str | None = None
+        self.postgres: OwnPostgres | None = None
         self.database_url = ""
         self.encryption_key = Fernet.generate_key().decode()
         self.app = None
@@ -202,6 +303,8 @@ class Stack:
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         self.webhook_url = f"{self.web_url}{WEBHOOK_PATH}"
         self.http = httpx.Client(timeout=HTTP_TIMEOUT_S)
+        self._killed: dict[str, Proc] = {}
+        self._clients: list[httpx.Client] = []
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -235,8 +338,14 @@ class Stack:
         say(f"stack up in {time.monotonic() - started:.1f} s (logs in {self.tmp})")
 
     def create_database(self) -> str:
-        """A fresh PostgreSQL database when one answers (named in self.pg_name), else SQLite in the temporary folder."""
-        if not postgres_available():
+        """A fresh PostgreSQL database when one answers (named in self.pg_name), else SQLite in the temporary folder;
+        with `database="own-postgres"`, a database on a PostgreSQL server of the stack's own."""
+        if self.config.database == "own-postgres":
+            self.postgres = OwnPostgres()
+            self.postgres.init()
+            self.postgres.start()
+            return self.postgres.create_database("pti_sync")
+        if self.config.database == "sqlite" or not postgres_available():
             return f"sqlite:///{self.tmp / 'bench.sqlite3'}"
         self.pg_name = f"pti_bench_{uuid.uuid4().hex[:12]}"
         _pg_admin(f'CREATE DATABASE "{self.pg_name}"')
@@ -244,6 +353,8 @@ class Stack:
 
     @property
     def database(self) -> str:
+        if self.postgres is not None:
+            return f"own PostgreSQL on port {self.postgres.port}"
         return f"PostgreSQL {self.pg_name}" if self.pg_name else "SQLite"
 
     def start_simulators(self) -> None:
@@ -307,8 +418,9 @@ class Stack:
         return text
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.http.close()
+        for client in [self.http, *self._clients]:
+            with contextlib.suppress(Exception):
+                client.close()
         if self._ctx is not None:
             with contextlib.suppress(Exception):
                 db.session.remove()
@@ -335,6 +447,9 @@ class Stack:
             except Exception as exc:  # noqa: BLE001 - reported, never hides the benchmark's own error
                 say(f"could not drop database {self.pg_name}: {exc}")
             self.pg_name = None
+        if self.postgres is not None:
+            self.postgres.remove()
+            self.postgres = None
         if os.environ.get("BENCH_KEEP_LOGS"):
             say(f"logs kept in {self.tmp}")
         else:
@@ -364,14 +479,43 @@ class Stack:
         env.update(self.config.extra_env)
         return env
 
-    def spawn(self, name: str, argv: list[str]) -> Proc:
-        log = self.tmp / f"{name}.log"
+    def spawn(self, name: str, argv: list[str], log_name: str | None = None) -> Proc:
+        log = self.tmp / f"{log_name or name}.log"
         with open(log, "wb") as out:
             popen = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        proc = Proc(name, popen, log)
+        proc = Proc(name, popen, log, argv)
         self.procs.append(proc)
         return proc
+
+    def proc(self, name: str) -> Proc:
+        for proc in self.procs:
+            if proc.name == name:
+                return proc
+        raise KeyError(f"no process {name!r} in the stack ({', '.join(p.name for p in self.procs)})")
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP the process and its group: it holds its sockets open and answers nothing (a hung Redis)."""
+        os.killpg(self.proc(name).popen.pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        os.killpg(self.proc(name).popen.pid, signal.SIGCONT)
+
+    def kill(self, name: str) -> None:
+        """kill -9 the process and everything it forked (an RQ work horse runs in a process group of its own); it
+        leaves the stack until `respawn`."""
+        proc = self.proc(name)
+        for pid in [proc.popen.pid, *descendants(proc.popen.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.popen.wait(timeout=KILL_TIMEOUT_S)
+        self.procs.remove(proc)
+        self._killed[name] = proc
+
+    def respawn(self, name: str) -> Proc:
+        """Start a process `kill` ended again, with the same command (its log goes on in a new file)."""
+        old = self._killed.pop(name)
+        return self.spawn(name, old.argv, log_name=f"{name}-respawned-{time.monotonic_ns()}")
 
     def flask(self, *args: str) -> str:
         done = subprocess.run([str(BIN / "flask"), "--app", "dashboard", *args], cwd=ROOT, env=self.env,
@@ -454,6 +598,48 @@ class Stack:
 
     def pti_calls(self) -> dict:
         return self.http.get(f"{self.pti_url}/_sim/state").json()["calls"]
+
+    def pti_state(self) -> dict:
+        return self.http.get(f"{self.pti_url}/_sim/state").json()
+
+    def sg_state(self) -> dict:
+        return self.http.get(f"{self.sg_url}/_sim/state").json()
+
+    def sg_config(self, **settings) -> dict:
+        """The Storeganise simulator's settings (`deliver`, `drop_pending`, `faults`...), changed."""
+        response = self.http.post(f"{self.sg_url}/_sim/config", json=settings)
+        response.raise_for_status()
+        return response.json()
+
+    def post_webhook(self, body: bytes, signature: str) -> httpx.Response:
+        """A delivery as Storeganise sends it, to the real web process."""
+        return self.http.post(self.webhook_url, content=body,
+                              headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature})
+
+    def dashboard(self, role: str = "manager") -> httpx.Client:
+        """A browser-like client of the real web process, logged in as the demo user of `role` (created here when
+        missing) through the login form, CSRF token and all. Closed with the stack."""
+        from dashboard.demo import DEMO_ACCOUNTS
+        from dashboard.models import StaffUser
+
+        email, name, kind = next(a for a in DEMO_ACCOUNTS if a[2] == role)
+        db.session.rollback()
+        if db.session.scalar(select(StaffUser).where(StaffUser.email == email)) is None:
+            user = StaffUser(email=email, name=name, role=kind)
+            user.set_password(DASHBOARD_PASSWORD)
+            db.session.add(user)
+            db.session.commit()
+        client = httpx.Client(base_url=self.web_url, timeout=HTTP_TIMEOUT_S, follow_redirects=True)
+        self._clients.append(client)
+        form = client.get("/login").text
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form)
+        if token is None:
+            raise RuntimeError("no CSRF token on the login page")
+        page = client.post("/login", data={"email": email, "password": DASHBOARD_PASSWORD,
+                                           "csrf_token": token.group(1)})
+        if page.status_code != 200 or str(page.url).endswith("/login"):
+            raise RuntimeError(f"could not log in as {email}: {page.status_code} at {page.url}")
+        return client
 
     def push_all(self, trigger: str = "bench") -> int:
         """push_site for every site (what an operator's "push site" does), in this process."""

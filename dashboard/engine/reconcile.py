@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -68,7 +70,11 @@ MAX_INLINE_WAIT_S = 5.0  # a longer Retry-After or breaker pause ends the attemp
 MAX_ATTEMPTS = 5  # attempts of a whole reconcile before the account is parked as failed
 ATTEMPT_BACKOFF_BASE_S = 5.0
 ATTEMPT_BACKOFF_CAP_S = 300.0
-LOCK_TTL_S = 300  # extended before every PTI call, so only a job that stopped calling PTI lets it expire
+# The account lock lives LOCK_TTL_S and is kept alive every LOCK_BEAT_S by a thread while the push runs (and checked
+# before every PTI call): a job that was killed (or froze) lets it lapse within LOCK_TTL_S, so the relay's job gets
+# the account within two relay periods, not after a long time-out during which every job for it waits and comes back.
+LOCK_TTL_S = 15
+LOCK_BEAT_S = 3
 LOCK_WAIT_S = 30
 TRIGGER_CHARS = 64  # the journal's trigger column
 
@@ -334,21 +340,48 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
 
     After a push the account's write-back to Storeganise is enqueued as its own job, or handed to `write_back`
     (a bulk batch writes back in its own process instead of forking a job per account)."""
-    lock = get_redis().lock(lock_key(account_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S)
+    # Not thread-local: the heartbeat thread extends the token this thread took.
+    lock = get_redis().lock(lock_key(account_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S,
+                            thread_local=False)
     if not lock.acquire():
         _come_back(account_id, trigger)  # another job holds it for long: come back after it
         return Result("busy")
     try:
-        db.session.expire_all()
-        account = db.session.get(PtiAccount, account_id)
-        if account is None:
-            return Result("noop", "account_gone")
-        return _attempt(account, trigger, job_id, write_back, lock)
+        with kept_alive(lock):
+            db.session.expire_all()
+            account = db.session.get(PtiAccount, account_id)
+            if account is None:
+                return Result("noop", "account_gone")
+            return _attempt(account, trigger, job_id, write_back, lock)
     finally:
         try:
             lock.release()
         except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
             log.warning("reconcile lock of account %s expired before release", account_id)
+
+
+@contextmanager
+def kept_alive(lock):
+    """Extend the account lock every LOCK_BEAT_S while the push runs, in a thread, so the lock can be short: a long
+    PTI call or slot wait never lets it lapse, a dead job's lapses soon. A failed extension stops the beat; the
+    check before the next PTI call then ends the attempt (lock_lost)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(LOCK_BEAT_S):
+            try:
+                lock.reacquire()
+            except (LockError, redis.RedisError) as exc:
+                log.warning("account lock could not be extended (%s)", exc.__class__.__name__)
+                return
+
+    thread = threading.Thread(target=beat, name="account-lock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(LOCK_BEAT_S)
 
 
 def lock_key(account_id: int) -> str:

@@ -64,6 +64,33 @@ return 0
 """
 
 
+PTI_DOWN = "circuit_open"  # the breaker is open: calls to the site wait out its pause
+PTI_PROBING = "half_open"  # the pause is over; the next call tests PTI and closes the breaker if it answers
+PTI_RATE_LIMITED = "pti_rate_limited"  # PTI asked for a pause (429 Retry-After)
+
+
+def outages(conn: redis.Redis, site_ids: list[int]) -> dict[int, str]:
+    """Read-only, for the dashboard: the sites whose PTI calls are held back now, and why (PTI_DOWN, PTI_PROBING,
+    PTI_RATE_LIMITED). One round trip; a Redis error is the caller's to show."""
+    pipe = conn.pipeline(transaction=False)
+    for site_id in site_ids:
+        prefix = f"pti-sync:site:{site_id}"
+        pipe.exists(f"{prefix}:breaker-open")
+        pipe.exists(f"{prefix}:half-open")
+        pipe.exists(f"{prefix}:retry-after")
+    flags = pipe.execute()
+    found = {}
+    for i, site_id in enumerate(site_ids):
+        breaker_open, half_open, rate_limited = flags[3 * i:3 * i + 3]
+        if breaker_open:
+            found[site_id] = PTI_DOWN
+        elif half_open:
+            found[site_id] = PTI_PROBING
+        elif rate_limited:
+            found[site_id] = PTI_RATE_LIMITED
+    return found
+
+
 @dataclass
 class SiteGuard:
     conn: redis.Redis

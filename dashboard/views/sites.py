@@ -11,7 +11,7 @@ from ..extensions import db
 from ..models import Site, Unit
 from ..security import ACTORS, EVERYONE, roles_required
 from .acting import act_on
-from .overview import site_health
+from .overview import queue_status, site_health
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
 
@@ -27,12 +27,13 @@ def index():
 def show(site_id: int):
     site = db.session.get(Site, site_id) or abort(404)
     health = next(h for h in site_health() if h.site.id == site.id)
+    redis_ok = queue_status([health])
     unmapped = db.session.scalars(
         select(Unit).where(Unit.site_id == site.id, Unit.pti_unit_name.is_(None),
                      Unit.pti_switched_off.is_(False)).order_by(Unit.name)
     ).all()
     return render_template("sites/show.html", site=site, health=health, unmapped=unmapped,
-                           problems=problems_of("site", site.sg_id))
+                           problems=problems_of("site", site.sg_id), redis_ok=redis_ok)
 
 
 def _site_action(site_id: int, action, done: str, **kwargs):

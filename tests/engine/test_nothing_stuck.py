@@ -135,3 +135,33 @@ def test_site_credentials_that_cannot_be_decrypted_park_as_credentials_unreadabl
 
     secrets = [v for s in build_demo_business(pti.url).pti_sites.values() for v in (s["site_key"], s["password"])]
     assert not any(secret in caplog.text for secret in secrets)
+
+
+def test_the_account_lock_is_short_and_kept_alive_through_one_pti_call_longer_than_it(business, pti, monkeypatch):
+    """The lock lives LOCK_TTL_S and a heartbeat keeps it while the push runs, even through one PTI call that lasts
+    longer than that; so a killed job's lock lapses within LOCK_TTL_S (it was 300 s: a SIGKILLed bulk batch left its
+    in-flight accounts locked for five minutes, each job for them waiting 30 s and coming back; tests/chaos)."""
+    assert engine.LOCK_TTL_S <= 15 and engine.LOCK_BEAT_S * 3 <= engine.LOCK_TTL_S
+    monkeypatch.setattr(engine, "LOCK_TTL_S", 1)
+    monkeypatch.setattr(engine, "LOCK_BEAT_S", 0.2)
+    account_id = dirty_account()
+    key, conn = engine.lock_key(account_id), get_redis()
+    pti.faults(latency_ms=2500, operations=["create_user"])  # one call, two and a half times the lock's life
+    held_through = []
+    real = SiteGuard.call
+
+    def watched(self, operation, fn, *args, **kwargs):
+        try:
+            return real(self, operation, fn, *args, **kwargs)
+        finally:
+            if operation == "create_user":
+                held_through.append(conn.exists(key) == 1)
+
+    monkeypatch.setattr(SiteGuard, "call", watched)
+    try:
+        result = engine.reconcile(account_id, "test")
+    finally:
+        pti.faults()
+    assert held_through == [True], "the lock lapsed during a long PTI call"
+    assert (result.outcome, result.reason) == ("ok", None), result
+    assert not conn.exists(key)
