@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import click
+import redis
 from flask import current_app
 from flask.cli import AppGroup
 from rq.cron import CronScheduler
@@ -22,6 +26,8 @@ from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Role, Si
 from .pti import PtiClient, check_site
 from .storeganise import StoreganiseError
 from .sync.errors import problem
+
+log = logging.getLogger(__name__)
 
 users = AppGroup("users", help="Staff accounts.")
 demo = AppGroup("demo", help="The demo business and accounts (demo mode only).")
@@ -226,7 +232,24 @@ def cron() -> None:
     scheduler.register(import_attribute(PULL), DEFAULT, interval=PULL_EVERY_S)
     scheduler.register(import_attribute(SWEEP), BULK, interval=SWEEP_EVERY_S)
     scheduler.register(import_attribute(PRUNE), BULK, interval=PRUNE_EVERY_S)
-    scheduler.start()
+    run_until_stopped(scheduler)
+
+
+CRON_REDIS_RETRY_S = 2.0  # after Redis failed the scheduler's loop, before it starts again
+
+
+def run_until_stopped(scheduler: CronScheduler, sleep=time.sleep) -> None:
+    """RQ's scheduler loop ends on the first Redis error (a Redis that hangs past the time-out, a restart): the one
+    process that drives the relay must not die of an outage it exists to recover from. Start it again until it is
+    asked to stop (its loop then returns)."""
+    while True:
+        try:
+            scheduler.start()
+            return
+        except redis.RedisError as exc:
+            log.warning("cron: Redis failed the scheduler (%s: %s); starting again in %.0f s",
+                        exc.__class__.__name__, exc, CRON_REDIS_RETRY_S)
+            sleep(CRON_REDIS_RETRY_S)
 
 
 def init_app(app) -> None:

@@ -57,3 +57,58 @@ def test_cron_runs_the_relay_on_the_urgent_queue_where_no_backlog_delays_it(runn
     result = runner.invoke(args=["cron"])
     assert result.exit_code == 0, result.output
     assert registered[RELAY] == (URGENT, cli.RELAY_EVERY_S)
+
+
+def test_cron_outlives_a_redis_that_hangs_and_goes_on_enqueueing_the_relay(app, tmp_path):
+    """RQ's scheduler loop ends on the first Redis error: the cron process drives the relay that recovers from
+    outages, so a Redis that stops answering for longer than the time-out must not end it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import redis as redis_lib
+    from rq import Queue
+
+    import dashboard.cli as cli
+    from dashboard.jobqueue import RELAY, URGENT
+    from tests.conftest import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    env = {k: v for k, v in os.environ.items() if k != "PTI_SYNC_DEMO"}
+    env.update(DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=server.url,
+               SECRET_KEY="test-secret", ENCRYPTION_KEYS=app.config["ENCRYPTION_KEYS"], PTI_SYNC_INSTANCE=str(tmp_path))
+    log = (tmp_path / "cron.log").open("wb")
+    cron = subprocess.Popen([str(Path(sys.executable).with_name("flask")), "--app", "dashboard", "cron"], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    conn = redis_lib.Redis(port=server.port)
+    urgent = Queue(URGENT, connection=conn)
+
+    def relays() -> int:
+        return sum(1 for job in urgent.jobs if job.func_name == RELAY)
+
+    def wait_for(condition, what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert cron.poll() is None, "cron exited:\n" + (tmp_path / "cron.log").read_text(errors="replace")
+            assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+            time.sleep(0.2)
+
+    try:
+        wait_for(lambda: relays() >= 1, "the first relay")
+        urgent.empty()
+        os.kill(server.proc.pid, signal.SIGSTOP)  # Redis hangs past the next relay: its calls time out after 2 s
+        time.sleep(cli.RELAY_EVERY_S + 4)
+        os.kill(server.proc.pid, signal.SIGCONT)
+        wait_for(lambda: relays() >= 1, "a relay after Redis answered again")
+        assert cron.poll() is None
+        assert "starting again" in (tmp_path / "cron.log").read_text(errors="replace"), "Redis never failed it"
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        cron.terminate()
+        cron.wait(timeout=10)
+        log.close()
+        server.stop()

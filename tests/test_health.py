@@ -72,3 +72,25 @@ def test_a_page_shows_a_plain_error_when_redis_is_down(app, client, auth):
     # The login form is the page that uses Redis (failure counter); it must still work, slower limit aside.
     auth.logout()
     assert auth.login("manager").status_code == 302
+
+
+def test_a_page_says_the_database_is_not_answering_when_it_is_down(app, client, auth):
+    """A logged-in manager opens the overview while the database is unreachable: a plain 503 page that says so,
+    not a 500 (the error page itself must not need the database)."""
+    from dashboard.extensions import db
+
+    auth.login("manager")
+    engine = db.engines[None]
+    original = engine.url
+    # Nothing listens there: the connection is refused, as by a PostgreSQL that is restarting.
+    unreachable = (f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone" if engine.dialect.name == "postgresql"
+                   else "sqlite:////nonexistent-dir/x.sqlite3")
+    try:
+        db.session.remove()
+        db.engines[None] = db._make_engine(None, {"url": unreachable}, app)
+        response = client.get("/")
+    finally:
+        db.session.remove()
+        db.engines[None] = db._make_engine(None, {"url": original}, app)
+    assert response.status_code == 503
+    assert "The database is not answering" in response.get_data(as_text=True)

@@ -19,12 +19,12 @@ from datetime import UTC
 
 import redis
 from rq.job import Job, JobStatus
-from sqlalchemy import case, or_, select
+from sqlalchemy import case, or_, select, update
 
 from ..extensions import db, insert_or_skip
 from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, enqueue, get_redis
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, utcnow
-from .site_guard import GO, PROBE, site_readiness
+from .site_guard import GO, OUTAGE_REASONS, PROBE, site_readiness
 
 log = logging.getLogger(__name__)
 
@@ -333,13 +333,19 @@ def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
            or_(PtiAccount.next_attempt_at.is_(None), PtiAccount.next_attempt_at <= utcnow()))
     # Paced per site: nothing goes to a site PTI paused or whose breaker is open, one account probes a half-open
     # site, and its backlog follows once the probe got through (the site guard then asks for a relay at once).
-    readiness = site_readiness(conn, list(db.session.scalars(select(Site.id))))
+    readiness, recovered = site_readiness(conn, list(db.session.scalars(select(Site.id))))
+    if recovered:  # PTI is back: the outage's retries wait no longer for their backoff
+        db.session.execute(update(PtiAccount).where(
+            PtiAccount.site_id.in_(recovered), PtiAccount.state == SyncState.PENDING,
+            PtiAccount.last_error.in_(OUTAGE_REASONS), PtiAccount.next_attempt_at.is_not(None))
+            .values(next_attempt_at=None).execution_options(synchronize_session=False))
+        db.session.commit()
     held_back = [site_id for site_id, state in readiness.items() if state != GO]
     owed = (*due, PtiAccount.site_id.not_in(held_back)) if held_back else due
     cursor = int(conn.get(RELAY_CURSOR_KEY) or 0)
 
     def ids_from(*where, count: int) -> list:
-        return db.session.execute(select(PtiAccount.id, PtiAccount.urgent).where(*owed, *where)
+        return db.session.execute(select(PtiAccount.id, PtiAccount.urgent, PtiAccount.site_id).where(*owed, *where)
                                   .order_by(PtiAccount.id).limit(count)).all()
 
     rows = ids_from(PtiAccount.id > cursor, count=limit)
@@ -348,7 +354,8 @@ def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
     full = len(rows) == limit
     conn.set(RELAY_CURSOR_KEY, rows[-1].id if full else 0)
     for site_id in (site_id for site_id, state in readiness.items() if state == PROBE):
-        rows += db.session.execute(select(PtiAccount.id, PtiAccount.urgent).where(*due, PtiAccount.site_id == site_id)
+        rows += db.session.execute(select(PtiAccount.id, PtiAccount.urgent, PtiAccount.site_id)
+                                   .where(*due, PtiAccount.site_id == site_id)
                                    .order_by(PtiAccount.urgent.desc(), PtiAccount.id).limit(1)).all()
     db.session.rollback()  # ids only: no snapshot or lock kept while Redis answers
     if not rows:
@@ -357,7 +364,7 @@ def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
     now = time.time()
     held = {row.id: raw for row, raw in zip(rows, conn.mget([PENDING_KEY.format(account_id=r.id) for r in rows]),
                                              strict=True) if raw is not None}
-    found, alive = _holders(conn, {Hint.parse(raw).job_id for raw in held.values()}, now)
+    found, alive, scheduled = _holders(conn, {Hint.parse(raw).job_id for raw in held.values()}, now)
     claims = []
     for row in rows:
         raw = held.get(row.id)
@@ -367,6 +374,8 @@ def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
         hint = Hint.parse(raw)
         if row.urgent and hint.queue != URGENT:
             claims.append((row.id, URGENT, raw))  # as request_reconcile does
+        elif row.site_id in recovered and hint.job_id in scheduled:  # a retry still waiting out its backoff: now
+            claims.append((row.id, URGENT if row.urgent else DEFAULT, raw))
         elif hint.job_id not in alive and (hint.job_id in found or now - hint.since >= ENQUEUE_GRACE_S):
             claims.append((row.id, URGENT if row.urgent else (BULK if hint.queue == BULK else DEFAULT), raw))
     enqueued = _hint(conn, claims, "relay") if claims else 0
@@ -376,16 +385,17 @@ def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
     return enqueued, full
 
 
-def _holders(conn: redis.Redis, job_ids: set[str], now: float) -> tuple[set[str], set[str]]:
-    """Which of these jobs RQ still has, and which are alive: queued, scheduled, deferred, or running with a
-    heartbeat. Two round trips. (A job RQ does not have may be being enqueued: the caller gives it a grace.)"""
+def _holders(conn: redis.Redis, job_ids: set[str], now: float) -> tuple[set[str], set[str], set[str]]:
+    """Which of these jobs RQ still has, which are alive (queued, scheduled, deferred, or running with a heartbeat),
+    and which of those are scheduled (a retry waiting out its backoff). Two round trips. (A job RQ does not have may
+    be being enqueued: the caller gives it a grace.)"""
     if not job_ids:
-        return set(), set()
+        return set(), set(), set()
     ordered = sorted(job_ids)
     jobs = Job.fetch_many(ordered, connection=conn)
     beats = conn.mget([HOLDER_KEY.format(job_id=job_id) for job_id in ordered])
     found = {job_id for job_id, job in zip(ordered, jobs, strict=True) if job is not None}
-    alive = set()
+    alive, scheduled = set(), set()
     for job_id, job, beat in zip(ordered, jobs, beats, strict=True):
         if beat is not None:
             alive.add(job_id)
@@ -393,8 +403,10 @@ def _holders(conn: redis.Redis, job_ids: set[str], now: float) -> tuple[set[str]
         status = job.get_status(refresh=False) if job is not None else None
         if status in WAITING_JOB_STATUSES:
             alive.add(job_id)
+            if status == JobStatus.SCHEDULED:
+                scheduled.add(job_id)
         elif status == JobStatus.STARTED and job.started_at is not None:
             started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
             if now - started.timestamp() < HOLDER_TTL_S:
                 alive.add(job_id)  # its heartbeat is about to start
-    return found, alive
+    return found, alive, scheduled

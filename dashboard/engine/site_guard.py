@@ -37,6 +37,8 @@ RECOVERED_RELAY_JOB_ID = "pti-sync-relay-site-recovered"  # one relay asked for 
 
 # What a site's guard lets the relay send it (site_readiness).
 GO, WAIT, PROBE = "go", "wait", "probe"
+RECOVERED_S = 60  # after a probe got through, the relay re-drives the outage's retries at once for this long
+OUTAGE_REASONS = ("pti_unreachable", "pti_server_error", "circuit_open", "pti_rate_limited")  # a site's, not a user's
 
 # Admission in one step: the Retry-After pause, the open breaker, then (half-open) the probe token.
 # Returns {0} (go), {1, ms} (rate limited), {2, ms} (breaker open or another caller probes), {3} (go: the probe).
@@ -69,24 +71,32 @@ PTI_PROBING = "half_open"  # the pause is over; the next call tests PTI and clos
 PTI_RATE_LIMITED = "pti_rate_limited"  # PTI asked for a pause (429 Retry-After)
 
 
-def outages(conn: redis.Redis, site_ids: list[int]) -> dict[int, str]:
-    """Read-only, for the dashboard: the sites whose PTI calls are held back now, and why (PTI_DOWN, PTI_PROBING,
-    PTI_RATE_LIMITED). One round trip; a Redis error is the caller's to show."""
+SITE_FLAGS = ("retry-after", "breaker-open", "half-open", "probe", "recovered")
+
+
+def site_flags(conn: redis.Redis, site_ids: list[int]) -> dict[int, dict[str, bool]]:
+    """Each site guard's state as it stands (the keys of SITE_FLAGS that exist), for every site in one round trip.
+    Read-only; a Redis error is the caller's."""
     pipe = conn.pipeline(transaction=False)
     for site_id in site_ids:
-        prefix = f"pti-sync:site:{site_id}"
-        pipe.exists(f"{prefix}:breaker-open")
-        pipe.exists(f"{prefix}:half-open")
-        pipe.exists(f"{prefix}:retry-after")
-    flags = pipe.execute()
+        for flag in SITE_FLAGS:
+            pipe.exists(f"pti-sync:site:{site_id}:{flag}")
+    answers = pipe.execute()
+    width = len(SITE_FLAGS)
+    return {site_id: dict(zip(SITE_FLAGS, map(bool, answers[width * i:width * (i + 1)]), strict=True))
+            for i, site_id in enumerate(site_ids)}
+
+
+def outages(conn: redis.Redis, site_ids: list[int]) -> dict[int, str]:
+    """For the dashboard: the sites whose PTI calls are held back now, and why (PTI_DOWN, PTI_PROBING,
+    PTI_RATE_LIMITED)."""
     found = {}
-    for i, site_id in enumerate(site_ids):
-        breaker_open, half_open, rate_limited = flags[3 * i:3 * i + 3]
-        if breaker_open:
+    for site_id, flags in site_flags(conn, site_ids).items():
+        if flags["breaker-open"]:
             found[site_id] = PTI_DOWN
-        elif half_open:
+        elif flags["half-open"]:
             found[site_id] = PTI_PROBING
-        elif rate_limited:
+        elif flags["retry-after"]:
             found[site_id] = PTI_RATE_LIMITED
     return found
 
@@ -173,6 +183,7 @@ class SiteGuard:
         """The probe got through: close the breaker and have the relay send the site's backlog now, not at its next
         run (the accounts that met the open breaker wait for the relay, not for a job each)."""
         self._closed()
+        self.conn.set(f"{self._prefix}:recovered", 1, ex=RECOVERED_S)
         hint(RELAY, queue=URGENT, job_id=RECOVERED_RELAY_JOB_ID)
 
     def _closed(self) -> None:
@@ -195,19 +206,15 @@ class SiteGuard:
             pipe.execute()
 
 
-def site_readiness(conn: redis.Redis, site_ids: list[int]) -> dict[int, str]:
+def site_readiness(conn: redis.Redis, site_ids: list[int]) -> tuple[dict[int, str], list[int]]:
     """For the relay, per site: GO (send its owed accounts), WAIT (PTI asked for a pause, the breaker is open, or
-    its half-open probe is out: send nothing) or PROBE (half-open, nobody probing: send one account). One round
-    trip for every site."""
-    pipe = conn.pipeline(transaction=False)
-    for site_id in site_ids:
-        prefix = f"pti-sync:site:{site_id}"
-        pipe.exists(f"{prefix}:retry-after", f"{prefix}:breaker-open")
-        pipe.exists(f"{prefix}:half-open")
-        pipe.exists(f"{prefix}:probe")
-    answers = pipe.execute()
-    states = {}
-    for index, site_id in enumerate(site_ids):
-        paused, half_open, probing = answers[3 * index:3 * index + 3]
-        states[site_id] = WAIT if paused or (half_open and probing) else PROBE if half_open else GO
-    return states
+    its half-open probe is out: send nothing) or PROBE (half-open, nobody probing: send one account); and the sites
+    whose probe got through in the last RECOVERED_S (their outage's retries go now). One round trip for all."""
+    states, recovered = {}, []
+    for site_id, flags in site_flags(conn, site_ids).items():
+        paused = flags["retry-after"] or flags["breaker-open"]
+        half_open = flags["half-open"]
+        states[site_id] = WAIT if paused or (half_open and flags["probe"]) else PROBE if half_open else GO
+        if flags["recovered"] and states[site_id] == GO:
+            recovered.append(site_id)
+    return states, recovered

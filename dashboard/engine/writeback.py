@@ -23,6 +23,7 @@ import redis
 from flask import current_app
 from sqlalchemy import or_, select, update
 
+from .. import echoes
 from ..extensions import db
 from ..jobqueue import WRITE_BACK_OWED, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, SyncState, to_ms, utcnow
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # The memo of one rental's pti_* fields in Storeganise (a Redis hash): `written`, the pti_synced|pti_overlocked we
 # last wrote; `overlock` and `until`, a pti_overlocked we still have to PUT after an overdue flip, and until when.
 MEMO_KEY = "pti-sync:sg-rental:{rental}"
+USER_MEMO_KEY = "pti-sync:sg-user:{user}"  # the same `written` for a customer's pti_* fields
 MEMO_TTL_S = 7 * 24 * 3600
 ON_ITS_WAY_S = 120  # longer than any write takes; a crashed write stops mattering after this
 
@@ -76,26 +78,31 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
         if account.pti_user_id:
             fields[codes.rental_pti_id] = account.pti_user_id
         puts.append((rental.sg_id, fields))
-    puts = [put for put, known in zip(puts, _written([sg_id for sg_id, _ in puts]), strict=True)
-            if known != _fingerprint(put[1])]
+    puts = [put for put, known in zip(puts, _written([MEMO_KEY.format(rental=sg_id) for sg_id, _ in puts]),
+                                      strict=True) if known != _fingerprint(put[1])]
 
     previous = (customer.pti_access_code, customer.pti_user_id)
     user_fields: dict = {}
     if account.id == first_account_id(customer.id):
-        if account.access_code is not None and customer.pti_access_code != account.access_code:
+        if account.access_code is not None:
             customer.pti_access_code = account.access_code
             user_fields[codes.user_access_code] = str(account.access_code)
-        if account.pti_user_id and customer.pti_user_id != account.pti_user_id:
+        if account.pti_user_id:
             customer.pti_user_id = account.pti_user_id
             user_fields[codes.user_pti_id] = account.pti_user_id
+        # Written unless Redis remembers writing exactly these: the mirror already holding them proves nothing, as
+        # it is set before the PUT (for the echo), so a worker killed between the two must not make it look done.
+        if _written([USER_MEMO_KEY.format(user=customer.sg_id)]) == [_fingerprint(user_fields)]:
+            user_fields = {}
     db.session.commit()
 
     try:
         for rental_sg_id, fields in puts:
-            client.update_unit_rental_custom_fields(rental_sg_id, fields)
-            _remember(rental_sg_id, fields)
+            put_rental_fields(client, rental_sg_id, fields)
+            _remember(MEMO_KEY.format(rental=rental_sg_id), fields)
         if user_fields:
-            client.update_user_custom_fields(customer.sg_id, user_fields)
+            put_user_fields(client, customer.sg_id, user_fields)
+            _remember(USER_MEMO_KEY.format(user=customer.sg_id), user_fields)
     except StoreganiseError:
         if user_fields:  # Storeganise still holds the old values: so must the mirror, or the retry sends nothing
             customer.pti_access_code, customer.pti_user_id = previous
@@ -110,6 +117,26 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
         problems.close_causes(refusal_cause(customer, account.site.sg_id, "%"))
     db.session.commit()
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
+
+
+def put_rental_fields(client: StoreganiseClient, rental_sg_id: str, fields: dict) -> None:
+    """PUT custom fields of a rental, its echo expected (see dashboard/echoes.py)."""
+    echoes.expect("unitRental", rental_sg_id, fields)
+    try:
+        client.update_unit_rental_custom_fields(rental_sg_id, fields)
+    except StoreganiseError:
+        echoes.withdraw("unitRental", rental_sg_id)
+        raise
+
+
+def put_user_fields(client: StoreganiseClient, user_sg_id: str, fields: dict) -> None:
+    """PUT custom fields of a customer, its echo expected."""
+    echoes.expect("user", user_sg_id, fields)
+    try:
+        client.update_user_custom_fields(user_sg_id, fields)
+    except StoreganiseError:
+        echoes.withdraw("user", user_sg_id)
+        raise
 
 
 def first_account_id(customer_id: int) -> int | None:
@@ -130,22 +157,21 @@ def _fingerprint(fields: dict) -> str:
     return "|".join(f"{key}={fields[key]}" for key in sorted(fields))
 
 
-def _written(rental_sg_ids: list[str]) -> list[str | None]:
-    """What we last wrote to each rental, as far as Redis remembers (None: unknown, so write)."""
-    if not rental_sg_ids:
+def _written(memo_keys: list[str]) -> list[str | None]:
+    """What we last wrote to each record (by its memo key), as far as Redis remembers (None: unknown, so write)."""
+    if not memo_keys:
         return []
     try:
         pipe = get_redis().pipeline(transaction=False)
-        for rental in rental_sg_ids:
-            pipe.hget(MEMO_KEY.format(rental=rental), "written")
+        for key in memo_keys:
+            pipe.hget(key, "written")
         values = pipe.execute()
     except redis.RedisError:
-        return [None] * len(rental_sg_ids)
+        return [None] * len(memo_keys)
     return [v.decode() if v is not None else None for v in values]
 
 
-def _remember(rental_sg_id: str, fields: dict) -> None:
-    key = MEMO_KEY.format(rental=rental_sg_id)
+def _remember(key: str, fields: dict) -> None:
     try:
         pipe = get_redis().pipeline()
         pipe.hset(key, "written", _fingerprint(fields))
@@ -198,7 +224,7 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     written = 0
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
-            client.update_unit_rental_custom_fields(rental_sg_id, {_codes().rental_overlocked: overlocked})
+            put_rental_fields(client, rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
             forget_overlock_on_its_way(rental_sg_id)
             written += 1
@@ -255,7 +281,7 @@ def write_back_overrides(customer_id: int, client: StoreganiseClient) -> dict:
     sent = (customer.access_level_override, customer.zone_override)
     fields = {codes.user_access_level: sent[0], codes.user_zone: sent[1]}
     db.session.commit()  # no transaction held open across the PUT
-    client.update_user_custom_fields(customer.sg_id, fields)
+    put_user_fields(client, customer.sg_id, fields)
     # Storeganise holds them: no longer owed, unless staff changed them again meanwhile (that change is owed).
     db.session.refresh(customer, with_for_update=True)
     if (customer.access_level_override, customer.zone_override) == sent:

@@ -23,6 +23,7 @@ from ..storeganise.webhooks import MARK_OVERDUE, UNMARK_OVERDUE
 QUEUED = "queued"  # recorded, owed to the worker
 PROCESSED = "processed"
 IGNORED = "ignored"  # a type the product does not act on
+ECHO = "echo"  # the update our own write to Storeganise caused, recognised at the receiver (dashboard/echoes.py)
 FAILED = "failed"  # a permanent error; `error` says why
 
 URGENT_TYPES = frozenset({MARK_OVERDUE, UNMARK_OVERDUE})

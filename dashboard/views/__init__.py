@@ -44,7 +44,10 @@ def init_app(app) -> None:
     @app.errorhandler(SQLAlchemyError)
     def database_down(exc):
         log.error("database error: %s", exc.__class__.__name__)
-        db.session.rollback()
+        try:
+            db.session.rollback()
+        except SQLAlchemyError:  # the connection is gone too: the page must still say what happened
+            db.session.remove()
         return render_template("errors/plain.html", code=503, title="The database is not answering",
                                message="PTI Sync cannot reach its database right now. Nothing was changed. "
                                        "Try again in a minute; see /healthz for details."), 503

@@ -17,16 +17,28 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
+from .. import echoes
 from ..extensions import csrf, db
 from ..mirror import deliveries
 from ..models import WebhookDelivery
 from ..security import public
 from ..storeganise import SIGNATURE_HEADER, WebhookError, is_stale, parse_event, verify
+from ..storeganise.webhooks import UNIT_RENTAL_UPDATED, USER_UPDATED
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger(__name__)
 
 MAX_DELIVERY_ID_LENGTH = 64  # WebhookDelivery.id
+
+
+# The updates our own custom-field writes cause, and the data key naming their record.
+ECHO_TYPES = {UNIT_RENTAL_UPDATED: ("unitRental", "unitRentalId"), USER_UPDATED: ("user", "userId")}
+
+
+def our_echo(event) -> bool:
+    entity, id_key = ECHO_TYPES.get(event.type, (None, None))
+    record_id = event.data.get(id_key) if entity else None
+    return isinstance(record_id, str) and echoes.is_echo(entity, record_id, event.changed_keys)
 
 
 def _plain(message: str, status: int):
@@ -53,13 +65,15 @@ def storeganise():
     if is_stale(event, now, max_age) or (event.created is not None and event.created - now > max_skew):
         return _plain("The webhook is stale: its created time is too far from now.", 401)
 
-    status = deliveries.QUEUED if event.known else deliveries.IGNORED
+    status = deliveries.ECHO if our_echo(event) else deliveries.QUEUED if event.known else deliveries.IGNORED
     record = insert(WebhookDelivery).values(id=event.id, type=event.type, status=status, payload=json.loads(body))
     try:  # the hot path: one autocommitted statement, no session, no BEGIN/COMMIT round trips
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(record)
     except IntegrityError:
         return jsonify(status="duplicate")
+    if status == deliveries.ECHO:  # our own write: the mirror holds it already, nothing to do
+        return jsonify(status="echo")
     if not event.known:
         log.info("webhook %s of unknown type %s recorded and ignored", event.id, event.type)
         return jsonify(status="ignored")

@@ -231,3 +231,26 @@ def test_one_relay_run_re_drives_a_backlog_bigger_than_one_pass(business):
     get_redis().flushdb()  # Redis restarted empty: every one of them is owed and held by nothing
     assert relay(limit=20) == 90
     assert relay(limit=20, budget_s=0) == 0, "all held by the jobs just enqueued"
+
+
+def test_once_a_sites_probe_got_through_its_outage_retries_stop_waiting_out_their_backoff(business):
+    """A push that failed on PTI's outage waits up to minutes for its retry; PTI back (the probe got through), it
+    goes at the next relay, not minutes later."""
+    from datetime import timedelta
+
+    from dashboard.jobqueue import RECONCILE, get_queue
+
+    northgate = site("northgate")
+    waiting = mark_dirty(customer_with(1), northgate.id)
+    waiting.last_error, waiting.next_attempt_at = "pti_server_error", utcnow() + timedelta(seconds=300)
+    db.session.commit()
+    conn = get_redis()
+    job = get_queue(DEFAULT).enqueue_in(timedelta(seconds=300), RECONCILE, waiting.id, "retry")
+    conn.set(PENDING_KEY.format(account_id=waiting.id), str(Hint(DEFAULT, job.id, 0)))
+    assert relay() == 0, "its retry is scheduled and its wait not over"
+
+    conn.set(f"pti-sync:site:{northgate.id}:recovered", 1, ex=60)  # what the probe's success leaves
+    assert relay() == 1
+    assert queued(DEFAULT) == [waiting.id]
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, waiting.id).next_attempt_at is None

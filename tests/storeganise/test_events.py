@@ -11,6 +11,7 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from dashboard.extensions import db
+from dashboard.jobqueue import get_redis
 from dashboard.mirror.importer import import_business
 from dashboard.models import Customer, PtiAccount, Rental, Unit, WebhookDelivery
 from dashboard.storeganise import StoreganiseError, compact_json, sign
@@ -134,7 +135,7 @@ def test_payment_unlocks_the_rental_urgently(business, sim, hooks, redis_url):
     target = sole_rental(sim, overdue=True)
     assert rental(target["id"]).overlocked
     sim.set_overdue(target["id"], False)
-    assert settle(hooks) == ["processed", "processed"]  # the event, then the echo of our pti_overlocked write
+    assert settle(hooks) == ["processed", "echo"]  # the event, then the echo of our pti_overlocked write
     row = rental(target["id"])
     assert not row.overdue and not row.overlocked
     assert reconcile_requests() == [("urgent", account_of(row).id, "unitRental.unmarkOverdue")]
@@ -323,6 +324,8 @@ def test_the_late_echo_of_an_overdue_lock_does_not_lock_a_rental_just_paid(busin
     fx = Effects()
     refresh_rental(sg, target["id"], fx, overdue_event=True)
     db.session.commit()
+    for key in get_redis().scan_iter("pti-sync:echo:*"):  # the receiver's note of our write is lost: the echo
+        get_redis().delete(key)                           # takes the handler's path, which must be as safe
     echo = next(r for r in hooks.deliver_new() if r["type"] == "unitRental.updated")
     assert run([echo]) == ["processed"]
     assert rental(target["id"]).overlocked is False  # not re-locked by our own older value

@@ -208,3 +208,36 @@ def test_a_write_back_storeganise_refuses_for_good_waits_longer_each_time_then_s
     db.session.expire_all()
     assert db.session.get(PtiAccount, refused.id).write_back_refusals == 0
     assert db.session.scalars(select(OpenProblem).where(OpenProblem.entity == "customer")).all() == []
+
+
+def test_a_worker_killed_between_saving_the_customers_code_and_sending_it_still_sends_it(business, sim, sg,
+                                                                                          monkeypatch):
+    """The mirror takes the customer's new code before the PUT (so the echo finds nothing changed): a worker killed
+    in between must not leave the retry believing Storeganise has it."""
+
+    class Killed(BaseException):
+        pass
+
+    account = pushable_account(sim)
+    assert reconcile(account.id, "test").outcome == "ok"
+    db.session.execute(update(PtiAccount).where(PtiAccount.id == account.id).values(write_back_owed=True))
+    db.session.commit()
+    owner = account.customer.sg_id
+    sim.users[owner].setdefault("customFields", {}).pop("pti_access_code", None)
+    real = writeback.put_user_fields
+
+    def killed(*_args, **_kwargs):
+        raise Killed
+
+    from dashboard.jobqueue import get_redis
+    get_redis().flushall()  # nothing remembered of the earlier write
+    monkeypatch.setattr(writeback, "put_user_fields", killed)
+    with pytest.raises(Killed):
+        writeback.write_back(account.id, sg)
+    db.session.rollback()
+    assert db.session.get(PtiAccount, account.id).customer.pti_access_code == account.access_code  # saved before
+    monkeypatch.setattr(writeback, "put_user_fields", real)
+    write_back_owed()
+    assert sim.users[owner]["customFields"]["pti_access_code"] == str(account.access_code)
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).write_back_owed is False

@@ -18,7 +18,7 @@ from dashboard.sync.errors import problem
 from jobs.events import handle_delivery
 from jobs.writeback import report_problems, write_back_account
 
-from .conftest import reconcile_requests
+from .conftest import queued_jobs, reconcile_requests
 
 PUSHED_AT = datetime(2026, 3, 4, 5, 6, 7, 891234)  # the engine's clock has microseconds; Storeganise keeps ms
 
@@ -81,7 +81,9 @@ def test_our_own_write_back_echoes_back_without_asking_for_any_push(business, si
     write_back_account(account.id)
     echoes = hooks.deliver_new()
     assert sorted({e["type"] for e in echoes}) == ["unitRental.updated", "user.updated"]
-    assert [handle_delivery(e["id"]) for e in echoes] == ["processed"] * len(echoes)
+    # Recognised at the receiver: recorded as echoes, no job for any of them
+    assert [handle_delivery(e["id"]) for e in echoes] == ["echo"] * len(echoes)
+    assert queued_jobs() == []
     assert reconcile_requests() == []
     db.session.expire_all()
     account = db.session.get(PtiAccount, account.id)
@@ -252,5 +254,29 @@ def test_an_access_override_set_by_staff_reaches_storeganise_and_its_echo_asks_f
     assert sim.users[customer.sg_id]["customFields"]["pti_zone"] == 3
     echoes = hooks.deliver_new()
     assert [e["type"] for e in echoes] == ["user.updated"]
-    assert [handle_delivery(e["id"]) for e in echoes] == ["processed"]
+    assert [handle_delivery(e["id"]) for e in echoes] == ["echo"]
     assert reconcile_requests() == asked  # the echo added no push of its own
+
+
+def test_a_persons_edit_of_a_field_we_wrote_is_still_handled_once_our_echo_came_back(business, sim, hooks):
+    """Only one delivery per write is taken for its echo: staff changing pti_synced afterwards (a resync request)
+    is queued and handled as before."""
+    account = pushed(multi_unit_customer(sim))
+    hooks.skip_new()
+    write_back_account(account.id)
+    hooks.deliver_new()
+    rental_id = next(r for r in sim.rentals.values() if r["ownerId"] == account.customer.sg_id
+                     and r["state"] == "occupied")["id"]
+    sim.edit("unitRental", rental_id, {"pti_synced": "2026-01-01T00:00:00.000Z"})
+    [edit] = hooks.deliver_new()
+    assert handle_delivery(edit["id"]) == "processed"
+
+
+def test_without_redis_an_echo_takes_the_normal_path_and_changes_nothing(business, sim, hooks, monkeypatch):
+    account = pushed(multi_unit_customer(sim))
+    hooks.skip_new()
+    write_back_account(account.id)
+    monkeypatch.setattr("dashboard.echoes.get_redis", lambda: redis_lib.Redis(port=1, socket_timeout=0.2))
+    echoes = hooks.deliver_new()
+    assert [handle_delivery(e["id"]) for e in echoes] == ["processed"] * len(echoes)
+    assert reconcile_requests() == []
