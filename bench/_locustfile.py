@@ -11,10 +11,11 @@ were delivered.
   pages, and sends the htmx requests those pages make: the search and filter partials, and the 1 s polls of a
   customer's access or a rental's sync region while a push is pending (until the page says it settled).
 - `Storeganise`: one pacer that sends the plan's webhooks at a fixed rate (an open model: a slow answer never
-  delays the next webhook). A move-in, move-out, overdue or payment is first made in the Storeganise simulator with
-  `send: false`, which answers with the webhook Storeganise would send; this process signs it and delivers it, and
-  the time of that delivery is the webhook's acknowledgement. The other types (a rental's notes changed, a
-  customer's profile saved, an invoice) are signed here with fresh ids.
+  delays the next webhook), from the moment every operator has logged in; when the last is answered, locust
+  quits. A move-in, move-out, overdue or payment is first made in the Storeganise simulator with `send: false`,
+  which answers with the webhook Storeganise would send; this process signs it and delivers it, and the time of
+  that delivery is the webhook's acknowledgement. The other types (a rental's notes changed, a customer's profile
+  saved, an invoice) are signed here with fresh ids.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import gevent
+import gevent.event
 import gevent.pool
 from locust import FastHttpUser, between, events, task
 from locust.contrib.fasthttp import FastHttpSession
@@ -49,8 +51,11 @@ MAX_POLLS = 8  # a pending push settles within seconds; the browser polls until 
 SIM_EVENT_KINDS = {"overdue": "/_sim/overdue", "move_in": "/_sim/move-in", "move_out": "/_sim/move-out"}
 MAX_IN_FLIGHT = 500  # webhooks on their way at once; beyond it the pacer waits (and falls behind, which is counted)
 FAILURES_KEPT = 50
+LOGINS_WAIT_S = 600.0  # the webhooks start once every operator has logged in (or tried to), or after this
 
 accounts = itertools.cycle(PLAN["accounts"])
+logins = {"done": 0}
+everyone_in = gevent.event.Event()  # every operator has logged in (or tried to): the measured window starts
 times: dict[str, list[float]] = defaultdict(list)
 counts: dict[str, int] = defaultdict(int)
 failures: dict[str, int] = defaultdict(int)
@@ -97,7 +102,16 @@ class Operator(FastHttpUser):
     def on_start(self) -> None:
         self.rng = random.Random()
         self.email, self.password = next(accounts)
-        self.log_in()
+        try:
+            self.log_in()
+        finally:
+            logins["done"] += 1
+            if logins["done"] >= len(PLAN["accounts"]):
+                everyone_in.set()
+        for visit in (self.overview, self.sites, self.site, self.customers, self.customer_search, self.customer,
+                      self.rentals, self.rental_filter, self.rental, self.activity):
+            visit()  # a first look at every page, then the pages at random
+            gevent.sleep(self.wait_time())
 
     def log_in(self) -> None:
         with self.client.get("/login", name="login form", catch_response=True) as answer:
@@ -200,9 +214,11 @@ class Storeganise(FastHttpUser):
 
     @task
     def send_all(self) -> None:
+        """The whole run: from the moment every operator is in, the webhooks at their rate; then locust quits."""
         hooks = PLAN["webhooks"]
         rate, items = hooks["rate"], hooks["items"]
         pool = gevent.pool.Pool(MAX_IN_FLIGHT)
+        everyone_in.wait(LOGINS_WAIT_S)
         start = time.monotonic()
         for index, item in enumerate(items):
             due = start + index / rate
@@ -215,6 +231,7 @@ class Storeganise(FastHttpUser):
             pool.spawn(self.deliver, item)
             pacer["sent"] += 1
         pool.join()
+        gevent.spawn(self.environment.runner.quit)
 
     def event_from_simulator(self, item: dict) -> dict | None:
         """Make the change in Storeganise (the simulator) and take the webhook it would send."""
