@@ -1,14 +1,25 @@
-"""What our two HTTP clients (PTI's and Storeganise's) share: reading Retry-After, one request within an overall
-deadline, and closing their connection pool."""
+"""What our two HTTP clients (PTI's and Storeganise's) share: one TLS context, reading Retry-After, one request within
+an overall deadline, and closing their connection pool."""
 
 from __future__ import annotations
 
 import email.utils
+import functools
 import math
+import ssl
 import time
 from datetime import UTC
 
 import httpx
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS context every client of this process verifies with: httpx's default (certifi's CAs, SSL_CERT_FILE and
+    SSL_CERT_DIR honoured), built once. httpx builds one per client otherwise, loading the CA bundle each time: about
+    a third of the CPU of a short job (RQ forks a process per job, and each job makes its own client). The worker
+    builds it before forking, so its jobs inherit it."""
+    return httpx.create_ssl_context()
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:

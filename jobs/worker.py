@@ -6,6 +6,7 @@ from flask import current_app
 from rq import Worker
 
 from dashboard.extensions import db
+from dashboard.httpclient import tls_context
 from dashboard.jobqueue import QUEUE_NAMES, connect
 
 
@@ -27,5 +28,6 @@ def build_worker() -> AppWorker:
 def run_worker(*, burst: bool = False) -> None:
     """Run inside `flask worker` (an app context is pushed, and inherited by each forked work horse)."""
     worker = build_worker()
+    tls_context()  # built once here, inherited by every forked job instead of built again in each
     current_app.logger.info("worker listening on %s", ", ".join(QUEUE_NAMES))
     worker.work(burst=burst, with_scheduler=True)

@@ -229,7 +229,8 @@ class StoreganiseSim:
 
     # --- what staff and Storeganise do (control endpoints) ----------------------------------------------------
 
-    def move_in(self, unit_id: Any, email: Any, first_name: Any, last_name: Any) -> dict:
+    def move_in(self, unit_id: Any, email: Any, first_name: Any, last_name: Any, send: Any = True) -> dict:
+        _check_send(send)
         if not isinstance(email, str) or "@" not in email:
             raise SimError("email is required and must be an e-mail address.")
         with self.lock:
@@ -245,11 +246,13 @@ class StoreganiseSim:
             rental = self._rental(unit, user["id"])
             job = self._job("unit_moveIn", user["id"],
                             {"unitRentalId": rental["id"], "unitId": unit["id"], "siteId": unit["siteId"]})
-            self._emit("job.unit_moveIn.completed",
-                       {"jobId": job["id"], "unitRentalId": rental["id"], "userId": user["id"]})
-            return {"userId": user["id"], "unitRentalId": rental["id"], "unitId": unit["id"], "jobId": job["id"]}
+            event = self._emit("job.unit_moveIn.completed",
+                               {"jobId": job["id"], "unitRentalId": rental["id"], "userId": user["id"]}, send)
+            return _with_webhook({"userId": user["id"], "unitRentalId": rental["id"], "unitId": unit["id"],
+                                  "jobId": job["id"]}, event, send)
 
-    def move_out(self, rental_id: Any) -> dict:
+    def move_out(self, rental_id: Any, send: Any = True) -> dict:
+        _check_send(send)
         with self.lock:
             rental = self._active(rental_id)
             self._end(rental)
@@ -257,10 +260,10 @@ class StoreganiseSim:
             self._refresh_owner_overdue(rental["ownerId"])
             job = self._job("unit_moveOut", rental["ownerId"],
                             {"unitRentalId": rental["id"], "unitId": rental["unitId"]})
-            self._emit("job.unit_moveOut.completed",
-                       {"jobId": job["id"], "unitRentalId": rental["id"], "userId": rental["ownerId"]})
-            return {"userId": rental["ownerId"], "unitRentalId": rental["id"], "unitId": rental["unitId"],
-                    "jobId": job["id"]}
+            event = self._emit("job.unit_moveOut.completed",
+                               {"jobId": job["id"], "unitRentalId": rental["id"], "userId": rental["ownerId"]}, send)
+            return _with_webhook({"userId": rental["ownerId"], "unitRentalId": rental["id"],
+                                  "unitId": rental["unitId"], "jobId": job["id"]}, event, send)
 
     def transfer(self, rental_id: Any, new_unit_id: Any) -> dict:
         with self.lock:
@@ -279,7 +282,8 @@ class StoreganiseSim:
             return {"userId": old["ownerId"], "unitRentalId": new["id"], "oldRentalId": old["id"],
                     "newRentalId": new["id"], "unitId": unit["id"], "jobId": job["id"]}
 
-    def set_overdue(self, rental_id: Any, overdue: Any) -> dict:
+    def set_overdue(self, rental_id: Any, overdue: Any, send: Any = True) -> dict:
+        _check_send(send)
         if not isinstance(overdue, bool):
             raise SimError("overdue must be true or false.")
         with self.lock:
@@ -288,8 +292,9 @@ class StoreganiseSim:
             self._touch(rental)
             self._refresh_owner_overdue(rental["ownerId"])
             kind = "markOverdue" if overdue else "unmarkOverdue"
-            self._emit(f"unitRental.{kind}", {"unitRentalId": rental["id"]})
-            return {"userId": rental["ownerId"], "unitRentalId": rental["id"], "overdue": overdue}
+            event = self._emit(f"unitRental.{kind}", {"unitRentalId": rental["id"]}, send)
+            return _with_webhook({"userId": rental["ownerId"], "unitRentalId": rental["id"], "overdue": overdue},
+                                 event, send)
 
     def edit(self, entity: Any, record_id: Any, fields: Any = None, title: Any = None) -> dict:
         """What staff do in Storeganise's UI (or a CSV update): custom fields set to any JSON value, as typed.
@@ -340,17 +345,23 @@ class StoreganiseSim:
 
     # --- webhooks ---------------------------------------------------------------------------------------------
 
-    def _emit(self, event_type: str, data: dict) -> None:
-        """Record a webhook and queue it for the delivery thread (called with the lock held)."""
+    def _emit(self, event_type: str, data: dict, send: bool = True) -> dict:
+        """Record a webhook and queue it for the delivery thread (called with the lock held); returns the event.
+
+        `send=False`: recorded with status "caller", never queued: the caller of the control endpoint delivers it
+        (a load test that times each delivery itself), while the echoes of our write-backs are still sent."""
         event = {"id": _new_id(), "type": event_type, "created": self._clock.now(), "data": data}
         if self.addon_id:  # an add-on's webhooks say which add-on and where to call back
             event.update(apiUrl=self.api_url, addonId=self.addon_id)
-        record = {**copy.deepcopy(event), "status": "pending", "attempts": 0, "responseStatus": None, "error": None}
+        record = {**copy.deepcopy(event), "status": "pending" if send else "caller", "attempts": 0,
+                  "responseStatus": None, "error": None}
         self.webhooks.append(record)
-        self._bodies[record["id"]] = compact_json(event)
-        self._outbox.append(record)
-        self._ensure_thread()
-        self.lock.notify_all()
+        if send:
+            self._bodies[record["id"]] = compact_json(event)
+            self._outbox.append(record)
+            self._ensure_thread()
+            self.lock.notify_all()
+        return event
 
     def configure(self, *, webhook_url: Any = ..., deliver: Any = ..., webhook_secret: Any = ...,
                   faults: Any = ..., drop_pending: Any = ..., addon_id: Any = ..., ignore_filters: Any = ...) -> dict:
@@ -445,6 +456,16 @@ class StoreganiseSim:
                 log.info("webhook %s %s -> %s", record["type"], record["id"], record["status"])
                 return
             delay *= 2
+
+
+def _check_send(send: Any) -> None:
+    if not isinstance(send, bool):
+        raise SimError("send must be true or false.")
+
+
+def _with_webhook(result: dict, event: dict, send: bool) -> dict:
+    """A control call's answer; with `send` false, the webhook the caller is to deliver (its exact JSON body)."""
+    return result if send else {**result, "webhook": copy.deepcopy(event)}
 
 
 def _check_faults(faults: Any) -> dict:
@@ -670,12 +691,14 @@ def _remember_address():
 @control.post("/move-in")
 def move_in():
     body = _body()
-    return jsonify(_sim().move_in(body.get("unitId"), body.get("email"), body.get("firstName"), body.get("lastName")))
+    return jsonify(_sim().move_in(body.get("unitId"), body.get("email"), body.get("firstName"), body.get("lastName"),
+                                  body.get("send", True)))
 
 
 @control.post("/move-out")
 def move_out():
-    return jsonify(_sim().move_out(_body().get("unitRentalId")))
+    body = _body()
+    return jsonify(_sim().move_out(body.get("unitRentalId"), body.get("send", True)))
 
 
 @control.post("/transfer")
@@ -687,7 +710,7 @@ def transfer():
 @control.post("/overdue")
 def overdue():
     body = _body()
-    return jsonify(_sim().set_overdue(body.get("unitRentalId"), body.get("overdue")))
+    return jsonify(_sim().set_overdue(body.get("unitRentalId"), body.get("overdue"), body.get("send", True)))
 
 
 @control.post("/edit")

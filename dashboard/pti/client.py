@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from dashboard.httpclient import PooledClient, request_within, retry_after_seconds
+from dashboard.httpclient import PooledClient, request_within, retry_after_seconds, tls_context
 from dashboard.pti.errors import PtiBadResponse, PtiPermanentError, PtiRetryableError
 from dashboard.sync.desired import is_valid_unit_name  # noqa: F401 - PTI's naming rule, re-exported
 from dashboard.sync.model import (
@@ -268,6 +268,7 @@ class PtiClient(PooledClient):
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
             headers={"Accept": "application/json"},
+            verify=tls_context(),
         )
         self._token_lock = threading.Lock()
         self._token: _Secret | None = None

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from dashboard.httpclient import PooledClient, request_within, retry_after_seconds
+from dashboard.httpclient import PooledClient, request_within, retry_after_seconds, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class StoreganiseClient(PooledClient):
             headers={"Authorization": authorization, "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
+            verify=tls_context(),
         )
 
     def __repr__(self) -> str:

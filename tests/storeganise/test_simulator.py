@@ -14,7 +14,7 @@ import httpx
 import pytest
 from flask import Flask, request
 
-from dashboard.storeganise import StoreganiseClient, StoreganiseError, parse_event, verify
+from dashboard.storeganise import StoreganiseClient, StoreganiseError, compact_json, parse_event, verify
 from sim.demo_data import DEMO_ADDON_ID, build_demo_business
 from sim.server import free_port, serve_in_thread
 from sim.storeganise import create_app
@@ -386,6 +386,27 @@ def test_overdue_flags_the_rental_and_its_owner(control, sim):
         ("unitRental.markOverdue", {"unitRentalId": rental["id"]}),
         ("unitRental.unmarkOverdue", {"unitRentalId": rental["id"]}),
     ]
+
+
+@pytest.mark.parametrize("call", ["overdue", "move-out", "move-in"])
+def test_with_send_false_the_caller_gets_the_webhook_to_deliver_itself(control, sim, receiver, call):
+    rental = DEMO.unit_rentals[3]
+    body = {"overdue": {"unitRentalId": rental["id"], "overdue": not rental["overdue"]},
+            "move-out": {"unitRentalId": rental["id"]},
+            "move-in": {"unitId": available_unit(control)["id"], "email": "caller@example.com", "firstName": "C",
+                        "lastName": "Aller"}}[call]
+    answer = control.post(f"/{call}", json={**body, "send": False})
+    assert answer.status_code == 200, answer.text
+    event = answer.json()["webhook"]
+    assert event["type"] in ("unitRental.markOverdue", "unitRental.unmarkOverdue", "job.unit_moveOut.completed",
+                             "job.unit_moveIn.completed")
+    assert event["data"]["unitRentalId"] == answer.json()["unitRentalId"]
+    assert parse_event(compact_json(event)).id == event["id"]
+    [hook] = webhooks(sim)  # recorded as Storeganise's, never sent by the simulator
+    assert (hook["id"], hook["status"]) == (event["id"], "caller")
+    assert receiver.received == []
+    refused = control.post(f"/{call}", json={**body, "send": "no"})
+    assert refused.status_code == 400 and "send must be true or false" in refused.json()["error"]
 
 
 def test_overdue_needs_a_boolean(control):
