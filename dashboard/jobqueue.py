@@ -8,6 +8,9 @@ Three queues, drained in order: `urgent` (lockouts and unlocks: a payment's unlo
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
 
 import redis
 from flask import current_app
@@ -101,3 +104,23 @@ def queue_depth() -> int:
 
 def init_app(app) -> None:
     app.config.setdefault("JOB_TIMEOUT_S", JOB_TIMEOUT_S)
+
+
+@contextmanager
+def beating(every_s: float, beat: Callable[[], bool | None], name: str):
+    """Call `beat` every `every_s` in a daemon thread while the block runs (a job's heartbeat, a lock kept alive);
+    a beat that returns False stops the beating. The thread is stopped when the block ends, however it ends."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every_s):
+            if beat() is False:
+                return
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(every_s)

@@ -9,7 +9,6 @@ finds accounts whose generation is ahead of what was pushed and enqueues them ag
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -22,7 +21,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import case, or_, select, update
 
 from ..extensions import db, insert_or_skip
-from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, enqueue, get_redis
+from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, beating, enqueue, get_redis
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, utcnow
 from .site_guard import GO, OUTAGE_REASONS, PROBE, site_readiness
 
@@ -252,7 +251,6 @@ def holding(conn: redis.Redis, job_id: str | None):
         yield
         return
     key = HOLDER_KEY.format(job_id=job_id)
-    stop = threading.Event()
 
     def beat() -> None:
         try:
@@ -260,18 +258,11 @@ def holding(conn: redis.Redis, job_id: str | None):
         except redis.RedisError as exc:
             log.warning("batch heartbeat failed (%s)", exc.__class__.__name__)
 
-    def beating() -> None:
-        while not stop.wait(HOLDER_BEAT_S):
-            beat()
-
     beat()
-    thread = threading.Thread(target=beating, name="batch-heartbeat", daemon=True)
-    thread.start()
     try:
-        yield
+        with beating(HOLDER_BEAT_S, beat, "batch-heartbeat"):
+            yield
     finally:
-        stop.set()
-        thread.join(HOLDER_BEAT_S)
         try:
             conn.delete(key)
         except redis.RedisError:

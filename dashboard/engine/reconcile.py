@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from sqlalchemy.orm import joinedload
 
 from ..clients import connection_problem, pti_client, pti_connection
 from ..extensions import db
-from ..jobqueue import DEFAULT, RECONCILE, REPORT_PROBLEMS, URGENT, WRITE_BACK, get_queue, get_redis, hint
+from ..jobqueue import DEFAULT, RECONCILE, REPORT_PROBLEMS, URGENT, WRITE_BACK, beating, get_queue, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
 from ..pti import PtiClient, PtiError, PtiPermanentError, PtiRetryableError
 from ..sync import (
@@ -365,23 +364,16 @@ def kept_alive(lock):
     """Extend the account lock every LOCK_BEAT_S while the push runs, in a thread, so the lock can be short: a long
     PTI call or slot wait never lets it lapse, a dead job's lapses soon. A failed extension stops the beat; the
     check before the next PTI call then ends the attempt (lock_lost)."""
-    stop = threading.Event()
+    def beat() -> bool:
+        try:
+            lock.reacquire()
+        except (LockError, redis.RedisError) as exc:
+            log.warning("account lock could not be extended (%s)", exc.__class__.__name__)
+            return False
+        return True
 
-    def beat() -> None:
-        while not stop.wait(LOCK_BEAT_S):
-            try:
-                lock.reacquire()
-            except (LockError, redis.RedisError) as exc:
-                log.warning("account lock could not be extended (%s)", exc.__class__.__name__)
-                return
-
-    thread = threading.Thread(target=beat, name="account-lock", daemon=True)
-    thread.start()
-    try:
+    with beating(LOCK_BEAT_S, beat, "account-lock"):
         yield
-    finally:
-        stop.set()
-        thread.join(LOCK_BEAT_S)
 
 
 def lock_key(account_id: int) -> str:

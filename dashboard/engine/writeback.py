@@ -98,10 +98,10 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
 
     try:
         for rental_sg_id, fields in puts:
-            put_rental_fields(client, rental_sg_id, fields)
+            put_fields(client, "unitRental", rental_sg_id, fields)
             _remember(MEMO_KEY.format(rental=rental_sg_id), fields)
         if user_fields:
-            put_user_fields(client, customer.sg_id, user_fields)
+            put_fields(client, "user", customer.sg_id, user_fields)
             _remember(USER_MEMO_KEY.format(user=customer.sg_id), user_fields)
     except StoreganiseError:
         if user_fields:  # Storeganise still holds the old values: so must the mirror, or the retry sends nothing
@@ -119,23 +119,14 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
 
-def put_rental_fields(client: StoreganiseClient, rental_sg_id: str, fields: dict) -> None:
-    """PUT custom fields of a rental, its echo expected (see dashboard/echoes.py)."""
-    echoes.expect("unitRental", rental_sg_id, fields)
+def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict) -> None:
+    """PUT custom fields of a rental ("unitRental") or a customer ("user"), its echo expected (dashboard/echoes.py)."""
+    put = {"unitRental": client.update_unit_rental_custom_fields, "user": client.update_user_custom_fields}[entity]
+    echoes.expect(entity, record_sg_id, fields)
     try:
-        client.update_unit_rental_custom_fields(rental_sg_id, fields)
+        put(record_sg_id, fields)
     except StoreganiseError:
-        echoes.withdraw("unitRental", rental_sg_id)
-        raise
-
-
-def put_user_fields(client: StoreganiseClient, user_sg_id: str, fields: dict) -> None:
-    """PUT custom fields of a customer, its echo expected."""
-    echoes.expect("user", user_sg_id, fields)
-    try:
-        client.update_user_custom_fields(user_sg_id, fields)
-    except StoreganiseError:
-        echoes.withdraw("user", user_sg_id)
+        echoes.withdraw(entity, record_sg_id)
         raise
 
 
@@ -224,7 +215,7 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     written = 0
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
-            put_rental_fields(client, rental_sg_id, {_codes().rental_overlocked: overlocked})
+            put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
             forget_overlock_on_its_way(rental_sg_id)
             written += 1
@@ -281,7 +272,7 @@ def write_back_overrides(customer_id: int, client: StoreganiseClient) -> dict:
     sent = (customer.access_level_override, customer.zone_override)
     fields = {codes.user_access_level: sent[0], codes.user_zone: sent[1]}
     db.session.commit()  # no transaction held open across the PUT
-    put_user_fields(client, customer.sg_id, fields)
+    put_fields(client, "user", customer.sg_id, fields)
     # Storeganise holds them: no longer owed, unless staff changed them again meanwhile (that change is owed).
     db.session.refresh(customer, with_for_update=True)
     if (customer.access_level_override, customer.zone_override) == sent:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import render_template
+from flask import g, render_template
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..extensions import db
+from ..extensions import db, login_manager
 from ..sync.errors import problem
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ def init_app(app) -> None:
             db.session.rollback()
         except SQLAlchemyError:  # the connection is gone too: the page must still say what happened
             db.session.remove()
+        # Rendering asks Flask-Login for the user, which would ask the database again: this page has no user.
+        g._login_user = login_manager.anonymous_user()
         return render_template("errors/plain.html", code=503, title="The database is not answering",
                                message="PTI Sync cannot reach its database right now. Nothing was changed. "
                                        "Try again in a minute; see /healthz for details."), 503

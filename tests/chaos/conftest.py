@@ -114,7 +114,7 @@ def unheld(account_ids: list[int]) -> set[int]:
     keys = conn.mget([PENDING_KEY.format(account_id=a) for a in account_ids])
     locks = conn.mget([lock_key(a) for a in account_ids])
     hints = {a: Hint.parse(raw) for a, raw in zip(account_ids, keys, strict=True) if raw is not None}
-    _, alive = _holders(conn, {h.job_id for h in hints.values()}, time.time())
+    _, alive, _ = _holders(conn, {h.job_id for h in hints.values()}, time.time())
     return {a for a, lock in zip(account_ids, locks, strict=True)
             if lock is None and (a not in hints or hints[a].job_id not in alive)}
 

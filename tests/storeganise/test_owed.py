@@ -224,19 +224,21 @@ def test_a_worker_killed_between_saving_the_customers_code_and_sending_it_still_
     db.session.commit()
     owner = account.customer.sg_id
     sim.users[owner].setdefault("customFields", {}).pop("pti_access_code", None)
-    real = writeback.put_user_fields
+    real = writeback.put_fields
 
-    def killed(*_args, **_kwargs):
-        raise Killed
+    def killed(client, entity, *args):
+        if entity == "user":
+            raise Killed
+        return real(client, entity, *args)
 
     from dashboard.jobqueue import get_redis
     get_redis().flushall()  # nothing remembered of the earlier write
-    monkeypatch.setattr(writeback, "put_user_fields", killed)
+    monkeypatch.setattr(writeback, "put_fields", killed)
     with pytest.raises(Killed):
         writeback.write_back(account.id, sg)
     db.session.rollback()
     assert db.session.get(PtiAccount, account.id).customer.pti_access_code == account.access_code  # saved before
-    monkeypatch.setattr(writeback, "put_user_fields", real)
+    monkeypatch.setattr(writeback, "put_fields", real)
     write_back_owed()
     assert sim.users[owner]["customFields"]["pti_access_code"] == str(account.access_code)
     db.session.expire_all()
