@@ -4,9 +4,9 @@ whole minute: each site's breaker opens and the Overview says so; the payments a
 When PTI answers again the breakers close after one probe, the urgent ones (payment → unlock, overdue → lock) reach
 PTI ahead of the bulk backlog, the backlog drains, and no PTI user or code exists twice.
 
-Storeganise's echoes of our own write-backs are not delivered here (as in bench/bulk_push.py): 2,000 of them, one
-forked job each, would only add no-op work on a 2-core machine. The overdue and payment webhooks are Storeganise's:
-the simulator flips the rental, and the test posts the webhook it recorded, signed, to the web process.
+Storeganise's echoes of our own write-backs are delivered, as in production (the receiver recognises them and
+enqueues nothing). The overdue and payment webhooks are Storeganise's: the simulator flips the rental, and the
+test posts the webhook it recorded, signed, to the web process.
 """
 
 from __future__ import annotations
@@ -74,7 +74,6 @@ def sites_down(html: str) -> set[str]:
 
 def test_pti_down_60_s_during_a_2000_rental_bulk_push_with_payments_arriving(start_stack):
     stack = start_stack(chaos_config(sites=3, units=700, rented=667, workers=4, web_workers=2, pti_threads=48))
-    stack.sg_config(deliver=False)
     page = stack.dashboard("manager")
     payments = rentals([Rental.overdue.is_(True)], EVENTS_PER_KIND)  # overdue in the demo data: they pay
     lockouts = rentals([Rental.overdue.is_(False)], EVENTS_PER_KIND)
