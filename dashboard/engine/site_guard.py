@@ -11,6 +11,7 @@ One site's outage therefore fails fast for that site only and never ties up the 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -19,12 +20,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
+from rq import Queue
 
 from ..config import DEFAULT_PTI_SITE_CONCURRENCY
-from ..jobqueue import RELAY, URGENT, hint
+from ..jobqueue import JOB_RESULT_TTL_S, RELAY, URGENT
 from ..pti import PtiRetryableError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 BREAKER_THRESHOLD = 10  # consecutive retryable failures that open it (a 20% fault storm seldom makes 10)
 BREAKER_COOLDOWN_S = 15.0
@@ -183,8 +186,13 @@ class SiteGuard:
         """The probe got through: close the breaker and have the relay send the site's backlog now, not at its next
         run (the accounts that met the open breaker wait for the relay, not for a job each)."""
         self._closed()
-        self.conn.set(f"{self._prefix}:recovered", 1, ex=RECOVERED_S)
-        hint(RELAY, queue=URGENT, job_id=RECOVERED_RELAY_JOB_ID)
+        try:  # on the guard's own connection: a probe may run in a thread without the app's context
+            self.conn.set(f"{self._prefix}:recovered", 1, ex=RECOVERED_S)
+            Queue(URGENT, connection=self.conn).enqueue(RELAY, job_id=RECOVERED_RELAY_JOB_ID,
+                                                        result_ttl=JOB_RESULT_TTL_S)
+        except redis.RedisError as exc:  # the cron's relay comes within 15 s anyway
+            log.warning("could not ask for a relay after site %s recovered (%s)", self.site_id,
+                        exc.__class__.__name__)
 
     def _closed(self) -> None:
         pipe = self.conn.pipeline()
