@@ -81,16 +81,17 @@ def test_a_page_says_the_database_is_not_answering_when_it_is_down(app, client, 
 
     auth.login("manager")
     engine = db.engines[None]
-    original = engine.url
     # Nothing listens there: the connection is refused, as by a PostgreSQL that is restarting.
     unreachable = (f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone" if engine.dialect.name == "postgresql"
                    else "sqlite:////nonexistent-dir/x.sqlite3")
+    db.session.remove()
+    down = db._make_engine(None, {"url": unreachable}, app)
     try:
-        db.session.remove()
-        db.engines[None] = db._make_engine(None, {"url": unreachable}, app)
+        db.engines[None] = down
         response = client.get("/")
     finally:
         db.session.remove()
-        db.engines[None] = db._make_engine(None, {"url": original}, app)
+        db.engines[None] = engine
+        down.dispose()
     assert response.status_code == 503
     assert "The database is not answering" in response.get_data(as_text=True)
