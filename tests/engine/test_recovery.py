@@ -19,6 +19,7 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
+from bench.stack import descendants
 from dashboard.demo import load_business
 from dashboard.engine.intent import mark_dirty, relay, request_reconcile
 from dashboard.extensions import db
@@ -134,26 +135,6 @@ def workers(app, own_redis, tmp_path):
         yield group
     finally:
         group.stop_all()
-
-
-def descendants(pid: int) -> list[int]:
-    """The processes `pid` forked, and theirs (read from /proc: the horse, the scheduler)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 # --- reading the outcome ------------------------------------------------------------------------------------------
