@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import current_app
@@ -29,13 +29,15 @@ from ..jobqueue import WRITE_BACK_OWED, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, SyncState, to_ms, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
 from ..storeganise.fields import FieldCodes
+from ..storeganise.values import ValueProblem, read_datetime
 from ..sync.errors import problem
 from . import problems
 
 log = logging.getLogger(__name__)
 
 # The memo of one rental's pti_* fields in Storeganise (a Redis hash): `written`, the pti_synced|pti_overlocked we
-# last wrote; `overlock` and `until`, a pti_overlocked we still have to PUT after an overdue flip, and until when.
+# last wrote; `overlock` and `until`, a pti_overlocked we have to PUT after an overdue flip, and until when it counts
+# as on its way; `landed`, Storeganise's `updated` in its answer to that PUT (copies older than it predate our write).
 MEMO_KEY = "pti-sync:sg-rental:{rental}"
 USER_MEMO_KEY = "pti-sync:sg-user:{user}"  # the same `written` for a customer's pti_* fields
 MEMO_TTL_S = 7 * 24 * 3600
@@ -119,12 +121,13 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
 
-def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict) -> None:
-    """PUT custom fields of a rental ("unitRental") or a customer ("user"), its echo expected (dashboard/echoes.py)."""
+def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict) -> dict:
+    """PUT custom fields of a rental ("unitRental") or a customer ("user"), its echo expected (dashboard/echoes.py);
+    returns the record as Storeganise answered it."""
     put = {"unitRental": client.update_unit_rental_custom_fields, "user": client.update_user_custom_fields}[entity]
     echoes.expect(entity, record_sg_id, fields)
     try:
-        put(record_sg_id, fields)
+        return put(record_sg_id, fields)
     except StoreganiseError:
         echoes.withdraw(entity, record_sg_id)
         raise
@@ -181,26 +184,56 @@ def note_overlock_on_its_way(rental_sg_id: str, overlocked: bool) -> None:
     try:
         pipe = get_redis().pipeline()
         pipe.hset(key, mapping={"overlock": int(overlocked), "until": time.time() + ON_ITS_WAY_S})
+        pipe.hdel(key, "landed")  # this write has not landed yet
         pipe.expire(key, MEMO_TTL_S)
         pipe.execute()
     except redis.RedisError:
         pass  # without Redis an echo may briefly look like a manual change; the next event or pull corrects it
 
 
-def overlock_on_its_way(rental_sg_id: str) -> bool | None:
-    """The pti_overlocked we are still writing to the rental, or None when no write is on its way."""
+def overlock_on_its_way(rental_sg_id: str, copy_updated: datetime | None = None) -> bool | None:
+    """The pti_overlocked we wrote (or are writing) that a copy of the rental, last `updated` at `copy_updated`,
+    predates; None when the copy is as new as our write, or no write of ours is remembered.
+
+    While the PUT is on its way any copy predates it. Once it landed, a copy older than the `updated` Storeganise
+    answered the PUT with was read before our write, by a handler still landing it: its value is our own past, not
+    a person's (un)suspend. A copy at or after that moment is Storeganise's word, a manual change included. Without
+    either timestamp the write counts as on its way until `until`.
+    """
     try:
-        overlock, until = get_redis().hmget(MEMO_KEY.format(rental=rental_sg_id), "overlock", "until")
+        overlock, until, landed = get_redis().hmget(MEMO_KEY.format(rental=rental_sg_id), "overlock", "until",
+                                                    "landed")
     except redis.RedisError:
         return None
-    if overlock is None or until is None or float(until) < time.time():
+    if overlock is None or until is None:
         return None
-    return overlock == b"1"
+    if landed is not None and copy_updated is not None:
+        return overlock == b"1" if copy_updated < _landed_at(landed) else None
+    return overlock == b"1" if float(until) >= time.time() else None
+
+
+def _landed_at(landed: bytes) -> datetime:
+    try:
+        return read_datetime(landed.decode()) or datetime.max
+    except ValueProblem:
+        return datetime.max  # unreadable: every copy counts as older, until `until` ends the memo
+
+
+def overlock_landed(rental_sg_id: str, answer: dict | None) -> None:
+    """Our PUT of pti_overlocked landed: remember the rental's `updated` in Storeganise's answer, so copies read
+    before the write are known as older (kept as long as the memo; without a timestamp, `until` decides)."""
+    updated = (answer or {}).get("updated")
+    if not isinstance(updated, str) or not updated:
+        return
+    try:
+        get_redis().hset(MEMO_KEY.format(rental=rental_sg_id), "landed", updated)
+    except redis.RedisError:
+        pass
 
 
 def forget_overlock_on_its_way(rental_sg_id: str) -> None:
     try:
-        get_redis().hdel(MEMO_KEY.format(rental=rental_sg_id), "overlock", "until")
+        get_redis().hdel(MEMO_KEY.format(rental=rental_sg_id), "overlock", "until", "landed")
     except redis.RedisError:
         pass
 
@@ -215,9 +248,9 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     written = 0
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
-            put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
+            answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
-            forget_overlock_on_its_way(rental_sg_id)
+            overlock_landed(rental_sg_id, answer)
             written += 1
     except StoreganiseError:
         for rental_sg_id in overlocks:

@@ -294,13 +294,14 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
     fx.new_problems += note_problems("rental", rental.sg_id, fields, target=("unit", unit.sg_id), site_id=site.id,
                                      subject=f"the rental of unit {unit.name} at {site.title} by {customer.name}")
     stored_overlock = rental.overlocked  # what Storeganise holds in pti_overlocked
-    on_its_way = writeback.overlock_on_its_way(rental.sg_id)
+    on_its_way = writeback.overlock_on_its_way(rental.sg_id, rental.sg_updated)
     if overdue_event or (overdue_before is not None and overdue_before != rental.overdue):
         rental.overlocked = rental.overdue
     elif on_its_way is not None and stored_overlock != on_its_way:
-        # Storeganise has not received the pti_overlocked we are writing (a payment right after an overdue):
-        # its value is our own older write, not a person's suspend. Keep ours; the write lands shortly.
-        rental.overlocked = on_its_way
+        # This copy predates the pti_overlocked we wrote or are writing (a payment right after an overdue, or a
+        # second handler landing what it read before our PUT): its value is our own past, not a person's
+        # (un)suspend. Keep ours; Storeganise has it or is being sent it, so nothing more to write.
+        rental.overlocked = stored_overlock = on_its_way
     if rental.overlocked != stored_overlock:
         fx.overlocks[rental.sg_id] = rental.overlocked
         writeback.note_overlock_on_its_way(rental.sg_id, rental.overlocked)

@@ -331,3 +331,53 @@ def test_the_late_echo_of_an_overdue_lock_does_not_lock_a_rental_just_paid(busin
     assert rental(target["id"]).overlocked is False  # not re-locked by our own older value
     write_overlocks(sg, fx.overlocks)
     assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
+
+
+def _apply_snapshot(sg, monkeypatch, snapshot: dict):
+    """Land a copy of a rental some handler read earlier (its GET answered before our PUT landed)."""
+    from dashboard.mirror.records import Effects, refresh_rental
+    from dashboard.storeganise import StoreganiseClient
+
+    fx = Effects()
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreganiseClient, "get_unit_rental", lambda self, rental_id, include=(): snapshot)
+        refresh_rental(sg, snapshot["id"], fx)
+    db.session.commit()
+    return fx
+
+
+def test_a_copy_read_before_our_overlock_landed_is_not_a_manual_unsuspend(business, sim, hooks, sg, monkeypatch):
+    """A second handler read the rental while our pti_overlocked=true was on its way, and lands that copy after the
+    write succeeded: its old false is our own past, not a person unsuspending (the unit must stay locked)."""
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    stale = sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields"))
+    [overdue] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
+    assert run([overdue]) == ["processed"]
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+    fx = _apply_snapshot(sg, monkeypatch, stale)
+    assert rental(target["id"]).overlocked is True and fx.overlocks == {}
+
+
+def test_a_copy_read_before_our_unlock_landed_does_not_relock_a_rental_just_paid(business, sim, hooks, sg,
+                                                                                  monkeypatch):
+    target = sole_rental(sim, overdue=True)
+    sim.set_overdue(target["id"], False)
+    stale = sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields"))
+    [payment] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
+    assert run([payment]) == ["processed"]
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
+    fx = _apply_snapshot(sg, monkeypatch, stale)
+    assert rental(target["id"]).overlocked is False and fx.overlocks == {}
+
+
+def test_a_manual_unsuspend_after_our_lock_landed_is_honoured(business, sim, hooks, sg, monkeypatch):
+    """The memo of our write must not hide what staff do after it: a newer copy is Storeganise's word."""
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    [overdue] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
+    assert run([overdue]) == ["processed"]
+    sim.edit("unitRental", target["id"], {"pti_overlocked": False})
+    fresh = sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields"))
+    _apply_snapshot(sg, monkeypatch, fresh)
+    assert rental(target["id"]).overlocked is False
