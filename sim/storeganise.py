@@ -83,8 +83,9 @@ class StoreganiseSim:
     """The simulated business: records, jobs, API writes and the webhook outbox, behind one lock."""
 
     def __init__(self, *, pti_base_url: str, webhook_url: str | None, webhook_secret: str, api_key: str,
-                 deliver: bool, addon_id: str | None = None) -> None:
+                 deliver: bool, addon_id: str | None = None, sites: list | None = None) -> None:
         self.pti_base_url = pti_base_url
+        self.business_sites = sites  # DemoSite specs; None: the demo's (or PTI_SYNC_DEMO_SITES')
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
         self.api_key = api_key
@@ -105,7 +106,7 @@ class StoreganiseSim:
     # --- state -----------------------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        biz = build_demo_business(self.pti_base_url, sites=sites_from_env())
+        biz = build_demo_business(self.pti_base_url, sites=self.business_sites or sites_from_env())
         with self.lock:
             self.sites = {s["id"]: copy.deepcopy(s) for s in biz.sites}
             self.units = {u["id"]: copy.deepcopy(u) for u in biz.units}
@@ -752,13 +753,13 @@ def _parse_time(value: str) -> datetime:
 
 def create_app(*, webhook_url: str | None = None, webhook_secret: str = DEMO_WEBHOOK_SECRET,
                api_key: str = DEMO_API_KEY, pti_base_url: str = DEFAULT_PTI_URL,
-               deliver_webhooks: bool = True, addon_id: str | None = None) -> Flask:
+               deliver_webhooks: bool = True, addon_id: str | None = None, sites: list | None = None) -> Flask:
     """The simulator as a WSGI app; `app.extensions["storeganise_sim"]` is its StoreganiseSim (call close())."""
     app = Flask(__name__)
     app.json.sort_keys = False
     app.extensions[EXTENSION] = StoreganiseSim(pti_base_url=pti_base_url, webhook_url=webhook_url,
                                                webhook_secret=webhook_secret, api_key=api_key,
-                                               deliver=deliver_webhooks, addon_id=addon_id)
+                                               deliver=deliver_webhooks, addon_id=addon_id, sites=sites)
     app.register_blueprint(api)
     app.register_blueprint(control)
 

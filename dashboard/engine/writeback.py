@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from .. import echoes
 from ..extensions import db
@@ -98,10 +98,12 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
             user_fields = {}
     db.session.commit()
 
+    by_sg_id = {rental.sg_id: rental for rental in rentals}
     try:
         for rental_sg_id, fields in puts:
-            put_fields(client, "unitRental", rental_sg_id, fields)
+            answer = put_fields(client, "unitRental", rental_sg_id, fields)
             _remember(MEMO_KEY.format(rental=rental_sg_id), fields)
+            _landed(by_sg_id[rental_sg_id], answer)
         if user_fields:
             put_fields(client, "user", customer.sg_id, user_fields)
             _remember(USER_MEMO_KEY.format(user=customer.sg_id), user_fields)
@@ -131,6 +133,27 @@ def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields
     except StoreganiseError:
         echoes.withdraw(entity, record_sg_id)
         raise
+
+
+def _landed(rental: Rental, answer: dict | None) -> None:
+    """After a rental's PUT: the mirror's copy is now as new as Storeganise's answer. A PUT that changed nothing
+    (the answer's `updated` did not move past the copy we hold, e.g. values rewritten after Redis forgot the memo)
+    sends no echo, so its expectation is withdrawn: left, it would take a person's next edit of the same fields
+    (a manual suspend) for our echo and drop it."""
+    updated = _time((answer or {}).get("updated"))
+    if updated is None:
+        return
+    if rental.sg_updated is not None and updated <= rental.sg_updated:
+        echoes.withdraw("unitRental", rental.sg_id)
+    else:
+        rental.sg_updated = updated
+
+
+def _time(value) -> datetime | None:
+    try:
+        return read_datetime(value)
+    except ValueProblem:
+        return None
 
 
 def first_account_id(customer_id: int) -> int | None:
@@ -245,12 +268,14 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     written yet, so the retry (or the next pull) sees the flip again and writes pti_overlocked then, instead of
     mistaking Storeganise's old value for a manual unsuspend.
     """
-    written = 0
+    written, landed = 0, []
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
             answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
             overlock_landed(rental_sg_id, answer)
+            if updated := _time((answer or {}).get("updated")):
+                landed.append({"key": rental_sg_id, "updated": updated})
             written += 1
     except StoreganiseError:
         for rental_sg_id in overlocks:
@@ -260,6 +285,12 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
             rental.overdue = not overlocks[rental.sg_id]
         db.session.commit()
         raise
+    finally:
+        if landed:  # the mirror's copies are as new as Storeganise's answers (see `_landed`)
+            rentals = Rental.__table__
+            db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"))
+                               .values(sg_updated=bindparam("updated")), landed)
+            db.session.commit()
     return written
 
 

@@ -280,3 +280,22 @@ def test_without_redis_an_echo_takes_the_normal_path_and_changes_nothing(busines
     echoes = hooks.deliver_new()
     assert [handle_delivery(e["id"]) for e in echoes] == ["processed"] * len(echoes)
     assert reconcile_requests() == []
+
+
+def test_a_write_back_storeganise_already_held_leaves_no_echo_to_swallow_a_manual_suspend(business, sim, hooks,
+                                                                                           redis_url):
+    """Redis forgot what we wrote, so the same values are written again: Storeganise changes nothing and sends no
+    echo. Staff suspending the rental a moment later must not be taken for that echo."""
+    account = pushed(multi_unit_customer(sim))
+    write_back_account(account.id)
+    hooks.deliver_new()  # our echoes, recognised
+    redis_lib.Redis.from_url(redis_url).flushall()
+    hooks.skip_new()
+    write_back_account(account.id)  # the same values again
+    assert hooks.deliver_new() == []  # Storeganise changed nothing: no echo comes
+    rental_id = next(r for r in sim.rentals.values() if r["ownerId"] == account.customer.sg_id
+                     and r["state"] == "occupied" and not r["overdue"])["id"]
+    sim.edit("unitRental", rental_id, {"pti_overlocked": True})
+    [suspend] = hooks.deliver_new()
+    assert handle_delivery(suspend["id"]) == "processed"
+    assert db.session.scalar(select(Rental).where(Rental.sg_id == rental_id)).overlocked is True
