@@ -496,26 +496,31 @@ def tiny_pti():
     server.stop()
 
 
-@pytest.mark.slow
-def test_events_and_faults_in_any_order_keep_pti_safe_and_converge_once_faults_stop(app, tiny_pti, monkeypatch):
+def run_r3(app, monkeypatch, name: str, make_machine) -> None:
+    """Run a state machine of R3's family with a fresh seed (printed; R3_SEED replays it) and R3's settings."""
     app.config["PTI_READ_TIMEOUT_S"] = READ_TIMEOUT_S
     monkeypatch.setattr("dashboard.engine.reconcile.CALL_BACKOFF_BASE_S", CALL_BACKOFF_S)
     if db.engine.dialect.name == "sqlite":  # durability is not under test: skip the fsync of every commit
         event.listen(db.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous = OFF"))
         db.session.remove()
         db.engine.dispose()
-    business = build_demo_business(tiny_pti.url, sites=list(SITES))
     drawn = int(os.environ.get("R3_SEED") or random.randrange(2**32))
-    print(f"R3: seed {drawn}, {EXAMPLES} examples of up to {STEPS} steps (replay: R3_SEED={drawn})")
+    print(f"{name}: seed {drawn}, {EXAMPLES} examples of up to {STEPS} steps (replay: R3_SEED={drawn})")
     try:
         run_state_machine_as_test(
-            seed(drawn)(lambda: TwoSites(tiny_pti, business)),
+            seed(drawn)(make_machine),
             settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
                               suppress_health_check=[HealthCheck.too_slow]),
         )
     except BaseException as exc:
-        raise AssertionError(f"R3 failed with seed {drawn}: replay it with R3_SEED={drawn}") from exc
+        raise AssertionError(f"{name} failed with seed {drawn}: replay it with R3_SEED={drawn}") from exc
     finally:
         clients = app.extensions.get("pti_clients")
         if clients is not None:
             clients.close_all()
+
+
+@pytest.mark.slow
+def test_events_and_faults_in_any_order_keep_pti_safe_and_converge_once_faults_stop(app, tiny_pti, monkeypatch):
+    business = build_demo_business(tiny_pti.url, sites=list(SITES))
+    run_r3(app, monkeypatch, "R3", lambda: TwoSites(tiny_pti, business))

@@ -13,15 +13,11 @@ Randomised like R3: a new seed each run, printed (replay with R3_SEED=<seed>); R
 
 from __future__ import annotations
 
-import os
-import random
-
 import pytest
-from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import precondition, rule
 from rq import Queue
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
@@ -32,19 +28,7 @@ from dashboard.mirror.importer import import_business, pull_changes
 from dashboard.models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncState, WebhookDelivery
 from jobs.events import handle_delivery
 from tests.engine import test_stateful
-from tests.engine.test_stateful import (
-    CALL_BACKOFF_S,
-    CLASHING_CODE,
-    EXAMPLES,
-    LEVELS,
-    READ_TIMEOUT_S,
-    SITES,
-    STEPS,
-    TINY,
-    ZONES,
-    TwoSites,
-    step,
-)
+from tests.engine.test_stateful import CLASHING_CODE, LEVELS, SITES, TINY, ZONES, TwoSites, run_r3, step
 from tests.storeganise.conftest import SIM_API_URL, Hooks
 
 tiny_pti = test_stateful.tiny_pti  # the two sites' PTI (with R3's hand-made users), shared with R3's fixture
@@ -309,25 +293,6 @@ def sg_for_r3(app, tiny_pti):
 @pytest.mark.slow
 def test_storeganise_events_through_webhooks_in_any_order_keep_pti_safe_and_converge(app, client, tiny_pti,
                                                                                      sg_for_r3, monkeypatch):
-    app.config["PTI_READ_TIMEOUT_S"] = READ_TIMEOUT_S
-    monkeypatch.setattr("dashboard.engine.reconcile.CALL_BACKOFF_BASE_S", CALL_BACKOFF_S)
-    if db.engine.dialect.name == "sqlite":  # durability is not under test: skip the fsync of every commit
-        event.listen(db.engine, "connect", lambda conn, _: conn.execute("PRAGMA synchronous = OFF"))
-        db.session.remove()
-        db.engine.dispose()
     sg_sim, sg = sg_for_r3
     hooks = Hooks(sg_sim, client, app.config["STOREGANISE_WEBHOOK_SECRET"])
-    drawn = int(os.environ.get("R3_SEED") or random.randrange(2**32))
-    print(f"R3 (webhooks): seed {drawn}, {EXAMPLES} examples of up to {STEPS} steps (replay: R3_SEED={drawn})")
-    try:
-        run_state_machine_as_test(
-            seed(drawn)(lambda: ThroughWebhooks(tiny_pti, sg_sim, hooks, sg)),
-            settings=settings(max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
-                              suppress_health_check=[HealthCheck.too_slow]),
-        )
-    except BaseException as exc:
-        raise AssertionError(f"R3 (webhooks) failed with seed {drawn}: replay it with R3_SEED={drawn}") from exc
-    finally:
-        clients = app.extensions.get("pti_clients")
-        if clients is not None:
-            clients.close_all()
+    run_r3(app, monkeypatch, "R3 (webhooks)", lambda: ThroughWebhooks(tiny_pti, sg_sim, hooks, sg))

@@ -346,29 +346,20 @@ def _apply_snapshot(sg, monkeypatch, snapshot: dict):
     return fx
 
 
-def test_a_copy_read_before_our_overlock_landed_is_not_a_manual_unsuspend(business, sim, hooks, sg, monkeypatch):
-    """A second handler read the rental while our pti_overlocked=true was on its way, and lands that copy after the
-    write succeeded: its old false is our own past, not a person unsuspending (the unit must stay locked)."""
-    target = sole_rental(sim, overdue=False)
-    sim.set_overdue(target["id"], True)
+@pytest.mark.parametrize("overdue", [True, False], ids=["lockout", "payment"])
+def test_a_copy_read_before_our_overlock_write_landed_is_not_a_manual_change(business, sim, hooks, sg, monkeypatch,
+                                                                            overdue):
+    """A second handler read the rental while our pti_overlocked was on its way, and lands that copy after the write
+    succeeded: its old value is our own past, not a person's (un)suspend. A lockout must stay locked, a payment
+    unlocked, and nothing is written again."""
+    target = sole_rental(sim, overdue=not overdue)
+    sim.set_overdue(target["id"], overdue)
     stale = sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields"))
-    [overdue] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
-    assert run([overdue]) == ["processed"]
-    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+    [event] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
+    assert run([event]) == ["processed"]
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is overdue
     fx = _apply_snapshot(sg, monkeypatch, stale)
-    assert rental(target["id"]).overlocked is True and fx.overlocks == {}
-
-
-def test_a_copy_read_before_our_unlock_landed_does_not_relock_a_rental_just_paid(business, sim, hooks, sg,
-                                                                                  monkeypatch):
-    target = sole_rental(sim, overdue=True)
-    sim.set_overdue(target["id"], False)
-    stale = sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields"))
-    [payment] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
-    assert run([payment]) == ["processed"]
-    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
-    fx = _apply_snapshot(sg, monkeypatch, stale)
-    assert rental(target["id"]).overlocked is False and fx.overlocks == {}
+    assert rental(target["id"]).overlocked is overdue and fx.overlocks == {}
 
 
 def test_a_manual_unsuspend_after_our_lock_landed_is_honoured(business, sim, hooks, sg, monkeypatch):
