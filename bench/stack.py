@@ -248,7 +248,8 @@ class StackConfig:
     web_app: str = "dashboard:create_app()"  # gunicorn's entry point
     web_workers: int = 4
     access_log: bool = False  # gunicorn's access log on, as in the Procfile
-    workers: int = 4  # RQ workers
+    workers: int = 4  # RQ workers on every queue (a fork per job)
+    urgent_workers: int = 1  # RQ workers on the urgent queue alone, warm (as the Procfile's `urgent`)
     site_concurrency: int = 4
     cron: bool = False  # the relay and the other periodic jobs
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -269,7 +270,8 @@ def business_config(**options) -> StackConfig:
     return StackConfig(sites=sites, rented=rented,
                        units=env_int("BENCH_UNITS", rented + max(SPARE_UNITS, rented // 10)),
                        site_concurrency=env_int("BENCH_SITE_CONCURRENCY", 4),
-                       workers=env_int("BENCH_WORKERS", sites + 2), cron=env_flag("BENCH_CRON", False), **options)
+                       workers=env_int("BENCH_WORKERS", sites + 2), urgent_workers=env_int("BENCH_URGENT_WORKERS", 1),
+                       cron=env_flag("BENCH_CRON", False), **options)
 
 
 @dataclass
@@ -379,6 +381,8 @@ class Stack:
     def start_workers(self) -> None:
         for i in range(self.config.workers):
             self.spawn(f"worker-{i + 1}", [str(BIN / "flask"), "--app", "dashboard", "worker"])
+        for i in range(self.config.urgent_workers):
+            self.spawn(f"urgent-{i + 1}", [str(BIN / "flask"), "--app", "dashboard", "worker", "--lane", "urgent"])
         if self.config.cron:
             self.spawn("cron", [str(BIN / "flask"), "--app", "dashboard", "cron"])
 
@@ -389,13 +393,13 @@ class Stack:
         if self.config.storeganise:
             self.wait_http(f"{self.sg_url}/_sim/config", "Storeganise simulator")
         self.wait_http(f"{self.web_url}/healthz", "web", any_status=True)
-        self.wait_workers(self.config.workers)
+        self.wait_workers(self.config.workers + self.config.urgent_workers)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) per kind of process, over each process group: the live processes and the
         children they reaped (RQ's work horses, gunicorn's workers)."""
         tick = os.sysconf("SC_CLK_TCK")
-        groups = {proc.popen.pid: (proc.name.split("-")[0] if proc.name.startswith("worker") else proc.name)
+        groups = {proc.popen.pid: (proc.name.split("-")[0] if proc.name.startswith(("worker", "urgent")) else proc.name)
                   for proc in self.procs}
         totals: dict[str, float] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):

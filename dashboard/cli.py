@@ -13,7 +13,7 @@ from rq.cron import CronScheduler
 from rq.utils import import_attribute
 from sqlalchemy import func, or_, select
 
-from jobs.worker import run_worker
+from jobs.worker import LANES, run_worker
 
 from . import actions
 from .clients import StoreganiseNotConfigured, site_credentials, storeganise_client
@@ -121,9 +121,12 @@ def sg_pull() -> None:
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
-def worker(burst: bool) -> None:
-    """Run an RQ worker (with the scheduler) on the urgent, default and bulk queues, in that order."""
-    run_worker(burst=burst)
+@click.option("--lane", type=click.Choice(sorted(LANES)), default="all", show_default=True,
+              help="all: the urgent, default and bulk queues in that order, a fork per job; urgent: only the urgent "
+                   "queue, in a warm process (payments and lockouts never wait behind a bulk push).")
+def worker(burst: bool, lane: str) -> None:
+    """Run an RQ worker (with the scheduler)."""
+    run_worker(burst=burst, lane=lane)
 
 
 sync = AppGroup("sync", help="Staff actions and sync status (each asks for a push; the worker applies it).")

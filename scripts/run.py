@@ -129,8 +129,8 @@ def main() -> None:
     try:
         say("Migrating the database ...")
         flask("db", "upgrade", env=env)
-        say("Starting web, worker, scheduler and both simulators ...")
-        processes = ["web", "worker", "cron", "ptisim", "sgsim"]
+        say("Starting web, workers (one for urgent work alone), scheduler and both simulators ...")
+        processes = ["web", "worker", "urgent", "cron", "ptisim", "sgsim"]
         honcho = subprocess.Popen([str(VENV_BIN / "honcho"), "start", "-f", "Procfile.dev", "-c",
                                    f"worker={DEMO_WORKERS}", *processes], env=env, cwd=ROOT)
         load_demo(env, honcho)

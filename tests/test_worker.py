@@ -12,3 +12,32 @@ def test_jobs_keep_the_apps_redis_time_out_while_the_worker_waits_long(app):
     assert worker.connection.connection_pool.connection_kwargs["socket_timeout"] > 60  # RQ's wait on the queues
     assert jobs_connection.connection_pool.connection_kwargs["socket_timeout"] == REDIS_SOCKET_TIMEOUT_S
     assert get_redis() is jobs_connection
+
+
+def test_the_urgent_lane_takes_urgent_work_only_and_runs_it_warm_with_a_fresh_session_each(app):
+    """While every general worker is busy with bulk batches, the urgent lane still runs a payment's work; it never
+    takes a bulk batch itself, and nothing one job left in the session reaches the next."""
+    from rq import Queue
+
+    from dashboard.jobqueue import BULK, URGENT
+    from jobs.worker import WarmWorker
+
+    bulk = Queue(BULK, connection=get_redis()).enqueue("tests.test_worker.session_probe", "bulk")
+    urgent = [Queue(URGENT, connection=get_redis()).enqueue("tests.test_worker.session_probe", f"urgent-{n}")
+              for n in range(2)]
+    worker = build_worker("urgent")
+    assert isinstance(worker, WarmWorker) and [q.name for q in worker.queues] == [URGENT]
+    assert worker.work(burst=True, with_scheduler=False)
+    assert [job.get_status(refresh=True) for job in urgent] == ["finished", "finished"]
+    assert [job.return_value() for job in urgent] == [[], []]  # each started with an empty session
+    assert bulk.get_status(refresh=True) == "queued"  # left for the general workers
+
+
+def session_probe(label: str) -> list[str]:
+    """What the session already held when the job began; then leaves an uncommitted object behind."""
+    from dashboard.extensions import db
+    from dashboard.models import WebhookDelivery
+
+    held = [obj.id for obj in db.session.new] + [str(obj) for obj in db.session.identity_map.values()]
+    db.session.add(WebhookDelivery(id=f"probe-{label}", type="probe", status="queued", payload={}))
+    return held
