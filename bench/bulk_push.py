@@ -5,10 +5,9 @@ The physical bound is PTI's own: the calls the push made (counted by the simulat
 
 Environment (defaults in brackets): BENCH_SITES [10], BENCH_RENTALS per site [1000], BENCH_UNITS per site
 [rentals + 10%], BENCH_LATENCY_MS [50], BENCH_SITE_CONCURRENCY [4], BENCH_WORKERS RQ workers [sites + 2],
-BENCH_STOREGANISE [1] (write-backs go to the Storeganise simulator, as in production), BENCH_ECHO [0] (1: the
-Storeganise simulator also sends the unitRental.updated / user.updated webhooks our own write-backs cause, one
-forked RQ job each on the default queue: on 2 cores the push then does not converge within the time-out),
-BENCH_CRON [0],
+BENCH_STOREGANISE [1] (write-backs go to the Storeganise simulator, as in production), BENCH_ECHO [1] (the
+Storeganise simulator sends the unitRental.updated / user.updated webhooks our own write-backs cause, as
+Storeganise does; 0 switches them off by hand, and the BENCH line then says echoes=off), BENCH_CRON [0],
 BENCH_TIMEOUT_S [420], BENCH_PTI_SERVER [gunicorn | werkzeug].
 """
 
@@ -33,7 +32,8 @@ def main() -> str:
     timeout_s = env_float("BENCH_TIMEOUT_S", 420)
     with Stack(cfg) as stack:
         stack.pti_faults(latency_ms=latency_ms)
-        if cfg.storeganise and not env_flag("BENCH_ECHO", False):
+        echoes = cfg.storeganise and env_flag("BENCH_ECHO", True)
+        if cfg.storeganise and not echoes:
             stack.http.post(f"{stack.sg_url}/_sim/config", json={"deliver": False}).raise_for_status()
         before = stack.pti_calls()
         cpu = stack.cpu_seconds()
@@ -50,6 +50,8 @@ def main() -> str:
         owed, failed = stack.owed()
         depths = stack.queue_depths()
         stack.report_cpu(cpu)
+        cpu_after = stack.cpu_seconds()
+    worker_cpu = sum(cpu_after.get(k, 0.0) - cpu.get(k, 0.0) for k in ("worker", "urgent"))
     calls = after["total"] - before["total"]
     by_op = {op: n - before["by_operation"].get(op, 0) for op, n in after["by_operation"].items()}
     rentals = cfg.sites * cfg.rented
@@ -59,7 +61,9 @@ def main() -> str:
     say(f"bulk push: {accounts} accounts, {failed} failed, queues after convergence {depths}")
     say("PTI calls by operation: " + ", ".join(f"{op} {n}" for op, n in sorted(by_op.items()) if n))
     return report("bulk_push", wall_s=f"{wall:.1f}", bound_s=f"{bound:.1f}", calls=str(calls),
-                  calls_per_rental=f"{calls / rentals:.2f}", ratio=f"{ratio:.2f}")
+                  calls_per_rental=f"{calls / rentals:.2f}",
+                  worker_cpu_ms_per_customer=f"{1000 * worker_cpu / accounts:.1f}" if accounts else "nan",
+                  echoes="on" if echoes else "off", ratio=f"{ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -129,8 +129,8 @@ def describe(op: Operation) -> str:
     return type(op).__name__
 
 
-def site_guard(site: Site) -> SiteGuard:
-    return SiteGuard(get_redis(), site.id, limit=current_app.config["PTI_SITE_CONCURRENCY"])
+def site_guard(site: Site, urgent: bool = False) -> SiteGuard:
+    return SiteGuard(get_redis(), site.id, limit=current_app.config["PTI_SITE_CONCURRENCY"], urgent=urgent)
 
 
 class Caller:
@@ -411,7 +411,7 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
             db.session.commit()
             rentals, desired = snapshot(account)
         client = pti_client(site, connection)
-        call = Caller(client, site_guard(site), lock=lock)
+        call = Caller(client, site_guard(site, urgent=account.urgent), lock=lock)
         if desired.user is not None and not pti_lists.known(site):
             try:
                 pti_lists.read(site, call, client)

@@ -57,16 +57,28 @@ end
 return {0, 0}
 """
 
+# A slot for one call. Urgent calls (a payment's unlock, a lockout) go first: while one waits (it is in the
+# `urgent-waiting` set), other calls do not take a slot that frees, so an unlock never queues behind a bulk push's
+# calls; with none waiting, every slot serves whatever comes.
 _ACQUIRE = """
-local key, now, lease, limit, token = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local key, waiting = KEYS[1], KEYS[2]
+local now, lease, limit, token, urgent = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
+if urgent ~= '1' and redis.call('ZCARD', waiting) > 0 then return 0 end
 if redis.call('ZCARD', key) < limit then
   redis.call('ZADD', key, now + lease, token)
   redis.call('EXPIRE', key, math.ceil(lease) + 1)
+  redis.call('ZREM', waiting, token)
   return 1
+end
+if urgent == '1' then
+  redis.call('ZADD', waiting, now + tonumber(ARGV[6]), token)
+  redis.call('EXPIRE', waiting, math.ceil(tonumber(ARGV[6])) + 1)
 end
 return 0
 """
+URGENT_WAIT_MARK_S = 1.0  # an urgent caller's place in line lapses unless it asks again within this long
 
 
 PTI_DOWN = "circuit_open"  # the breaker is open: calls to the site wait out its pause
@@ -109,6 +121,7 @@ class SiteGuard:
     conn: redis.Redis
     site_id: int
     limit: int = DEFAULT_PTI_SITE_CONCURRENCY
+    urgent: bool = False  # the calls of a push that locks or unlocks a unit now: first for a free slot
     threshold: int = BREAKER_THRESHOLD
     cooldown: float = BREAKER_COOLDOWN_S
 
@@ -134,18 +147,25 @@ class SiteGuard:
     @contextmanager
     def _slot(self, operation: str):
         token = uuid.uuid4().hex
-        key = f"{self._prefix}:slots"
+        key, waiting = f"{self._prefix}:slots", f"{self._prefix}:urgent-waiting"
         deadline = time.monotonic() + SLOT_WAIT_S
-        delay = 0.002
-        while not self.conn.eval(_ACQUIRE, 1, key, time.time(), LEASE_S, self.limit, token):
+        delay, cap = 0.002, (0.01 if self.urgent else 0.05)
+        while not self.try_slot(token):
             if time.monotonic() > deadline:
+                if self.urgent:
+                    self.conn.zrem(waiting, token)
                 raise PtiRetryableError("pti_unreachable", operation=operation, retry_after=1.0)
             time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            delay = min(delay * 2, cap)
         try:
             yield
         finally:
             self.conn.zrem(key, token)
+
+    def try_slot(self, token: str) -> bool:
+        """One try for a slot held as `token`; an urgent caller that finds none keeps its place in line."""
+        return bool(self.conn.eval(_ACQUIRE, 2, f"{self._prefix}:slots", f"{self._prefix}:urgent-waiting",
+                                   time.time(), LEASE_S, self.limit, token, int(self.urgent), URGENT_WAIT_MARK_S))
 
     def _admit(self, operation: str) -> bool:
         """Raise while the site must wait; True when this call is the half-open site's probe."""

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
-from dashboard.engine.site_guard import SiteGuard
+from dashboard.engine.site_guard import URGENT_WAIT_MARK_S, SiteGuard
 from dashboard.extensions import db
 from dashboard.jobqueue import get_redis
 from dashboard.models import PtiAccount, Rental
@@ -470,3 +470,43 @@ def test_a_pti_outage_is_paced_per_site_one_probe_then_the_backlog_and_no_job_pe
         SyncAttempt.outcome == "retry", SyncAttempt.account_id.in_(northgate))))
     assert max(retries.values()) == 1, "one journal row per account for the outage, not one per retry"
     assert_pti_matches_mirror(pti, northgate + riverside)
+
+
+def test_a_slot_that_frees_goes_to_the_waiting_urgent_call_before_a_bulk_pushs_calls(app):
+    """The site's one slot is busy and a payment's unlock waits for it: when it frees, the bulk push's calls do not
+    get it before the unlock; the unlock does, and the bulk calls after it."""
+    bulk, urgent = SiteGuard(get_redis(), 7, limit=1), SiteGuard(get_redis(), 7, limit=1, urgent=True)
+    assert bulk.try_slot("bulk-1")
+    assert not urgent.try_slot("unlock")  # waits, and keeps its place in line
+    assert not bulk.try_slot("bulk-2")
+    get_redis().zrem("pti-sync:site:7:slots", "bulk-1")  # the first call is answered
+    assert not bulk.try_slot("bulk-2")  # free, but the unlock is first
+    assert urgent.try_slot("unlock")
+    get_redis().zrem("pti-sync:site:7:slots", "unlock")
+    assert bulk.try_slot("bulk-2")  # nobody urgent waits: every slot serves whatever comes
+
+
+def test_an_urgent_callers_place_in_line_lapses_when_it_stops_asking(app):
+    """A worker killed while its unlock waited must not hold the site's bulk calls back for more than a second."""
+    bulk, urgent = SiteGuard(get_redis(), 8, limit=1), SiteGuard(get_redis(), 8, limit=1, urgent=True)
+    assert bulk.try_slot("bulk-1") and not urgent.try_slot("unlock")
+    get_redis().zrem("pti-sync:site:8:slots", "bulk-1")
+    assert not bulk.try_slot("bulk-2")
+    time.sleep(URGENT_WAIT_MARK_S + 0.1)
+    assert bulk.try_slot("bulk-2")
+
+
+@pytest.mark.parametrize("urgent", [True, False], ids=["lock-or-unlock", "other"])
+def test_a_push_that_locks_or_unlocks_now_calls_pti_as_urgent(app, business, pti, monkeypatch, urgent):
+    seen, real = [], SiteGuard.call
+
+    def watched(guard, operation, fn, *args, **kwargs):
+        seen.append(guard.urgent)
+        return real(guard, operation, fn, *args, **kwargs)
+
+    monkeypatch.setattr(SiteGuard, "call", watched)
+    customer = customer_with(1)
+    account = mark_dirty(customer, site("northgate").id, urgent=urgent)
+    db.session.commit()
+    assert reconcile(account.id, "test").outcome == "ok"
+    assert seen and set(seen) == {urgent}
