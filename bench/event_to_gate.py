@@ -7,8 +7,9 @@ the benchmark flips the flag with webhooks delivery off and signs and posts the 
 
 Two phases after the initial push has converged: idle (nothing else running), then bulk (push_site for every site
 of 10 × 1,000 rentals is running; if it converges before the events are done it is started again, so every bulk
-event overlaps a push). Targets: p95 ≤ 1 s idle, p95 ≤ 3 s during the bulk push; ratio = max(p95_idle / 1,
-p95_bulk / 3).
+event overlaps a push). Targets: p95 ≤ 250 ms idle, p95 ≤ 1 s during the bulk push; ratio = max(p95_idle / 0.25,
+p95_bulk / 1). The floor printed beside them is PTI's own share: the simulator's latency × the one call a lock or
+unlock needs.
 
 Environment (defaults in brackets): BENCH_SITES [10], BENCH_RENTALS per site [1000], BENCH_EVENTS per phase [200],
 BENCH_EVENT_CONCURRENCY events in flight [4], BENCH_LATENCY_MS [20], BENCH_SITE_CONCURRENCY [4], BENCH_WORKERS
@@ -31,8 +32,9 @@ from dashboard.extensions import db
 from dashboard.models import Rental, Site, SyncState, Unit
 from dashboard.storeganise import SIGNATURE_HEADER
 
-TARGET_P95_IDLE_S = 1.0
-TARGET_P95_BULK_S = 3.0
+TARGET_P95_IDLE_S = 0.25
+TARGET_P95_BULK_S = 1.0
+CALLS_A_CHANGE_NEEDS = 1  # lock_unit or unlock_unit
 INITIAL_PUSH_TIMEOUT_S = 420.0
 WRITEBACK_DRAIN_TIMEOUT_S = 300.0  # after the initial push: its write-backs to Storeganise
 IDLE_DRAIN_TIMEOUT_S = 120.0  # after the idle phase
@@ -205,7 +207,8 @@ def main() -> str:
     ratio = max(p95_idle / TARGET_P95_IDLE_S, p95_bulk / TARGET_P95_BULK_S)
     say(f"idle: max {max(idle, default=0):.3f} s; bulk: max {max(busy, default=0):.3f} s")
     return report("event_to_gate", p95_idle_s=f"{p95_idle:.3f}", p95_bulk_s=f"{p95_bulk:.3f}",
-                  p50_idle_s=f"{p50_idle:.3f}", p50_bulk_s=f"{p50_bulk:.3f}", ratio=f"{ratio:.2f}")
+                  p50_idle_s=f"{p50_idle:.3f}", p50_bulk_s=f"{p50_bulk:.3f}",
+                  floor_s=f"{CALLS_A_CHANGE_NEEDS * latency_ms / 1000:.3f}", ratio=f"{ratio:.2f}")
 
 
 if __name__ == "__main__":

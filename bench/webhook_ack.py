@@ -6,7 +6,7 @@ one answers (else SQLite) and a Redis of its own; no RQ worker drains the queues
 The same load then goes to a bare endpoint served by the same gunicorn (a WSGI function that answers 200 at once),
 to separate the receiver's own cost from the server's and this machine's.
 
-Target: p99 ≤ 25 ms and p99 ≤ 2 × the bare endpoint's p99; ratio = max(p99 / 25, bare_ratio / 2) (≤ 1 passes).
+Target: p99 ≤ 10 ms and p99 ≤ 2 × the bare endpoint's p99; ratio = max(p99 / 10, bare_ratio / 2) (≤ 1 passes).
 Environment: BENCH_WEBHOOKS [20000], BENCH_RATE per second [300], BENCH_WEB_WORKERS [4], BENCH_DATABASE=sqlite.
 """
 
@@ -27,7 +27,7 @@ from dashboard.storeganise import SIGNATURE_HEADER
 ENTRY_POINT = "bench.webhook_ack:served_app()"  # what gunicorn serves: this module's served_app
 BARE_PATH = "/_bench/bare"
 API_URL = "https://bench.storeganise.com/api/v1/admin"
-TARGET_P99_MS = 25.0
+TARGET_P99_MS = 10.0
 TARGET_BARE_FACTOR = 2.0
 SENDERS = 16  # client threads; at 300/s and a few ms per request only a handful are ever busy
 WARMUP = 300  # requests sent before each measured run

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from bench.stack import signed_webhook
 from dashboard.extensions import db
-from dashboard.models import Rental, Site, SyncState, Unit
+from dashboard.models import PtiAccount, Rental, Site, SyncAttempt, SyncState, Unit
 from tests.chaos.conftest import (
     assert_converged,
     assert_no_user_created_twice,
@@ -67,6 +67,26 @@ def flip(stack, rental_id: str, overdue: bool) -> None:
     assert response.status_code == 200, f"webhook answered {response.status_code}"
 
 
+def story(rental_ids: list[str]) -> str:
+    """What the database says of these rentals' accounts and their last attempts (printed when the urgent ones are
+    late, so a failure explains itself)."""
+    db.session.rollback()
+    lines = []
+    for rental in db.session.scalars(select(Rental).where(Rental.sg_id.in_(rental_ids))):
+        account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental.customer_id,
+                                                             PtiAccount.site_id == rental.site_id))
+        lines.append(f"rental {rental.sg_id} overdue={rental.overdue} overlocked={rental.overlocked} "
+                     f"sync={rental.sync_state}; account {account.id} {account.state} urgent={account.urgent} "
+                     f"gen {account.synced_generation}/{account.generation} attempts={account.attempts} "
+                     f"error={account.last_error} next={account.next_attempt_at}")
+        attempts = db.session.scalars(select(SyncAttempt).where(SyncAttempt.account_id == account.id)
+                                      .order_by(SyncAttempt.id.desc()).limit(6)).all()
+        lines += [f"    {a.started_at:%H:%M:%S.%f} {a.trigger} gen {a.generation} {a.outcome} {a.reason or ''}"
+                  for a in reversed(attempts)]
+    db.session.rollback()
+    return "\n".join(lines)
+
+
 def sites_down(html: str) -> set[str]:
     """The sites whose Overview tile says PTI is not answering (breaker open, or half-open waiting for its probe)."""
     tiles = re.findall(r'<article class="tile[^"]*" data-site-id="(\d+)">(.*?)</article>', html, re.S)
@@ -109,9 +129,12 @@ def test_pti_down_60_s_during_a_2000_rental_bulk_push_with_payments_arriving(sta
         return {rental_id: units[(code, unit)] for rental_id, code, unit in payments + lockouts}
 
     wanted = {r[0]: False for r in payments} | {r[0]: True for r in lockouts}
-    wait_for(lambda: gates() == wanted, lambda: f"the payments and lockouts to reach PTI: {gates()}", CONVERGE_S)
+    urgent_ids = [r[0] for r in payments + lockouts]
+    wait_for(lambda: gates() == wanted, lambda: f"the payments and lockouts to reach PTI: {gates()}\n"
+                                                f"{story(urgent_ids)}", CONVERGE_S)
     urgent_s = time.monotonic() - back
     pushed_then = progress(stack)[0]
+    late = story(urgent_ids) if pushed_then >= total else ""
 
     result = wait_converged(stack, back, CONVERGE_S)
     assert_converged(stack)
@@ -125,4 +148,4 @@ def test_pti_down_60_s_during_a_2000_rental_bulk_push_with_payments_arriving(sta
           f"were pushed (at PTI's return {owed_when_back[0]}); converged {result.seconds:.1f} s after PTI was back "
           f"({time.monotonic() - started:.0f} s in all); longest an owed account waited with no live job "
           f"{result.longest_unheld_s:.1f} s")
-    assert pushed_then < total, "the urgent ones reached PTI only once the whole backlog had drained"
+    assert pushed_then < total, f"the urgent ones reached PTI only once the whole backlog had drained:\n{late}"
