@@ -232,6 +232,12 @@ def _flag(value) -> bool:
         return bool(value)
 
 
+def _older(data: dict, held: datetime | None) -> bool:
+    """Whether this copy of a record is older than the one the mirror holds (Storeganise's `updated` only grows)."""
+    copy_updated = _time(data.get("updated"))
+    return held is not None and copy_updated is not None and copy_updated < held
+
+
 def _time(value) -> datetime | None:
     try:
         return read_datetime(value)
@@ -286,6 +292,10 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
     manual suspend or unsuspend, and urgent.
     """
     existing = by_sg_id(Rental, data["id"])
+    if existing is not None and _older(data, existing.sg_updated):
+        # Read before a change the mirror already holds (an import or pull that listed the rental before an overdue
+        # event was handled, a handler slower than the next one): landing it would undo that change.
+        return existing
     before = values(existing, RENTAL_INPUTS)
     was_active = existing is not None and existing.active
     old_owner = (existing.customer_id, existing.site_id) if existing is not None else None

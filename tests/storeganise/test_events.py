@@ -372,3 +372,19 @@ def test_a_manual_unsuspend_after_our_lock_landed_is_honoured(business, sim, hoo
     fresh = sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields"))
     _apply_snapshot(sg, monkeypatch, fresh)
     assert rental(target["id"]).overlocked is False
+
+
+def test_a_copy_older_than_the_mirrors_is_not_landed(business, sim, hooks, sg, monkeypatch):
+    """An import or pull read the rental before Storeganise marked it overdue, and lands it after the overdue event
+    was handled: that old copy must not read as a payment (unlocking the unit and writing pti_overlocked=false)."""
+    target = sole_rental(sim, overdue=False)
+    before = sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields"))
+    sim.set_overdue(target["id"], True)
+    [overdue] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
+    assert run([overdue]) == ["processed"]
+    generation_then = generation(rental(target["id"]))
+    fx = _apply_snapshot(sg, monkeypatch, before)
+    landed = rental(target["id"])
+    assert (landed.overdue, landed.overlocked) == (True, True)
+    assert fx.overlocks == {} and generation(landed) == generation_then
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
