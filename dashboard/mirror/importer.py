@@ -74,11 +74,14 @@ def _quiet(message: str) -> None:
     return None
 
 
-def _finish(report: ImportReport, fx: Effects, client: StoreganiseClient, trigger: str, started: float) -> None:
+def _finish(report: ImportReport, fx: Effects, client: StoreganiseClient, started: float) -> ImportReport:
+    """The last step of an import or a pull, once every record has landed: commit, then deliver what the landing
+    owes (pushes asked for, problems reported, pti_overlocked values written back)."""
     db.session.commit()
     report.marked = len(fx.accounts)
-    report.enqueued, report.overlocks_written = fx.deliver(client, trigger, bulk=True)
+    report.enqueued, report.overlocks_written = fx.deliver(client, "import" if report.full else "pull", bulk=True)
     report.seconds = time.monotonic() - started
+    return report
 
 
 def _stamp(record: dict) -> datetime | None:
@@ -138,11 +141,12 @@ def import_business(client: StoreganiseClient, site_code: str | None = None, pro
                     wait_s: float = IMPORT_WAIT_S) -> ImportReport:
     """Import every site (or the one whose code or id is `site_code`) into the mirror; commits per site."""
     with exclusive(wait_s):
-        return _import(client, site_code, progress)
+        started = time.monotonic()
+        report, fx = _import(client, site_code, progress)
+        return _finish(report, fx, client, started)
 
 
-def _import(client: StoreganiseClient, site_code: str | None, progress: Progress) -> ImportReport:
-    started = time.monotonic()
+def _import(client: StoreganiseClient, site_code: str | None, progress: Progress) -> tuple[ImportReport, Effects]:
     sites = with_addon_settings(client, client.list_sites())
     if site_code is not None:
         sites = [s for s in sites if site_code in (s.get("code"), s["id"])]
@@ -175,8 +179,7 @@ def _import(client: StoreganiseClient, site_code: str | None, progress: Progress
         _save_cursor(cursor_at)
         for name in (UNITS_CURSOR, USERS_CURSOR):
             _save_cursor(read_from, name)
-    _finish(report, fx, client, "import", started)
-    return report
+    return report, fx
 
 
 def pull_changes(client: StoreganiseClient, progress: Progress = _quiet, *, wait_s: float = 0) -> ImportReport:
@@ -185,14 +188,13 @@ def pull_changes(client: StoreganiseClient, progress: Progress = _quiet, *, wait
     By default it does not wait for a running import: ImportBusy, and the next scheduled pull catches up.
     """
     with exclusive(wait_s):
-        return _pull(client, progress)
+        started = time.monotonic()
+        cursor = db.session.get(SyncCursor, PULL_CURSOR)
+        report, fx = _import(client, None, progress) if cursor is None else _pull(client, cursor, progress)
+        return _finish(report, fx, client, started)
 
 
-def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
-    cursor = db.session.get(SyncCursor, PULL_CURSOR)
-    if cursor is None:
-        return _import(client, None, progress)
-    started = time.monotonic()
+def _pull(client: StoreganiseClient, cursor: SyncCursor, progress: Progress) -> tuple[ImportReport, Effects]:
     report, fx = ImportReport(full=False), Effects()
 
     def last(name: str) -> datetime:
@@ -231,5 +233,4 @@ def _pull(client: StoreganiseClient, progress: Progress) -> ImportReport:
         _save_cursor(_advance(last(name), records), name)
     progress(f"Pulled {len(sites)} sites, {len(units)} changed units, {len(users)} changed users and "
              f"{len(rentals)} changed rentals")
-    _finish(report, fx, client, "pull", started)
-    return report
+    return report, fx

@@ -44,16 +44,25 @@ def _codes() -> FieldCodes:
 
 
 class Fields:
-    """One record's custom fields, read by the shared lenient rules (storeganise/values.py).
+    """One record's values, each read by one of the shared lenient rules (storeganise/values.py) handed to it.
 
-    A value that still cannot be read keeps what the mirror held (`keep`) and is collected in `problems`, field by
-    field, for `note_problems` to record on the record: one bad value never stops the record or the records around it.
+    A custom field (`read`) that still cannot be read keeps what the mirror held (`keep`) and is collected in
+    `problems`, field by field, for `Effects.note_problems` to record on the record: one bad value never stops the
+    record or the records around it. One of Storeganise's own fields (`own`: a title, a flag, a timestamp) that cannot
+    be read falls back to `otherwise` instead: Storeganise writes those itself, so staff have nothing to fix.
     """
 
     def __init__(self, data: dict) -> None:
         raw = data.get("customFields")
+        self.data = data
         self.raw = raw if isinstance(raw, dict) else {}
         self.problems: dict[str, ValueProblem] = {}
+
+    def own(self, reader, key: str, otherwise=None):
+        try:
+            return reader(self.data.get(key))
+        except ValueProblem:
+            return otherwise
 
     def read(self, reader, code: str, keep=None, *, secret: bool = False):
         try:
@@ -64,15 +73,6 @@ class Fields:
             exc.field = code
             self.problems[code] = exc
             return keep
-
-
-def note_problems(entity: str, sg_id: str, fields: Fields, *, target: tuple[str, str], subject: str,
-                  site_id: int | None = None) -> int:
-    """Record the record's unreadable values as problems (shown on its page, raised in Storeganise), and close those
-    of its values that read well now. Returns how many problems are new."""
-    return problems.settle_values(entity, sg_id, [problems.value_problem(
-        entity, sg_id, code, f"{code} is {exc.value}: {exc.message} {exc.fix}", target=target, subject=subject,
-        site_id=site_id) for code, exc in fields.problems.items()])
 
 
 def by_sg_id(model, sg_id: str):
@@ -99,7 +99,8 @@ def _assign(row, **changes) -> None:
 
 @dataclass
 class Effects:
-    """What landing records owes: accounts to push and pti_overlocked values to write back, both after the commit."""
+    """What landing records owes: accounts to push, problems to report and pti_overlocked values to write back, all
+    delivered after the commit, in one step (`deliver`)."""
 
     accounts: dict[tuple[int, int], PtiAccount] = field(default_factory=dict)
     overlocks: dict[str, bool] = field(default_factory=dict)  # rental sg_id -> pti_overlocked Storeganise lacks
@@ -126,8 +127,18 @@ class Effects:
         for row in db.session.execute(stmt):
             self.mark(row.customer_id, row.site_id)
 
+    def note_problems(self, fields: Fields, entity: str, sg_id: str, site: Site | None, *, target: tuple[str, str],
+                      subject: str) -> None:
+        """Record the unreadable values of the record (of `site`, when it belongs to one) as problems, shown on its
+        page and raised in Storeganise, and close those of its values that read well now: in the landing's own
+        transaction. The new ones are counted, for the delivery to ask for their report."""
+        self.new_problems += problems.settle_values(entity, sg_id, [problems.value_problem(
+            entity, sg_id, code, f"{code} is {exc.value}: {exc.message} {exc.fix}", target=target, subject=subject,
+            site_id=site.id if site else None) for code, exc in fields.problems.items()])
+
     def deliver(self, client: StoreganiseClient, trigger: str, *, bulk: bool = False) -> tuple[int, int]:
-        """After the commit: ask for the pushes, then write the owed pti_overlocked values back to Storeganise.
+        """After the commit: ask for the pushes and the new problems' report, then write the owed pti_overlocked
+        values back to Storeganise.
 
         Returns (reconcile jobs enqueued, pti_overlocked values written)."""
         enqueued = request_reconcile(list(self.accounts.values()), trigger=trigger, bulk=bulk)
@@ -137,8 +148,9 @@ class Effects:
 
 
 # --- landing one record --------------------------------------------------------------------------------------
-# `land_*` writes a record onto its row (created when `row` is None) and returns the row; `apply_*` lands it and
-# marks the customers whose inputs changed. The demo seed lands records without marking anyone.
+# `land_*` writes a record onto its row (created when `row` is None) and returns the row; `apply_*` lands it, notes
+# its unreadable values and marks the customers whose inputs changed. The demo seed lands records without marking
+# anyone.
 
 
 def land_site(data: dict, site: Site | None, fields: Fields | None = None) -> Site:
@@ -149,7 +161,7 @@ def land_site(data: dict, site: Site | None, fields: Fields | None = None) -> Si
     _assign(
         site,
         code=_plain(data.get("code")) or data["id"],
-        title=_title(data.get("title")) or _plain(data.get("code")) or data["id"],
+        title=fields.own(localised, "title") or _plain(data.get("code")) or data["id"],
         pti_base_url=fields.read(read_text, codes.site_base_url, site.pti_base_url),
         pti_site_code=fields.read(read_text, codes.site_code, site.pti_site_code),
         default_access_level=fields.read(read_int, codes.site_access_level, site.default_access_level),
@@ -205,11 +217,11 @@ def land_rental(data: dict, site: Site, unit: Unit, customer: Customer, rental: 
         unit_id=unit.id,
         customer_id=customer.id,
         state=_plain(data.get("state")) or "occupied",
-        overdue=_flag(data.get("overdue")),
+        overdue=bool(fields.own(read_bool, "overdue", data.get("overdue"))),
         overlocked=bool(overlocked),  # not set: not overlocked (the field's default)
         pti_synced=fields.read(read_datetime, codes.rental_synced, rental.pti_synced),
     )
-    rental.sg_updated = _time(data.get("updated"))
+    rental.sg_updated = fields.own(read_datetime, "updated")
     return rental
 
 
@@ -218,40 +230,13 @@ def _plain(value) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
-def _title(value) -> str | None:
-    try:
-        return localised(value)
-    except ValueProblem:
-        return None
-
-
-def _flag(value) -> bool:
-    try:
-        return bool(read_bool(value))
-    except ValueProblem:
-        return bool(value)
-
-
-def _older(data: dict, held: datetime | None) -> bool:
-    """Whether this copy of a record is older than the one the mirror holds (Storeganise's `updated` only grows)."""
-    copy_updated = _time(data.get("updated"))
-    return held is not None and copy_updated is not None and copy_updated < held
-
-
-def _time(value) -> datetime | None:
-    try:
-        return read_datetime(value)
-    except ValueProblem:
-        return None
-
-
 def apply_site(data: dict, fx: Effects) -> Site:
     existing = by_sg_id(Site, data["id"])
     before = values(existing, SITE_INPUTS)
     site = land_site(data, existing, fields := Fields(data))
     db.session.flush()
-    fx.new_problems += note_problems("site", site.sg_id, fields, target=problems.settings_target(site),
-                                     subject=f"site {site.title}", site_id=site.id)
+    fx.note_problems(fields, "site", site.sg_id, site, target=problems.settings_target(site),
+                     subject=f"site {site.title}")
     if existing is not None and values(site, SITE_INPUTS) != before:
         fx.mark_active_rentals(site_id=site.id)
     return site
@@ -261,8 +246,8 @@ def apply_unit(data: dict, site: Site, fx: Effects, *, flush: bool = True) -> Un
     existing = by_sg_id(Unit, data["id"])
     before = values(existing, UNIT_INPUTS)
     unit = land_unit(data, site, existing, fields := Fields(data))
-    fx.new_problems += note_problems("unit", unit.sg_id, fields, target=("unit", unit.sg_id),
-                                     subject=f"unit {unit.name} at {site.title}", site_id=site.id)
+    fx.note_problems(fields, "unit", unit.sg_id, site, target=("unit", unit.sg_id),
+                     subject=f"unit {unit.name} at {site.title}")
     if flush:
         db.session.flush()
     if existing is not None and values(unit, UNIT_INPUTS) != before:
@@ -274,8 +259,8 @@ def apply_customer(data: dict, fx: Effects, *, flush: bool = True) -> Customer:
     existing = by_sg_id(Customer, data["id"])
     before = values(existing, CUSTOMER_INPUTS)
     customer = land_customer(data, existing, fields := Fields(data))
-    fx.new_problems += note_problems("customer", customer.sg_id, fields, target=("user", customer.sg_id),
-                                     subject=f"customer {customer.name} ({customer.email})")
+    fx.note_problems(fields, "customer", customer.sg_id, None, target=("user", customer.sg_id),
+                     subject=f"customer {customer.name} ({customer.email})")
     if flush:
         db.session.flush()
     if existing is not None and values(customer, CUSTOMER_INPUTS) != before:
@@ -291,18 +276,20 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
     Storeganise's pti_overlocked is written back. Otherwise pti_overlocked is what staff set: a change of it is a
     manual suspend or unsuspend, and urgent.
     """
-    existing = by_sg_id(Rental, data["id"])
-    if existing is not None and _older(data, existing.sg_updated):
+    existing, fields = by_sg_id(Rental, data["id"]), Fields(data)
+    copy_updated = fields.own(read_datetime, "updated")
+    if existing is not None and existing.sg_updated and copy_updated and copy_updated < existing.sg_updated:
         # Read before a change the mirror already holds (an import or pull that listed the rental before an overdue
-        # event was handled, a handler slower than the next one): landing it would undo that change.
+        # event was handled, a handler slower than the next one): landing it would undo that change. Storeganise's
+        # `updated` only grows.
         return existing
     before = values(existing, RENTAL_INPUTS)
     was_active = existing is not None and existing.active
     old_owner = (existing.customer_id, existing.site_id) if existing is not None else None
     overdue_before = existing.overdue if existing is not None else None
-    rental = land_rental(data, site, unit, customer, existing, fields := Fields(data))
-    fx.new_problems += note_problems("rental", rental.sg_id, fields, target=("unit", unit.sg_id), site_id=site.id,
-                                     subject=f"the rental of unit {unit.name} at {site.title} by {customer.name}")
+    rental = land_rental(data, site, unit, customer, existing, fields)
+    fx.note_problems(fields, "rental", rental.sg_id, site, target=("unit", unit.sg_id),
+                     subject=f"the rental of unit {unit.name} at {site.title} by {customer.name}")
     stored_overlock = rental.overlocked  # what Storeganise holds in pti_overlocked
     on_its_way = writeback.overlock_on_its_way(rental.sg_id, rental.sg_updated)
     if overdue_event or (overdue_before is not None and overdue_before != rental.overdue):
