@@ -201,7 +201,7 @@ class TwoSites(RuleBasedStateMachine):
         db.session.commit()
         get_redis().flushall()
         self.sim.reset()
-        load_business(self.business)
+        self.load_mirror()
         self.sites = list(db.session.scalars(select(Site).order_by(Site.id)))
         self.site = next(s for s in self.sites if s.pti_site_code == TINY.pti_site_code)  # the hand-made users' site
         self.hand_made = self.make_hand_made_users()
@@ -210,6 +210,9 @@ class TwoSites(RuleBasedStateMachine):
             mark_dirty(rental.customer_id, rental.site_id)
         db.session.commit()
         self.converge()
+
+    def load_mirror(self) -> None:
+        load_business(self.business)
 
     def make_hand_made_users(self) -> dict[str, dict]:
         with PtiClient(self.sim.url, TINY.pti_site_code, TINY.pti_site_key, TINY.pti_username,
