@@ -288,7 +288,8 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     finally:
         if landed:  # the mirror's copies are as new as Storeganise's answers (see `_landed`)
             rentals = Rental.__table__
-            db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"))
+            newer = or_(rentals.c.sg_updated.is_(None), rentals.c.sg_updated < bindparam("updated"))
+            db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"), newer)
                                .values(sg_updated=bindparam("updated")), landed)
             db.session.commit()
     return written
