@@ -295,7 +295,8 @@ def test_r6_one_site_down_opens_its_breaker_and_leaves_the_other_site_fast(app, 
 def test_r6_fails_when_the_breaker_is_shared_by_the_sites(app, business, pti, monkeypatch):
     """The check above has teeth: with one breaker for every site, Northgate's outage stops Riverside's pushes."""
     monkeypatch.setattr("dashboard.engine.reconcile.site_guard",
-                        lambda site: SiteGuard(get_redis(), 0, limit=current_app.config["PTI_SITE_CONCURRENCY"]))
+                        lambda site, urgent=False: SiteGuard(get_redis(), 0, urgent=urgent,
+                                                             limit=current_app.config["PTI_SITE_CONCURRENCY"]))
     r6 = r6_scenario(app, pti)
     assert r6["northgate_open"]
     assert r6["riverside_outcomes"] != {"ok": R6_CUSTOMERS}
