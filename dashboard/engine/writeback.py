@@ -237,19 +237,16 @@ def overlock_on_its_way(rental_sg_id: str, copy_updated: datetime | None = None)
 
 def _landed_at(landed: bytes) -> datetime:
     try:
-        return read_datetime(landed.decode()) or datetime.max
-    except ValueProblem:
+        return datetime.fromisoformat(landed.decode())
+    except ValueError:
         return datetime.max  # unreadable: every copy counts as older, until `until` ends the memo
 
 
-def overlock_landed(rental_sg_id: str, answer: dict | None) -> None:
-    """Our PUT of pti_overlocked landed: remember the rental's `updated` in Storeganise's answer, so copies read
+def overlock_landed(rental_sg_id: str, updated: datetime) -> None:
+    """Our PUT of pti_overlocked landed, and Storeganise answered with this `updated`: remember it, so copies read
     before the write are known as older (kept as long as the memo; without a timestamp, `until` decides)."""
-    updated = (answer or {}).get("updated")
-    if not isinstance(updated, str) or not updated:
-        return
     try:
-        get_redis().hset(MEMO_KEY.format(rental=rental_sg_id), "landed", updated)
+        get_redis().hset(MEMO_KEY.format(rental=rental_sg_id), "landed", updated.isoformat())
     except redis.RedisError:
         pass
 
@@ -273,8 +270,8 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
         for rental_sg_id, overlocked in list(overlocks.items()):
             answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
-            overlock_landed(rental_sg_id, answer)
             if updated := _time((answer or {}).get("updated")):
+                overlock_landed(rental_sg_id, updated)
                 landed.append({"key": rental_sg_id, "updated": updated})
             written += 1
     except StoreganiseError:
