@@ -89,6 +89,13 @@ def pti_connection(site: Site) -> PtiConnection | None:
                          label=site.code)
 
 
+def close_pti_clients(app) -> None:
+    """Close the app's PTI clients and their pools (an app that ends before its process)."""
+    registry = app.extensions.pop(PTI_CLIENTS_EXTENSION, None)
+    if registry is not None:
+        registry.close_all()
+
+
 def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
     """The site's PTI client in this process (one pool and token per site), with the configured time-outs."""
     app = current_app._get_current_object()

@@ -73,6 +73,13 @@ def get_redis() -> redis.Redis:
     return conn
 
 
+def close_redis(app) -> None:
+    """Close the app's Redis pool (an app that ends before its process: tests, one-off commands)."""
+    conn = app.extensions.pop("pti_sync_redis", None)
+    if conn is not None:
+        conn.close()
+
+
 def get_queue(name: str = DEFAULT) -> Queue:
     return Queue(name, connection=get_redis(), default_timeout=current_app.config["JOB_TIMEOUT_S"])
 

@@ -49,13 +49,13 @@ class RedisServer:
              "--appendonly", "no", "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        client = redis_lib.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                if client.ping():
-                    return
-            except redis_lib.ConnectionError:
-                time.sleep(0.05)
+        with redis_lib.Redis(port=self.port) as client:
+            for _ in range(100):
+                try:
+                    if client.ping():
+                        return
+                except redis_lib.ConnectionError:
+                    time.sleep(0.05)
         raise RuntimeError("the test Redis did not start")
 
     def stop(self) -> None:
@@ -74,8 +74,14 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture
 def redis_url(redis_server):
-    redis_lib.Redis.from_url(redis_server.url).flushall()
+    flush_redis(redis_server.url)
     return redis_server.url
+
+
+def flush_redis(url: str) -> None:
+    """Empty a test Redis, closing the connection at once (an unclosed socket fails the run)."""
+    with redis_lib.Redis.from_url(url) as conn:
+        conn.flushall()
 
 
 def database_url(tmp_path: Path) -> str:
@@ -85,7 +91,9 @@ def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 def app(tmp_path, redis_url):
     from dashboard import create_app
+    from dashboard.clients import close_pti_clients
     from dashboard.extensions import db
+    from dashboard.jobqueue import close_redis
 
     app = create_app({
         "TESTING": True,
@@ -103,6 +111,8 @@ def app(tmp_path, redis_url):
         db.session.remove()
         db.drop_all()
         db.engine.dispose()
+    close_pti_clients(app)
+    close_redis(app)
 
 
 @pytest.fixture

@@ -111,4 +111,5 @@ def test_cron_outlives_a_redis_that_hangs_and_goes_on_enqueueing_the_relay(app, 
         cron.terminate()
         cron.wait(timeout=10)
         log.close()
+        conn.close()
         server.stop()

@@ -21,6 +21,9 @@ class PtiSim:
     def reset(self) -> None:
         self.http.post("/_sim/reset").raise_for_status()
 
+    def close(self) -> None:
+        self.http.close()
+
     def faults(self, **config) -> None:
         self.http.post("/_sim/faults", json=config).raise_for_status()
 
@@ -60,6 +63,7 @@ def pti(pti_server):
     sim.reset()
     yield sim
     sim.reset()
+    sim.close()
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ def slow_pti():
     server = serve_in_thread(create_app(pti_sites))
     sim = PtiSim(server.url)
     yield sim
-    sim.http.close()
+    sim.close()
     server.stop()
 
 

@@ -106,6 +106,7 @@ def test_r1_a_fault_storm_converges_without_duplicates_and_few_extra_calls(app, 
         assert stormy["total"] <= 1.35 * minimum, f"{stormy['total']} PTI calls against a minimum of {minimum}"
         assert_pti_matches_mirror(pti, accounts)
     finally:
+        pti.close()
         server.stop()
 
 
@@ -146,6 +147,7 @@ def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_us
                for code in sim.state()["sites"] for u in sim.site(code)["users"]}
         assert got == wanted  # the same 100 users, ids and codes on both sides
     finally:
+        sim.close()
         server.stop()
 
 
@@ -349,7 +351,9 @@ def _in_context(app, fn, *args):
 @pytest.fixture(autouse=True)
 def _no_leftover_faults(pti_server):
     yield
-    PtiSim(pti_server.url).faults()
+    sim = PtiSim(pti_server.url)
+    sim.faults()
+    sim.close()
 
 
 

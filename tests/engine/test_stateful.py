@@ -495,7 +495,7 @@ def tiny_pti():
     server = serve_in_thread(create_app(pti_sites, seed=3))
     sim = PtiSim(server.url)
     yield sim
-    sim.http.close()
+    sim.close()
     server.stop()
 
 

@@ -7,7 +7,6 @@ The simulator plays Storeganise; its webhooks reach the product's receiver signe
 from __future__ import annotations
 
 import pytest
-import redis as redis_lib
 from sqlalchemy import select
 
 from dashboard.extensions import db
@@ -16,6 +15,7 @@ from dashboard.mirror.importer import import_business
 from dashboard.models import Customer, PtiAccount, Rental, Unit, WebhookDelivery
 from dashboard.storeganise import StoreganiseError, compact_json, sign
 from jobs.events import handle_delivery
+from tests.conftest import flush_redis
 
 from .conftest import reconcile_requests
 
@@ -24,7 +24,7 @@ from .conftest import reconcile_requests
 def business(app, sg, redis_url):
     """The simulator's business imported into the mirror; then the import's own reconcile requests forgotten."""
     import_business(sg)
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
 
 
 def run(records: list[dict]) -> list[str]:
@@ -41,7 +41,7 @@ def settle(hooks) -> list[str]:
 
 
 def forget_requests(redis_url) -> None:
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
 
 
 def rental(sg_id: str) -> Rental:

@@ -3,7 +3,6 @@ without a manual import, and a value they typed wrong is a visible problem and a
 
 from __future__ import annotations
 
-import redis as redis_lib
 from sqlalchemy import select
 
 from dashboard.clients import site_credentials
@@ -12,6 +11,7 @@ from dashboard.mirror.importer import import_business, pull_changes
 from dashboard.models import OpenProblem, Rental, Site, Unit
 from jobs.events import handle_delivery
 from jobs.writeback import report_problems
+from tests.conftest import flush_redis
 
 from .conftest import reconcile_requests
 
@@ -23,7 +23,7 @@ def fresh(model, sg_id):
 
 def imported(sg, redis_url):
     import_business(sg)
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
 
 
 def rented_unit(sim) -> tuple[dict, dict]:

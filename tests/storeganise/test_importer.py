@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import redis as redis_lib
 from sqlalchemy import func, select
 
 from dashboard.clients import site_credentials
@@ -25,6 +24,7 @@ from dashboard.models import (
 )
 from jobs.pull import import_all
 from jobs.pull import pull_changes as pull_job
+from tests.conftest import flush_redis
 
 from .conftest import reconcile_requests
 
@@ -90,7 +90,7 @@ def test_an_import_marks_every_renting_customer_for_a_bulk_push_once(app, sg, si
 def test_importing_again_changes_nothing_and_asks_for_nothing(app, sg, sim, redis_url):
     import_business(sg)
     generations = dict(db.session.execute(select(PtiAccount.id, PtiAccount.generation)).all())
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
     report = import_business(sg)
     assert report.marked == 0 and reconcile_requests() == []
     assert dict(db.session.execute(select(PtiAccount.id, PtiAccount.generation)).all()) == generations
@@ -98,7 +98,7 @@ def test_importing_again_changes_nothing_and_asks_for_nothing(app, sg, sim, redi
 
 def test_a_re_import_marks_only_customers_whose_inputs_changed(app, sg, sim, redis_url):
     import_business(sg)
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
     rentals = [r for r in sim.rentals.values() if r["state"] == "occupied"]
     renamed, overridden = rentals[0], next(r for r in rentals if r["ownerId"] != rentals[0]["ownerId"])
     sim.edit("unit", renamed["unitId"], {"pti_id": "Q101"})
@@ -123,7 +123,7 @@ def test_an_import_of_one_site_reads_only_that_site(app, sg, sim):
 
 def test_the_pull_reads_only_what_changed_and_marks_those_customers(app, sg, sim, redis_url):
     import_business(sg)
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
     overdue = next(r for r in sim.rentals.values() if r["state"] == "occupied" and not r["overdue"])
     sim.set_overdue(overdue["id"], True)  # its webhook never reaches us
     unit = next(u for u in sim.units.values() if u["state"] == "available")
@@ -152,7 +152,7 @@ def test_the_pull_asks_storeganise_only_for_rentals_updated_since_the_last_pull(
 
 def test_a_pull_with_nothing_new_asks_for_nothing(app, sg, sim, redis_url):
     import_business(sg)
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
     report = pull_changes(sg)
     assert report.marked == 0 and reconcile_requests() == []
 

@@ -17,6 +17,7 @@ from jobs.pull import import_all
 from sim.server import serve_in_thread
 from sim.storeganise import DEMO_API_KEY
 from sim.storeganise import create_app as create_sim
+from tests.conftest import flush_redis
 
 from .conftest import queued_jobs, reconcile_requests
 
@@ -30,7 +31,7 @@ def live(app, redis_url):
     app.config.update(STOREGANISE_API_URL=sim_server.url + "/api/v1/admin", STOREGANISE_API_KEY=DEMO_API_KEY)
     sim = sim_app.extensions["storeganise_sim"]
     import_all()
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
     with httpx.Client(base_url=sim_server.url, timeout=10) as control:
         yield sim, control
     sim.close()
@@ -70,9 +71,9 @@ def test_overdue_then_its_echo_over_http_locks_once_and_loops_never(live, redis_
     assert work(sim) == ["processed"]  # markOverdue: lock, and pti_overlocked written back
     requested = reconcile_requests()
     assert [queue for queue, *_ in requested] == ["urgent"]
-    redis = redis_lib.Redis.from_url(redis_url)
-    for key in redis.scan_iter("pti-sync:pending:*"):  # as if the push ran: a new request would be enqueued
-        redis.delete(key)
+    with redis_lib.Redis.from_url(redis_url) as redis:
+        for key in redis.scan_iter("pti-sync:pending:*"):  # as if the push ran: a new request would be enqueued
+            redis.delete(key)
     assert work(sim) == []  # the echo of our own write: recognised at the receiver, no job
     echo = sim.snapshot()["webhooks"][-1]
     assert db.session.get(WebhookDelivery, echo["id"]).status == "echo"

@@ -14,6 +14,7 @@ from dashboard.mirror.importer import import_business
 from dashboard.models import Customer, PtiAccount, Rental, Site, utcnow
 from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from jobs.writeback import write_back_account, write_back_owed
+from tests.conftest import flush_redis
 from tests.engine.conftest import pti, pti_server  # noqa: F401 - the live PTI simulator, as the engine tests use it
 
 from .conftest import queued_jobs
@@ -26,7 +27,7 @@ def business(app, sg, sim, pti, redis_url):  # noqa: F811
     for site in db.session.scalars(select(Site)):
         site.pti_base_url = pti.url
     db.session.commit()
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
 
 
 def pushable_account(sim) -> PtiAccount:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis as redis_lib
 from sqlalchemy import select
 
 from dashboard.extensions import db
@@ -14,6 +13,7 @@ from dashboard.jobqueue import HANDLE_DELIVERY
 from dashboard.mirror.deliveries import job_id, requeue_stale_deliveries
 from dashboard.models import WebhookDelivery
 from dashboard.storeganise import compact_json, sign
+from tests.conftest import flush_redis
 
 from .conftest import queued_jobs
 
@@ -172,7 +172,7 @@ def test_the_relay_leaves_alone_deliveries_whose_job_is_still_waiting(client):
 
 def test_the_relay_waits_before_re_enqueueing_a_fresh_delivery(client, redis_url):
     post(client, compact_json(event()))
-    redis_lib.Redis.from_url(redis_url).flushall()  # Redis lost the job
+    flush_redis(redis_url)  # Redis lost the job
     assert requeue_stale_deliveries(older_than_s=30) == 0  # it may still be on its way
     [row] = deliveries()
     row.received_at -= timedelta(seconds=31)

@@ -17,6 +17,7 @@ from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from dashboard.sync.errors import problem
 from jobs.events import handle_delivery
 from jobs.writeback import report_problems, write_back_account
+from tests.conftest import flush_redis
 
 from .conftest import queued_jobs, reconcile_requests
 
@@ -26,7 +27,7 @@ PUSHED_AT = datetime(2026, 3, 4, 5, 6, 7, 891234)  # the engine's clock has micr
 @pytest.fixture
 def business(app, sg, sim, redis_url):
     import_business(sg)
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
 
 
 def multi_unit_customer(sim) -> str:
@@ -289,7 +290,7 @@ def test_a_write_back_storeganise_already_held_leaves_no_echo_to_swallow_a_manua
     account = pushed(multi_unit_customer(sim))
     write_back_account(account.id)
     hooks.deliver_new()  # our echoes, recognised
-    redis_lib.Redis.from_url(redis_url).flushall()
+    flush_redis(redis_url)
     hooks.skip_new()
     write_back_account(account.id)  # the same values again
     assert hooks.deliver_new() == []  # Storeganise changed nothing: no echo comes
