@@ -57,6 +57,11 @@ JOBS: dict[str, str] = {
     IMPORT: "import every site, unit, rental and renting customer from Storeganise",
 }
 
+# Jobs that read or write a whole site or more: each runs in a forked work horse, so its memory goes back to the
+# system when it ends and a crash in it takes nothing else down. Every other job (one event, one customer) runs
+# warm in the worker process: its database pool, PTI sessions and TLS context kept, no fork per event.
+FORKED_JOBS = frozenset({RECONCILE_BATCH, WRITE_BACK_OWED, SWEEP, PRUNE, PULL, IMPORT})
+
 
 def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,

@@ -20,17 +20,44 @@ def test_the_urgent_lane_takes_urgent_work_only_and_runs_it_warm_with_a_fresh_se
     from rq import Queue
 
     from dashboard.jobqueue import BULK, URGENT
-    from jobs.worker import WarmWorker
 
     bulk = Queue(BULK, connection=get_redis()).enqueue("tests.test_worker.session_probe", "bulk")
     urgent = [Queue(URGENT, connection=get_redis()).enqueue("tests.test_worker.session_probe", f"urgent-{n}")
               for n in range(2)]
     worker = build_worker("urgent")
-    assert isinstance(worker, WarmWorker) and [q.name for q in worker.queues] == [URGENT]
+    assert [q.name for q in worker.queues] == [URGENT]
     assert worker.work(burst=True, with_scheduler=False)
     assert [job.get_status(refresh=True) for job in urgent] == ["finished", "finished"]
     assert [job.return_value() for job in urgent] == [[], []]  # each started with an empty session
     assert bulk.get_status(refresh=True) == "queued"  # left for the general workers
+
+
+def test_one_event_jobs_run_warm_and_whole_site_jobs_in_a_forked_work_horse(app, monkeypatch):
+    """A payment's handler, reconcile and write-back run in the worker's own process (no fork, no fresh PTI login);
+    a job over a whole site gets a work horse of its own, so its memory and any crash end with it."""
+    import os
+
+    from rq import Queue
+
+    from dashboard.jobqueue import BULK, DEFAULT, FORKED_JOBS, HANDLE_DELIVERY, RECONCILE, RECONCILE_BATCH, WRITE_BACK
+
+    assert {HANDLE_DELIVERY, RECONCILE, WRITE_BACK}.isdisjoint(FORKED_JOBS) and RECONCILE_BATCH in FORKED_JOBS
+    monkeypatch.setattr("jobs.worker.FORKED_JOBS", FORKED_JOBS | {"tests.test_worker.forked_probe"})
+    warm = Queue(DEFAULT, connection=get_redis()).enqueue("tests.test_worker.pid_probe")
+    forked = Queue(BULK, connection=get_redis()).enqueue("tests.test_worker.forked_probe")
+    assert build_worker().work(burst=True, with_scheduler=False)
+    assert warm.get_status(refresh=True) == "finished" and warm.return_value() == os.getpid()
+    assert forked.get_status(refresh=True) == "finished"
+    assert forked.return_value() not in (None, os.getpid())
+
+
+def pid_probe() -> int:
+    import os
+
+    return os.getpid()
+
+
+forked_probe = pid_probe
 
 
 def session_probe(label: str) -> list[str]:
