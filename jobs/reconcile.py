@@ -13,6 +13,7 @@ from rq import get_current_job
 from dashboard.clients import storeganise_client
 from dashboard.engine import writeback
 from dashboard.engine.intent import holding, release
+from dashboard.engine.pti_reads import BatchReads
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
 from dashboard.jobqueue import WRITE_BACK, get_redis, hint
@@ -32,11 +33,13 @@ def reconcile_account(account_id: int, trigger: str = "relay") -> str:
 
 def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, int]:
     """Reconcile many accounts of one site, PTI_SITE_CONCURRENCY at a time (the site guard still caps the
-    calls across all workers). A bulk push goes through this: one forked job, many PTI calls in flight."""
+    calls across all workers). A bulk push goes through this: one forked job, many PTI calls in flight, and one
+    listing of the site's PTI users and units that every account of the batch is planned against (pti_reads)."""
     app = current_app._get_current_object()
     conn = get_redis()
     job = get_current_job()
 
+    listing = BatchReads()  # the site's PTI users and units, listed once for every account of the batch
     owed: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # accounts pushed, to write back to Storeganise
     writer = threading.Thread(target=write_back_all, args=(app, owed), name="batch-write-back", daemon=True)
     writer.start()
@@ -45,7 +48,8 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
         # Only now is this account in hand: until here the relay must see it as held (push_site set the key).
         release(conn, account_id, job.id if job else None)
         with app.app_context():
-            return reconcile(account_id, trigger, job.id if job else None, write_back=owed.put).outcome
+            return reconcile(account_id, trigger, job.id if job else None, write_back=owed.put,
+                             batch=listing).outcome
 
     outcomes: dict[str, int] = {}
     try:

@@ -42,6 +42,9 @@ CLAIM_CHUNK = 1000  # pending keys per claim script call
 WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 BATCH_SIZE = 200  # accounts per bulk job: big enough to keep a site's calls in flight, small enough to retry
 BATCH_JOB_TIMEOUT_S = 3600  # a batch of BATCH_SIZE accounts at a slow site
+# A site with at least this many non-urgent accounts to re-drive in one relay pass (an outage's backlog, a killed
+# batch) gets them as bulk batches, which read the site's PTI once, instead of one job and one look-up each.
+RELAY_BATCH_MIN = 20
 MARK_CHUNK = 500  # customer ids per IN (...) list
 # A rental already pushed (or waiting, or failed) waits for the new push; unmapped and disabled ones keep their state.
 REPUSHABLE_STATES = (SyncState.IN_SYNC, SyncState.FAILED, SyncState.PENDING)
@@ -206,31 +209,40 @@ class Hint:
             return cls(queue, job_id, 0.0)
 
 
-def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigger: str) -> int:
+def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigger: str,
+          batches: list[list[tuple[int, bytes | None]]] = ()) -> int:
     """Claim each account's pending key (when it still holds what the caller read: nothing, or a given hint), then
-    enqueue a reconcile for each account claimed, under the job id its key names. One script call and one pipeline
-    per CLAIM_CHUNK accounts. Should the enqueue fail, the keys name jobs that do not exist: the relay sees that."""
-    enqueued = 0
-    for start in range(0, len(claims), CLAIM_CHUNK):
-        chunk = claims[start:start + CLAIM_CHUNK]
-        now = time.time()
-        hints = [Hint(queue, f"reconcile-{account_id}-{uuid.uuid4().hex[:16]}", now)
-                 for account_id, queue, _ in chunk]
+    enqueue a reconcile for each account claimed, under the job id its key names. `batches` (account id, expected
+    key) lists of one site each go as `reconcile_batch` jobs of BATCH_SIZE on the bulk queue, every key of a batch
+    naming its job (as `push_site` does). One script call per CLAIM_CHUNK accounts and one pipeline in all. Should
+    the enqueue fail, the keys name jobs that do not exist: the relay sees that."""
+    now = time.time()
+    members = [(account_id, expected, Hint(queue, f"reconcile-{account_id}-{uuid.uuid4().hex[:16]}", now))
+               for account_id, queue, expected in claims]
+    for held in batches:
+        for start in range(0, len(held), BATCH_SIZE):
+            hint = Hint(BULK, f"reconcile-batch-{uuid.uuid4().hex}", now)
+            members += [(account_id, expected, hint) for account_id, expected in held[start:start + BATCH_SIZE]]
+    won: dict[str, tuple[Hint, list[int]]] = {}
+    for start in range(0, len(members), CLAIM_CHUNK):
+        chunk = members[start:start + CLAIM_CHUNK]
         args: list = [PENDING_TTL_S]
-        for (_, _, expected), hint in zip(chunk, hints, strict=True):
+        for _, expected, hint in chunk:
             args += [expected or b"", str(hint)]
-        won = conn.eval(_CLAIM, len(chunk), *[PENDING_KEY.format(account_id=a) for a, _, _ in chunk], *args)
-        if not won:
-            continue
+        for index in conn.eval(_CLAIM, len(chunk), *[PENDING_KEY.format(account_id=a) for a, _, _ in chunk], *args):
+            account_id, _, hint = chunk[int(index) - 1]
+            won.setdefault(hint.job_id, (hint, []))[1].append(account_id)
+    if won:
         with conn.pipeline() as pipe:
             pipe.multi()  # the jobs, in one transaction (RQ adds its commands to it)
-            for index in won:
-                hint = hints[int(index) - 1]
-                enqueue(RECONCILE, chunk[int(index) - 1][0], trigger, queue=hint.queue, job_id=hint.job_id,
-                        pipeline=pipe)
+            for job_id, (hint, account_ids) in won.items():
+                if job_id.startswith("reconcile-batch-"):
+                    enqueue(RECONCILE_BATCH, account_ids, trigger, queue=BULK, job_id=job_id,
+                            job_timeout=BATCH_JOB_TIMEOUT_S, pipeline=pipe)
+                else:
+                    enqueue(RECONCILE, account_ids[0], trigger, queue=hint.queue, job_id=job_id, pipeline=pipe)
             pipe.execute()
-        enqueued += len(won)
-    return enqueued
+    return sum(len(ids) for _, ids in won.values())
 
 
 def release(conn: redis.Redis, account_id: int, job_id: str | None) -> None:
@@ -369,7 +381,14 @@ def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
             claims.append((row.id, URGENT if row.urgent else DEFAULT, raw))
         elif hint.job_id not in alive and (hint.job_id in found or now - hint.since >= ENQUEUE_GRACE_S):
             claims.append((row.id, URGENT if row.urgent else (BULK if hint.queue == BULK else DEFAULT), raw))
-    enqueued = _hint(conn, claims, "relay") if claims else 0
+    site_of = {row.id: row.site_id for row in rows}
+    backlog: dict[int, list[tuple[int, bytes | None]]] = {}
+    for account_id, queue, raw in claims:
+        if queue != URGENT:
+            backlog.setdefault(site_of[account_id], []).append((account_id, raw))
+    batched = {account_id for held in backlog.values() if len(held) >= RELAY_BATCH_MIN for account_id, _ in held}
+    enqueued = _hint(conn, [claim for claim in claims if claim[0] not in batched], "relay",
+                     batches=[held for held in backlog.values() if len(held) >= RELAY_BATCH_MIN])
     taken_over = sum(1 for _, _, raw in claims if raw is not None)
     if taken_over:
         log.info("relay: %d accounts were held by jobs no longer alive (killed, lost or failed)", taken_over)

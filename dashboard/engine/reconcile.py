@@ -41,6 +41,7 @@ from ..sync import (
     NoFreeCode,
     Operation,
     Outcome,
+    Plan,
     PtiUnit,
     PtiUser,
     RemoveUser,
@@ -58,6 +59,7 @@ from ..sync import (
     resolve,
 )
 from . import problems, pti_lists
+from .pti_reads import BatchReads, LiveReads, SiteListing, touch
 from .site_guard import SiteGuard
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,10 @@ LOCK_TTL_S = 15
 LOCK_BEAT_S = 3
 LOCK_WAIT_S = 30
 TRIGGER_CHARS = 64  # the journal's trigger column
+TOUCHED_UNKNOWN = 2**62  # when an account was last pushed could not be read: read it live
+# What a plan from a batch's listing reports that only a live read can confirm (another customer of the batch may
+# have moved in since the listing was read).
+LISTING_DOUBTS = {"unit_not_found", "unit_rented_to_other"}
 
 # Problems the core reports for the customer as a whole: no rental can be pushed until they are fixed.
 ACCOUNT_REASONS = {"no_access_level", "no_zone", "no_access_code"}
@@ -214,44 +220,42 @@ def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
 # --- reading PTI ----------------------------------------------------------------------------------------------
 
 
-def observe(call: Caller, client: PtiClient, desired: DesiredAccess, account: PtiAccount) -> tuple[Identity,
-                                                                                                   ActualAccess]:
+def observe(reads: LiveReads | SiteListing, desired: DesiredAccess, account: PtiAccount) -> tuple[Identity,
+                                                                                                ActualAccess]:
     """Look the customer up in PTI (stored id; every e-mail match and the code when needed; the user staff chose
     to adopt) and read the units that matter."""
-    by_id = call("get_user", client.get_user, account.pti_user_id) if account.pti_user_id else None
+    by_id = reads.user(account.pti_user_id) if account.pti_user_id else None
     marker = desired.customer_id
     if by_id is not None and by_id.marker == marker and (account.access_code in (None, by_id.access_code)):
         identity = Identity(Outcome.FOUND, by_id)  # known user, our code: no need for the other lookups
     else:
         email = desired.user.email if desired.user else account.customer.email
-        by_email = call("find_users_by_email", client.find_users_by_email, email) if email else []
+        by_email = reads.users_by_email(email) if email else []
         code = account.access_code
-        by_code = call("find_user_by_access_code", client.find_user_by_access_code, code) if code else None
-        identity = resolve(marker, by_id, by_email, by_code, decision=decision(call, client, account, by_email),
+        by_code = reads.user_by_code(code) if code else None
+        identity = resolve(marker, by_id, by_email, by_code, decision=decision(reads, account, by_email),
                            code_chosen_here=code is not None and code != account.customer.pti_access_code)
     user = identity.user
     names = set(desired.unit_names) | set(user.units if user else ())
     units: dict[str, PtiUnit] = {}
     for name in sorted(names):
-        try:
-            units[name] = call("get_unit", client.get_unit, name)
-        except PtiPermanentError as exc:
-            if exc.reason not in ("unit_not_found", "invalid_unit_name"):
-                raise
+        unit = reads.unit(name)
+        if unit is not None:
+            units[name] = unit
     holders = {u.user_id for u in units.values() if u.user_id and (user is None or u.user_id != user.id)}
     holder_markers = {}
     for holder_id in sorted(holders):
-        holder = call("get_user", client.get_user, holder_id)
+        holder = reads.user(holder_id)
         holder_markers[holder_id] = holder.marker if holder else None
     return identity, ActualAccess(user, units, {k: v for k, v in holder_markers.items() if v is not None})
 
 
-def decision(call: Caller, client: PtiClient, account: PtiAccount, by_email: list[PtiUser]) -> Decision:
+def decision(reads: LiveReads | SiteListing, account: PtiAccount, by_email: list[PtiUser]) -> Decision:
     """Staff's decision about strangers matching the customer, with the user to adopt as PTI holds it now."""
     adopt_id = account.adopt_pti_user_id
     if adopt_id is None or adopt_id == account.pti_user_id:
         return Decision(separate=account.separate_from_foreign)
-    adopt = next((u for u in by_email if u.id == adopt_id), None) or call("get_user", client.get_user, adopt_id)
+    adopt = next((u for u in by_email if u.id == adopt_id), None) or reads.user(adopt_id)
     return Decision(adopt=adopt, separate=account.separate_from_foreign)
 
 
@@ -282,14 +286,27 @@ def stop_on_conflict(identity: Identity, account: PtiAccount) -> None:
 
 
 def create_user(call: Caller, client: PtiClient, op: CreateUser, marker: str) -> PtiUser:
-    """Create the user; after an uncertain failure look it up by its (stored) code before creating again."""
-    for _ in range(MAX_CALL_ATTEMPTS):
-        try:
-            return call("create_user", client.apply, op)
-        except PtiRetryableError:  # uncertain: PTI may have created it before the answer was lost
+    """Create the user. After an uncertain failure (PTI may have created it before the answer was lost) the create
+    is sent once more without a look-up: PTI keeps access codes unique within a site (domain.md), so had the first
+    one been applied, PTI refuses the second with -5, and the user is looked up by its (stored) code. After a second
+    uncertain failure the user is looked up before every further create. A -5 for a user that is not ours is a
+    stranger holding the code (apply_plan draws another)."""
+    for attempt in range(MAX_CALL_ATTEMPTS):
+        if attempt >= 2:
             found = call("find_user_by_access_code", client.find_user_by_access_code, op.access_code)
             if found is not None and found.marker == marker:
                 return found
+        try:
+            return call("create_user", client.apply, op)
+        except PtiRetryableError:
+            continue
+        except PtiPermanentError as exc:
+            if exc.reason != "duplicate_access_code":
+                raise
+            found = call("find_user_by_access_code", client.find_user_by_access_code, op.access_code)
+            if found is not None and found.marker == marker:
+                return found
+            raise
     raise Retry("pti_unreachable")
 
 
@@ -302,11 +319,15 @@ def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker
     done: list[str] = []
     unit_problems: dict[str, str] = {}
     new_user_id = None
+    taking = {op.unit_name for op in ops if isinstance(op, RentUnit)}
     for op in ops:
         unit = getattr(op, "unit_name", None)
         if unit in unit_problems:
             continue
         try:
+            if isinstance(op, VacateUnit) and unit not in taking and not held_by(call, client, unit,
+                                                                              account.pti_user_id):
+                continue  # another customer's push took it meanwhile: vacating now would lock them out
             if isinstance(op, CreateUser):
                 user = create_user(call, client, op, marker)
                 new_user_id = user.id
@@ -330,15 +351,28 @@ def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker
     return done, unit_problems
 
 
+def held_by(call: Caller, client: PtiClient, unit_name: str, user_id: str | None) -> bool:
+    """Whether PTI has the unit rented to this user right now: read just before a unit the customer gives up is
+    vacated, because the customer moving in may have been pushed (by another job or thread) since it was read."""
+    try:
+        unit = call("get_unit", client.get_unit, unit_name)
+    except PtiPermanentError as exc:
+        if exc.reason in ("unit_not_found", "invalid_unit_name"):
+            return False
+        raise
+    return user_id is not None and unit.user_id == user_id
+
+
 # --- one attempt ------------------------------------------------------------------------------------------------
 
 
 def reconcile(account_id: int, trigger: str, job_id: str | None = None,
-              write_back: Callable[[int], None] | None = None) -> Result:
+              write_back: Callable[[int], None] | None = None, batch: BatchReads | None = None) -> Result:
     """Make PTI match Storeganise for one account; never raises for PTI trouble (it is recorded instead).
 
     After a push the account's write-back to Storeganise is enqueued as its own job, or handed to `write_back`
-    (a bulk batch writes back in its own process instead of forking a job per account)."""
+    (a bulk batch writes back in its own process instead of forking a job per account). A bulk batch passes its
+    `batch` listing of the site's PTI users and units (see pti_reads)."""
     # Not thread-local: the heartbeat thread extends the token this thread took.
     lock = get_redis().lock(lock_key(account_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S,
                             thread_local=False)
@@ -346,17 +380,29 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
         _come_back(account_id, trigger)  # another job holds it for long: come back after it
         return Result("busy")
     try:
+        last_touched = _touch(account_id)
         with kept_alive(lock):
             db.session.expire_all()
             account = db.session.get(PtiAccount, account_id)
             if account is None:
                 return Result("noop", "account_gone")
-            return _attempt(account, trigger, job_id, write_back, lock)
+            return _attempt(account, trigger, job_id, write_back, lock, batch, last_touched)
     finally:
+        _touch(account_id)  # a batch's listing read before now no longer speaks for this account
         try:
             lock.release()
         except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
             log.warning("reconcile lock of account %s expired before release", account_id)
+
+
+def _touch(account_id: int) -> int:
+    """Stamp the account as pushed now (pti_reads.touch); a Redis that cannot answer means "pushed just now", so no
+    batch trusts its listing for this account."""
+    try:
+        return touch(account_id) or 0
+    except redis.RedisError as exc:
+        log.warning("account %s could not be stamped in Redis (%s)", account_id, exc.__class__.__name__)
+        return TOUCHED_UNKNOWN
 
 
 @contextmanager
@@ -391,7 +437,8 @@ def _come_back(account_id: int, trigger: str) -> None:
 
 
 def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
-             write_back: Callable[[int], None] | None = None, lock=None) -> Result:
+             write_back: Callable[[int], None] | None = None, lock=None, batch: BatchReads | None = None,
+             last_touched: int = TOUCHED_UNKNOWN) -> Result:
     started = time.monotonic()
     generation = account.generation
     site = account.site
@@ -423,20 +470,26 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
                                   account.customer.zone_override)
         if unknown is not None:
             raise Park(*unknown)  # before any PTI write: PTI would refuse it, or give the wrong hours
-        identity, actual = observe(call, client, desired, account)
-        stop_on_conflict(identity, account)
-        if identity.outcome is Outcome.CODE_TAKEN:
-            account.access_code = choose_code(account, exclude={account.access_code})
-            db.session.commit()
-            rentals, desired = snapshot(account)
-            identity, actual = observe(call, client, desired, account)
-            stop_on_conflict(identity, account)
-            if identity.outcome is not Outcome.FOUND and identity.outcome is not Outcome.CREATE:
-                raise Retry("duplicate_access_code")
-        if identity.user is not None and account.pti_user_id != identity.user.id:
-            account.pti_user_id = identity.user.id
-        the_plan = plan(desired, actual)
-        operations, unit_problems = apply_plan(call, client, account, the_plan.ops, desired.customer_id)
+        live = LiveReads(call, client)
+        reads = batch.for_account(call, client, last_touched) if batch is not None else live
+        listed = _listed_plan(reads, account, desired) if reads.listing else None
+        operations, unit_problems = [], {}
+        if listed is not None:
+            identity, the_plan = listed
+            if identity.user is not None and account.pti_user_id != identity.user.id:
+                account.pti_user_id = identity.user.id
+            try:
+                operations, unit_problems = apply_plan(call, client, account, the_plan.ops, desired.customer_id)
+            except Park as exc:
+                unit_problems = {"": exc.reason}
+            if unit_problems:  # PTI refused what the listing promised: read this customer live and push again
+                log.info("PTI refused a push of account %s planned from the batch's listing (%s): reading it live",
+                         account.id, ", ".join(sorted(set(unit_problems.values()))))
+                listed = None
+        if listed is None:
+            rentals, desired, the_plan = _read_and_plan(live, account, rentals, desired)
+            more, unit_problems = apply_plan(call, client, account, the_plan.ops, desired.customer_id)
+            operations += more
         for issue in the_plan.issues:
             if issue.unit_name and issue.reason not in UNIT_STATUS_REASONS.values():
                 unit_problems.setdefault(issue.unit_name, issue.reason)
@@ -464,6 +517,38 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
         db.session.rollback()
         log.exception("reconcile of account %s failed unexpectedly", account.id)
         return _retry(account, journal, Retry("unexpected_error", detail=unexpected(exc)), operations, started)
+
+
+def _listed_plan(listing: SiteListing, account: PtiAccount, desired: DesiredAccess) -> tuple[Identity, Plan] | None:
+    """The plan from a batch's listing, or None where only live reads can tell: a look-up that is not plain (a
+    stranger, a duplicate, a taken code), a unit the listing says is missing or someone else's, or a plan that
+    vacates a unit or removes a user (the listing may predate another customer's move-in to that unit)."""
+    identity, actual = observe(listing, desired, account)
+    if identity.outcome is not Outcome.FOUND and identity.outcome is not Outcome.CREATE:
+        return None
+    the_plan = plan(desired, actual)
+    if any(isinstance(op, (VacateUnit, RemoveUser)) for op in the_plan.ops) or any(
+            issue.reason in LISTING_DOUBTS for issue in the_plan.issues):
+        return None
+    return identity, the_plan
+
+
+def _read_and_plan(reads: LiveReads, account: PtiAccount, rentals: list[Rental], desired: DesiredAccess,
+                   ) -> tuple[list[Rental], DesiredAccess, Plan]:
+    """Look the customer up call by call and plan; a code PTI gives a stranger is replaced by a new one first."""
+    identity, actual = observe(reads, desired, account)
+    stop_on_conflict(identity, account)
+    if identity.outcome is Outcome.CODE_TAKEN:
+        account.access_code = choose_code(account, exclude={account.access_code})
+        db.session.commit()
+        rentals, desired = snapshot(account)
+        identity, actual = observe(reads, desired, account)
+        stop_on_conflict(identity, account)
+        if identity.outcome is not Outcome.FOUND and identity.outcome is not Outcome.CREATE:
+            raise Retry("duplicate_access_code")
+    if identity.user is not None and account.pti_user_id != identity.user.id:
+        account.pti_user_id = identity.user.id
+    return rentals, desired, plan(desired, actual)
 
 
 def unexpected(exc: BaseException) -> str:

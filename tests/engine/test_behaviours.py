@@ -106,6 +106,41 @@ def test_transfer_vacates_the_old_unit_and_rents_the_new_one_with_the_same_code(
     assert pti.unit("NG01", old.unit.pti_unit_name)["status"] == "vacant"
 
 
+def test_a_unit_given_up_is_not_vacated_once_the_next_tenant_holds_it(business, pti, monkeypatch):
+    """A leaves unit X and B moves into it. B's push takes X first; A's push read X before that (still A's, as a
+    push running at the same moment would): A reads X again just before vacating it, and leaves B's unit alone."""
+    from dashboard.engine import reconcile as engine
+    from dashboard.sync import PtiUnit, UnitStatus
+
+    leaver = customer_with(2)
+    push(leaver)
+    newcomer = next(c for c in db.session.scalars(select(Customer).order_by(Customer.id.desc()))
+                    if c.id != leaver.id and len(c.rentals) == 1 and c.rentals[0].site.code == "northgate"
+                    and c.rentals[0].active and c.rentals[0].unit.pti_unit_name
+                    and " " not in c.rentals[0].unit.pti_unit_name)
+    push(newcomer)
+    given_up = leaver.rentals[0]
+    given_up.state = "ended"
+    db.session.add(Rental(sg_id="moved-in", site_id=given_up.site_id, unit_id=given_up.unit_id,
+                          customer_id=newcomer.id, state="occupied"))
+    push(newcomer)
+    unit = given_up.unit.pti_unit_name
+    assert pti.unit("NG01", unit)["user_id"] == pti.user_with_marker("NG01", newcomer.sg_id)["id"]
+
+    real = engine.observe
+    leaver_user = pti.user_with_marker("NG01", leaver.sg_id)["id"]
+
+    def read_before_the_newcomer_moved_in(reads, desired, account):
+        identity, actual = real(reads, desired, account)
+        if account.customer_id == leaver.id:
+            actual.units[unit] = PtiUnit(unit, UnitStatus.RENTED, locked=False, user_id=leaver_user)
+        return identity, actual
+
+    monkeypatch.setattr(engine, "observe", read_before_the_newcomer_moved_in)
+    assert push(leaver).outcome in ("ok", "noop")
+    assert pti.unit("NG01", unit)["user_id"] == pti.user_with_marker("NG01", newcomer.sg_id)["id"]
+
+
 def test_overdue_locks_only_the_overdue_unit_and_payment_unlocks_it(business, pti):
     customer = customer_with(2)
     push(customer)

@@ -109,9 +109,28 @@ def test_the_relay_re_drives_the_accounts_a_killed_batch_still_held(business):
     batches = held_by_batches()
     victim, stranded = next(iter(batches.items()))
     killed(victim)
+    assert len(stranded) >= intent.RELAY_BATCH_MIN
     assert relay() == len(stranded)
-    assert sorted(queued(BULK)[len(batches) - 1:]) == sorted(stranded)  # single jobs, in the queue it was in
+    again = [job for job in Queue(BULK, connection=get_redis()).jobs if job.id not in batches]
+    # a batch again (it reads the site's PTI once), on the bulk queue, holding each of them
+    assert [(job.func_name, sorted(job.args[0])) for job in again] == [(intent.RECONCILE_BATCH, sorted(stranded))]
+    assert {Hint.parse(get_redis().get(PENDING_KEY.format(account_id=a))).job_id for a in stranded} == {again[0].id}
     assert relay() == 0, "the jobs just enqueued hold the accounts now"
+
+
+def test_the_relay_re_drives_a_few_stranded_accounts_one_job_each(business):
+    push_site(site("riverside"), "test")
+    batches = held_by_batches()
+    victim, stranded = next(iter(batches.items()))
+    conn = get_redis()
+    for account_id in stranded[intent.RELAY_BATCH_MIN - 1:]:  # the batch had reached all but a few
+        conn.delete(PENDING_KEY.format(account_id=account_id))
+        db.session.get(PtiAccount, account_id).synced_generation = db.session.get(PtiAccount, account_id).generation
+    db.session.commit()
+    killed(victim)
+    few = stranded[:intent.RELAY_BATCH_MIN - 1]
+    assert relay() == len(few)
+    assert sorted(queued(BULK)[len(batches) - 1:]) == sorted(few)  # single jobs, in the queue they were in
 
 
 def test_the_relay_leaves_the_accounts_of_a_running_batch_with_a_heartbeat(business):
