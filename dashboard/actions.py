@@ -6,7 +6,7 @@ change, commits, then enqueues the reconcile; none of them calls PTI itself.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from .audit import record
 from .engine import pti_lists
@@ -130,14 +130,30 @@ def _decided(account: PtiAccount, actor: StaffUser | str, action: str, **detail)
     return request_reconcile([account], trigger=f"staff:{_who(actor)}")
 
 
-def requeue_failed(actor: StaffUser | str, site: Site | None = None) -> int:
-    """Put every parked (failed) account back in line, e.g. after fixing a site's PTI password."""
-    stmt = select(PtiAccount).where(PtiAccount.state == SyncState.FAILED)
+def failed_accounts(site: Site | None = None, cause: str | None = None):
+    """The select of the accounts a retry of failures puts back in line: those parked as failed, and those with an
+    active rental that failed (a unit PTI refused fails the rental, not its customer), by site and cause if given;
+    the same rentals the Overview, the site page and the Failures page count as failed."""
+    parked = PtiAccount.state == SyncState.FAILED
+    rental_failed = select(Rental.id).where(
+        Rental.customer_id == PtiAccount.customer_id, Rental.site_id == PtiAccount.site_id,
+        Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state == SyncState.FAILED)
+    if cause is not None:
+        parked = and_(parked, PtiAccount.last_error == cause)
+        rental_failed = rental_failed.where(Rental.last_error == cause)
+    stmt = select(PtiAccount).where(or_(parked, rental_failed.exists()))
     if site is not None:
         stmt = stmt.where(PtiAccount.site_id == site.id)
-    accounts = [mark_dirty(a.customer_id, a.site_id, urgent=a.urgent) for a in db.session.scalars(stmt).all()]
+    return stmt.order_by(PtiAccount.id)
+
+
+def requeue_failed(actor: StaffUser | str, site: Site | None = None, cause: str | None = None) -> int:
+    """Put every failed account back in line (at one site, of one cause), e.g. after fixing a site's PTI password."""
+    accounts = [mark_dirty(a.customer_id, a.site_id, urgent=a.urgent)
+                for a in db.session.scalars(failed_accounts(site, cause)).all()]
+    detail = {"count": len(accounts)} | ({"cause": cause} if cause else {})
     record("requeue failed", actor=actor, target_type="site" if site else None,
-           target_id=site.sg_id if site else None, count=len(accounts))
+           target_id=site.sg_id if site else None, **detail)
     db.session.commit()
     return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
 

@@ -25,7 +25,7 @@ from .mirror.importer import ImportBusy, import_business, pull_changes
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Role, Site, StaffUser
 from .pti import PtiClient, check_site
 from .storeganise import StoreganiseError
-from .sync.errors import problem
+from .sync.errors import CATALOGUE, problem
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,10 @@ def set_access_command(customer: str, level: int | None, zone: int | None) -> No
 
 @sync.command("requeue-failed")
 @click.option("--site", "site_key", help="Only this site (code or id).")
-def requeue(site_key: str | None) -> None:
-    """Put every failed customer back in line (after fixing what failed)."""
-    _act(actions.requeue_failed, site=_find(Site, site_key) if site_key else None)
+@click.option("--cause", type=click.Choice(sorted(CATALOGUE)), help="Only this cause (a reason of docs/errors.md).")
+def requeue(site_key: str | None, cause: str | None) -> None:
+    """Put every failed customer back in line (after fixing what failed), as Retry all on the Failures page."""
+    _act(actions.requeue_failed, site=_find(Site, site_key) if site_key else None, cause=cause)
 
 
 @sync.command("status")

@@ -14,6 +14,8 @@ ACCESS = {
     "auth.login": PUBLIC,
     "auth.logout": EVERYONE,
     "overview.index": EVERYONE,
+    "failures.index": EVERYONE,
+    "failures.retry": ACTORS,
     "sites.index": EVERYONE,
     "sites.show": EVERYONE,
     "sites.resync": ACTORS,
@@ -98,6 +100,7 @@ def test_each_role_gets_exactly_its_routes(app, client, auth, demo_business, an_
 ACTION_SUCCESS = {
     "sites.resync": (302, "/sites/1", "Every customer of the site is queued for a push."),
     "sites.requeue_failed": (302, "/sites/1", "Failed customers of the site are queued again."),
+    "failures.retry": (302, "/failures/", "queued again"),
     "rentals.resync": (302, "/rentals/1", "Push to PTI queued."),
     "rentals.suspend": (302, "/rentals/1", "Suspension queued: the keypad will refuse the code."),
     "rentals.unsuspend": (302, "/rentals/1", "Unsuspension queued: the code will open again."),
@@ -144,6 +147,9 @@ def _post_action(app, client, endpoint: str, rule, token: str):
         verb = "adopt" if endpoint.endswith("adopt_pti_user") else "separate"
         return client.post(f"/customers/{account.customer_id}/accounts/{account.id}/{verb}",
                            data={"csrf_token": token, "pti_user_id": "1001"}), {"customer": account.customer_id}
+    if endpoint == "failures.retry":
+        account = _in_conflict()
+        return client.post("/failures/retry", data={"csrf_token": token, "cause": account.last_error}), {}
     if endpoint == "uploads.create":
         rental = db.session.get(Rental, 1)
         boundary, body = encode_multipart({"csrf_token": token, "file": FileStorage(
