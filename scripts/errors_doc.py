@@ -17,7 +17,8 @@ HEADER = """# Error catalogue
 Every problem PTI Sync reports, with the words staff read on a rental or customer page, in a Storeganise task
 and in `flask sync status`. *Retried* problems pass on their own: the product retries with backoff and only
 parks the customer as failed after several attempts. The others need a person: fix the cause, then press
-Resync (or Retry failed customers on the site page, or `flask sync requeue-failed`).
+Resync (or Retry all for the cause on the Failures page, Retry failed customers on the site page, or
+`flask sync requeue-failed --cause REASON`).
 
 Generated from `dashboard/sync/errors.py` by `scripts/errors_doc.py`; do not edit by hand.
 

@@ -34,7 +34,7 @@ CATALOGUE: dict[str, Problem] = {
                 "Nothing to do: this counts as success."),
         Problem("invalid_credentials", "PTI refused the site's credentials.",
                 "Correct the site's PTI Site Code, Site Key, Username and Password in Storeganise (the add-on's "
-                "site settings), then press Retry failed customers on the site's page."),
+                "site settings), then press Retry all for this cause on the Failures page."),
         Problem("duplicate_access_code", "PTI already has another user with this access code.",
                 "Press Regenerate code for this customer, or remove the other PTI user holding the code."),
         Problem("duplicate_pti_users",
@@ -55,10 +55,10 @@ CATALOGUE: dict[str, Problem] = {
                 "Press Resync: the product chooses and stores a code before it creates the PTI user."),
         Problem("site_access_level_unknown", "The site's PTI Access Level is not one of the access levels PTI has.",
                 "Set the site's PTI Access Level in Storeganise to one PTI lists (the detail names them), then press "
-                "Retry failed customers on the site's page."),
+                "Retry all for this cause on the Failures page."),
         Problem("site_zone_unknown", "The site's PTI zone is not one of the time zones PTI has.",
                 "Set the site's PTI zone in Storeganise to one PTI lists (the detail names them), then press Retry "
-                "failed customers on the site's page."),
+                "all for this cause on the Failures page."),
         Problem("access_level_unknown", "The customer's own PTI access level is not one PTI has at this site.",
                 "Choose one of PTI's access levels on the customer's page (the detail names them), or clear the "
                 "customer's own to use the site's."),
@@ -71,7 +71,7 @@ CATALOGUE: dict[str, Problem] = {
                 "The site's stored PTI credentials cannot be decrypted with the configured keys (or were sealed "
                 "for another site), so nothing is pushed to it.",
                 "Put the key they were encrypted with back in ENCRYPTION_KEYS (newest key first, older keys after "
-                "it), restart, run `flask keys rotate`, then press Retry failed customers on the site's page. If "
+                "it), restart, run `flask keys rotate`, then press Retry all for this cause on the Failures page. If "
                 "that key is lost, enter the site's PTI credentials again in Storeganise (the add-on's site "
                 "settings)."),
         Problem("unexpected_error",

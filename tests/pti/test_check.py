@@ -112,7 +112,7 @@ def test_wrong_credentials_are_reported_with_the_fix(sim):
     assert check.error.reason == "invalid_credentials"
     assert check.lines == ["PTI answered but refused: PTI refused the site's credentials. Correct the site's PTI "
                            "Site Code, Site Key, Username and Password in Storeganise (the add-on's site settings), "
-                           "then press Retry failed customers on the site's page."]
+                           "then press Retry all for this cause on the Failures page."]
     assert "wrong-password" not in repr(check)
 
 
