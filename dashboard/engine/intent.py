@@ -155,10 +155,14 @@ def mark_site_dirty(site_id: int, customer_ids: set[int]) -> list[int]:
     return [ids[c] for c in wanted]
 
 
-def request_reconcile(accounts: Iterable[PtiAccount | int], *, trigger: str, bulk: bool = False) -> int:
+def request_reconcile(accounts: Iterable[PtiAccount | int], *, trigger: str, bulk: bool = False,
+                      hold: str | None = None, held: list[int] | None = None) -> int:
     """After the commit: enqueue one reconcile per account unless one is already queued. Returns how many.
 
     Urgent accounts (a lock or unlock is owed) go to the urgent queue, so no bulk push delays a payment's unlock.
+    With `hold` (the id of the running job, a delivery's handler), the urgent accounts are not enqueued: their keys
+    name that job, which pushes them itself right away (no second job, no wait for a free worker); their ids are
+    appended to `held`. Killed before it does, the job's keys are taken over by the relay like any dead job's.
     A Redis failure is logged, not raised: the intent is already in the database and the relay will deliver it.
     Three Redis round trips however many accounts: read their hints, claim the free ones, enqueue their jobs.
     """
@@ -181,7 +185,7 @@ def request_reconcile(accounts: Iterable[PtiAccount | int], *, trigger: str, bul
                 # A queued job will read the newest intent when it runs, unless it waits in a slower queue than
                 # a lock or unlock may: then an urgent job goes too (the account lock keeps them apart).
                 claims.append((account_id, URGENT, raw))
-        return _hint(conn, claims, trigger)
+        return _hint(conn, claims, trigger, hold=hold, held=held)
     except redis.RedisError as exc:
         log.warning("could not enqueue reconciles (%s): the relay will pick them up", exc.__class__.__name__)
         return 0
@@ -210,19 +214,23 @@ class Hint:
 
 
 def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigger: str,
-          batches: list[list[tuple[int, bytes | None]]] = ()) -> int:
+          batches: list[list[tuple[int, bytes | None]]] = (), hold: str | None = None,
+          held: list[int] | None = None) -> int:
     """Claim each account's pending key (when it still holds what the caller read: nothing, or a given hint), then
     enqueue a reconcile for each account claimed, under the job id its key names. `batches` (account id, expected
     key) lists of one site each go as `reconcile_batch` jobs of BATCH_SIZE on the bulk queue, every key of a batch
     naming its job (as `push_site` does). One script call per CLAIM_CHUNK accounts and one pipeline in all. Should
     the enqueue fail, the keys name jobs that do not exist: the relay sees that."""
     now = time.time()
-    members = [(account_id, expected, Hint(queue, f"reconcile-{account_id}-{uuid.uuid4().hex[:16]}", now))
+    members = [(account_id, expected,
+                Hint(queue, hold if hold and queue == URGENT else f"reconcile-{account_id}-{uuid.uuid4().hex[:16]}",
+                     now))
                for account_id, queue, expected in claims]
-    for held in batches:
-        for start in range(0, len(held), BATCH_SIZE):
+    for site_accounts in batches:
+        for start in range(0, len(site_accounts), BATCH_SIZE):
             hint = Hint(BULK, f"reconcile-batch-{uuid.uuid4().hex}", now)
-            members += [(account_id, expected, hint) for account_id, expected in held[start:start + BATCH_SIZE]]
+            members += [(account_id, expected, hint)
+                        for account_id, expected in site_accounts[start:start + BATCH_SIZE]]
     won: dict[str, tuple[Hint, list[int]]] = {}
     for start in range(0, len(members), CLAIM_CHUNK):
         chunk = members[start:start + CLAIM_CHUNK]
@@ -232,6 +240,9 @@ def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigge
         for index in conn.eval(_CLAIM, len(chunk), *[PENDING_KEY.format(account_id=a) for a, _, _ in chunk], *args):
             account_id, _, hint = chunk[int(index) - 1]
             won.setdefault(hint.job_id, (hint, []))[1].append(account_id)
+    kept: list[int] = won.pop(hold)[1] if hold and hold in won else []  # the running job pushes these itself
+    if held is not None:
+        held.extend(kept)
     if won:
         with conn.pipeline() as pipe:
             pipe.multi()  # the jobs, in one transaction (RQ adds its commands to it)
@@ -242,7 +253,7 @@ def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigge
                 else:
                     enqueue(RECONCILE, account_ids[0], trigger, queue=hint.queue, job_id=job_id, pipeline=pipe)
             pipe.execute()
-    return sum(len(ids) for _, ids in won.values())
+    return sum(len(ids) for _, ids in won.values()) + len(kept)
 
 
 def release(conn: redis.Redis, account_id: int, job_id: str | None) -> None:

@@ -21,7 +21,7 @@ from ..models import Customer, Unit, WebhookDelivery
 from ..storeganise import StoreganiseClient, StoreganiseError, WebhookEvent
 from ..storeganise import webhooks as sg
 from . import deliveries
-from .records import Effects, apply_customer, apply_unit, ensure_site, refresh_rental
+from .records import Effects, PushHere, apply_customer, apply_unit, ensure_site, refresh_rental
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,9 @@ def _finish(delivery_id: str, status: str, error: str | None) -> None:
     db.session.commit()
 
 
-def process_delivery(delivery_id: str, client: StoreganiseClient) -> str:
-    """Act on one recorded delivery, at most once to completion; returns its final status."""
+def process_delivery(delivery_id: str, client: StoreganiseClient, push_here: PushHere | None = None) -> str:
+    """Act on one recorded delivery, at most once to completion; returns its final status. With `push_here` (the
+    delivery's job), a lock or unlock it owes is pushed by that job right after the commit (Effects.deliver)."""
     delivery = db.session.get(WebhookDelivery, delivery_id)
     if delivery is None:
         raise LookupError(f"No recorded Storeganise delivery {delivery_id!r}.")
@@ -140,7 +141,7 @@ def process_delivery(delivery_id: str, client: StoreganiseClient) -> str:
         handler(client, event, fx)
         delivery.status, delivery.error = deliveries.PROCESSED, None
         db.session.commit()
-        fx.deliver(client, trigger=event.type)
+        fx.deliver(client, trigger=event.type, push_here=push_here)
     except StoreganiseError as exc:
         db.session.rollback()
         if exc.retryable:

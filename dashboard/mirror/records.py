@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from flask import current_app
 from sqlalchemy import select
@@ -30,8 +31,16 @@ SITE_INPUTS = ("pti_base_url", "pti_site_code", "pti_credentials", "default_acce
 UNIT_INPUTS = ("site_id", "pti_unit_name", "pti_switched_off")
 CUSTOMER_INPUTS = ("email", "first_name", "last_name", "access_level_override", "zone_override")
 RENTAL_INPUTS = ("site_id", "unit_id", "customer_id", "state", "overdue", "overlocked", "pti_synced")
-USER_ID_CHUNK = 50
-log = logging.getLogger(__name__)  # ids per `GET users?ids=` request
+USER_ID_CHUNK = 50  # ids per `GET users?ids=` request
+log = logging.getLogger(__name__)
+
+
+class PushHere(Protocol):
+    """The job handling a delivery, pushing the urgent accounts it marked itself (jobs/events.py)."""
+
+    job_id: str
+
+    def __call__(self, account_ids: list[int], trigger: str) -> None: ...
 
 
 def parse_time(value) -> datetime | None:
@@ -136,12 +145,21 @@ class Effects:
             entity, sg_id, code, f"{code} is {exc.value}: {exc.message} {exc.fix}", target=target, subject=subject,
             site_id=site.id if site else None) for code, exc in fields.problems.items()])
 
-    def deliver(self, client: StoreganiseClient, trigger: str, *, bulk: bool = False) -> tuple[int, int]:
+    def deliver(self, client: StoreganiseClient, trigger: str, *, bulk: bool = False,
+                push_here: PushHere | None = None) -> tuple[int, int]:
         """After the commit: ask for the pushes and the new problems' report, then write the owed pti_overlocked
-        values back to Storeganise.
+        values back to Storeganise. With `push_here` (a delivery's job), the urgent pushes (a lock or an unlock)
+        run in that job at once, before the write-back, instead of waiting for a job and a free worker of their own.
 
-        Returns (reconcile jobs enqueued, pti_overlocked values written)."""
-        enqueued = request_reconcile(list(self.accounts.values()), trigger=trigger, bulk=bulk)
+        Returns (reconcile jobs enqueued or pushed here, pti_overlocked values written)."""
+        held: list[int] = []
+        enqueued = request_reconcile(list(self.accounts.values()), trigger=trigger, bulk=bulk,
+                                     hold=push_here.job_id if push_here else None, held=held)
+        if held:
+            try:
+                push_here(held, trigger)
+            except Exception:  # noqa: BLE001 - the intent is committed: the relay pushes what this did not
+                log.exception("pushing accounts %s in the delivery's job failed; the relay takes them over", held)
         if self.new_problems:
             problems.request_reports()
         return enqueued, writeback.write_overlocks(client, self.overlocks)

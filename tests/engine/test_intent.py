@@ -273,3 +273,26 @@ def test_once_a_sites_probe_got_through_its_outage_retries_stop_waiting_out_thei
     assert queued(DEFAULT) == [waiting.id]
     db.session.expire_all()
     assert db.session.get(PtiAccount, waiting.id).next_attempt_at is None
+
+
+def test_a_delivery_job_holds_the_urgent_accounts_it_pushes_itself_and_enqueues_the_rest(business):
+    """A payment's delivery job pushes the unlock itself: its key names that job and no second job is queued; a
+    change that is not urgent still gets its own job; an urgent account already held by a queued urgent job is
+    left to it."""
+    paying = mark_dirty(customer_with(1), site("northgate").id, urgent=True)
+    renamed = mark_dirty(customer_with(2), site("northgate").id)
+    db.session.commit()
+    held: list[int] = []
+    assert request_reconcile([paying, renamed], trigger="unitRental.unmarkOverdue", hold="sg-delivery-1",
+                             held=held) == 2
+    assert held == [paying.id]
+    assert (queued(URGENT), queued(DEFAULT)) == ([], [renamed.id])
+    assert Hint.parse(get_redis().get(PENDING_KEY.format(account_id=paying.id))).job_id == "sg-delivery-1"
+    assert relay() == 0, "a key naming the running delivery job is that job's"
+
+    again: list[int] = []
+    other = mark_dirty(customer_with(1, site_code="riverside"), site("riverside").id, urgent=True)
+    db.session.commit()
+    request_reconcile([other], trigger="first")  # an urgent job is queued for it already
+    assert request_reconcile([other], trigger="second", hold="sg-delivery-2", held=again) == 0
+    assert again == [] and queued(URGENT) == [other.id]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from dashboard.extensions import db
 from dashboard.jobqueue import HANDLE_DELIVERY
-from dashboard.models import Rental, WebhookDelivery
+from dashboard.models import Rental, SyncAttempt, WebhookDelivery
 from jobs.pull import import_all
 from sim.server import serve_in_thread
 from sim.storeganise import DEMO_API_KEY
@@ -68,12 +68,17 @@ def test_overdue_then_its_echo_over_http_locks_once_and_loops_never(live, redis_
     sim, control = live
     target = next(r for r in sim.rentals.values() if r["state"] == "occupied" and not r["overdue"])
     control.post("/_sim/overdue", json={"unitRentalId": target["id"], "overdue": True}).raise_for_status()
+    assert sim.wait_for_webhooks(10)
+    [delivery] = [job.id for _, job in queued_jobs(HANDLE_DELIVERY)]
     assert work(sim) == ["processed"]  # markOverdue: lock, and pti_overlocked written back
+    # The lock was pushed by the delivery's own job, right away: no second job waits for a worker.
+    rental = db.session.scalar(select(Rental).where(Rental.sg_id == target["id"]))
+    pushed = db.session.scalars(select(SyncAttempt).where(SyncAttempt.trigger == "unitRental.markOverdue")).all()
+    assert [(a.rq_job_id, a.account.customer_id) for a in pushed] == [(delivery, rental.customer_id)]
     requested = reconcile_requests()
-    assert [queue for queue, *_ in requested] == ["urgent"]
+    assert requested == []
     with redis_lib.Redis.from_url(redis_url) as redis:
-        for key in redis.scan_iter("pti-sync:pending:*"):  # as if the push ran: a new request would be enqueued
-            redis.delete(key)
+        assert list(redis.scan_iter("pti-sync:pending:*")) == []  # released by the job that pushed it
     assert work(sim) == []  # the echo of our own write: recognised at the receiver, no job
     echo = sim.snapshot()["webhooks"][-1]
     assert db.session.get(WebhookDelivery, echo["id"]).status == "echo"
