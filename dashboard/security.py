@@ -17,6 +17,7 @@ from .models import Role, StaffUser
 EVERYONE = (Role.ADMIN, Role.MANAGER, Role.STAFF, Role.SUPPORT)
 ACTORS = (Role.ADMIN, Role.STAFF, Role.SUPPORT)  # may act on rentals and customers
 UPLOADERS = (Role.ADMIN, Role.SUPPORT)
+ADMINS = (Role.ADMIN,)  # run the product's own machinery: the relay on demand, RQ's failed jobs
 
 CSP = "; ".join([
     "default-src 'self'",

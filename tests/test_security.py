@@ -16,6 +16,10 @@ ACCESS = {
     "overview.index": EVERYONE,
     "failures.index": EVERYONE,
     "failures.retry": ACTORS,
+    "work.index": EVERYONE,
+    "work.relay": {"admin"},
+    "work.requeue_failed": {"admin"},
+    "work.clear_failed": {"admin"},
     "sites.index": EVERYONE,
     "sites.show": EVERYONE,
     "sites.resync": ACTORS,
@@ -101,6 +105,9 @@ ACTION_SUCCESS = {
     "sites.resync": (302, "/sites/1", "Every customer of the site is queued for a push."),
     "sites.requeue_failed": (302, "/sites/1", "Failed customers of the site are queued again."),
     "failures.retry": (302, "/failures/", "queued again"),
+    "work.relay": (302, "/work/", "Relay queued on the urgent queue"),
+    "work.requeue_failed": (302, "/work/", "Failed RQ jobs put back on their queues."),
+    "work.clear_failed": (302, "/work/", "Failed RQ jobs cleared"),
     "rentals.resync": (302, "/rentals/1", "Push to PTI queued."),
     "rentals.suspend": (302, "/rentals/1", "Suspension queued: the keypad will refuse the code."),
     "rentals.unsuspend": (302, "/rentals/1", "Unsuspension queued: the code will open again."),
@@ -150,6 +157,11 @@ def _post_action(app, client, endpoint: str, rule, token: str):
     if endpoint == "failures.retry":
         account = _in_conflict()
         return client.post("/failures/retry", data={"csrf_token": token, "cause": account.last_error}), {}
+    if endpoint in ("work.requeue_failed", "work.clear_failed"):
+        from tests.test_work import fail_a_job
+
+        fail_a_job()
+        return client.post(_url_for(app, rule), data={"csrf_token": token}), {}
     if endpoint == "uploads.create":
         rental = db.session.get(Rental, 1)
         boundary, body = encode_multipart({"csrf_token": token, "file": FileStorage(

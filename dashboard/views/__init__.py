@@ -22,9 +22,23 @@ def masked_code(code: int | None) -> str:
 
 
 def init_app(app) -> None:
-    from . import activity, auth, customers, failures, health, overview, rentals, settings, sites, uploads, webhooks
+    from . import (
+        activity,
+        auth,
+        customers,
+        failures,
+        health,
+        overview,
+        rentals,
+        settings,
+        sites,
+        uploads,
+        webhooks,
+        work,
+    )
 
-    for module in (auth, overview, failures, sites, rentals, customers, activity, uploads, settings, health, webhooks):
+    for module in (auth, overview, failures, work, sites, rentals, customers, activity, uploads, settings, health,
+                   webhooks):
         app.register_blueprint(module.bp)
     app.add_template_filter(problem, "problem")
     app.add_template_filter(lambda reason: problem(reason).message, "problem_message")
