@@ -364,31 +364,29 @@ def _each_failed(conn: redis.Redis, handle) -> int:
     return done
 
 
-def requeue_failed_jobs(actor) -> int:
-    """Put every failed RQ job back on its queue (e.g. after a fault in the product was fixed); audited."""
+def _on_failed_jobs(actor, action: str, handle) -> int:
+    """Do `handle` to every failed RQ job and audit it as `action`; how many it handled."""
     try:
-        n = _each_failed(get_redis(), lambda registry, job_id: registry.requeue(job_id))
+        n = _each_failed(get_redis(), handle)
     except redis.RedisError as exc:
         raise _redis_refused(exc) from exc
     if not n:
-        raise ActionError("No failed RQ job to requeue.")
-    audit.record("requeue failed jobs", actor=actor, target_type="queue", count=n)
+        raise ActionError(f"No failed RQ job to {action.split()[0]}.")
+    audit.record(action, actor=actor, target_type="queue", count=n)
     db.session.commit()
     return n
+
+
+def requeue_failed_jobs(actor) -> int:
+    """Put every failed RQ job back on its queue (e.g. after a fault in the product was fixed); audited."""
+    return _on_failed_jobs(actor, "requeue failed jobs", lambda registry, job_id: registry.requeue(job_id))
 
 
 def clear_failed_jobs(actor) -> int:
     """Delete every failed RQ job; audited. What they were doing is still owed in the database: the relay re-drives
     an account or a delivery whose job failed, so nothing is lost but the error text."""
-    try:
-        n = _each_failed(get_redis(), lambda registry, job_id: registry.remove(job_id, delete_job=True))
-    except redis.RedisError as exc:
-        raise _redis_refused(exc) from exc
-    if not n:
-        raise ActionError("No failed RQ job to clear.")
-    audit.record("clear failed jobs", actor=actor, target_type="queue", count=n)
-    db.session.commit()
-    return n
+    return _on_failed_jobs(actor, "clear failed jobs",
+                           lambda registry, job_id: registry.remove(job_id, delete_job=True))
 
 
 @bp.route("/relay", methods=["POST"])
