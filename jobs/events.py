@@ -11,10 +11,10 @@ from __future__ import annotations
 from rq import get_current_job
 
 from dashboard.clients import storeganise_client
-from dashboard.engine.intent import holding, release
-from dashboard.engine.reconcile import reconcile
+from dashboard.engine.intent import holding
 from dashboard.jobqueue import get_redis
 from dashboard.mirror.events import process_delivery
+from jobs.reconcile import reconcile_account
 
 
 class PushHere:
@@ -24,11 +24,9 @@ class PushHere:
         self.job_id = job_id
 
     def __call__(self, account_ids: list[int], trigger: str) -> None:
-        conn = get_redis()
-        with holding(conn, self.job_id):
+        with holding(get_redis(), self.job_id):
             for account_id in account_ids:
-                release(conn, account_id, self.job_id)  # newer intent from now on gets a job of its own
-                reconcile(account_id, trigger, self.job_id)
+                reconcile_account(account_id, trigger)  # as a reconcile job would, under this (current) job's id
 
 
 def handle_delivery(delivery_id: str) -> str:

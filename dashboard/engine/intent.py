@@ -42,6 +42,7 @@ CLAIM_CHUNK = 1000  # pending keys per claim script call
 WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
 BATCH_SIZE = 200  # accounts per bulk job: big enough to keep a site's calls in flight, small enough to retry
 BATCH_JOB_TIMEOUT_S = 3600  # a batch of BATCH_SIZE accounts at a slow site
+BATCH_JOB_PREFIX = "reconcile-batch-"  # the id of every reconcile_batch job begins so (push_site, the relay)
 # A site with at least this many non-urgent accounts to re-drive in one relay pass (an outage's backlog, a killed
 # batch) gets them as bulk batches, which read the site's PTI once, instead of one job and one look-up each.
 RELAY_BATCH_MIN = 20
@@ -228,7 +229,7 @@ def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigge
                for account_id, queue, expected in claims]
     for site_accounts in batches:
         for start in range(0, len(site_accounts), BATCH_SIZE):
-            hint = Hint(BULK, f"reconcile-batch-{uuid.uuid4().hex}", now)
+            hint = Hint(BULK, f"{BATCH_JOB_PREFIX}{uuid.uuid4().hex}", now)
             members += [(account_id, expected, hint)
                         for account_id, expected in site_accounts[start:start + BATCH_SIZE]]
     won: dict[str, tuple[Hint, list[int]]] = {}
@@ -247,7 +248,7 @@ def _hint(conn: redis.Redis, claims: list[tuple[int, str, bytes | None]], trigge
         with conn.pipeline() as pipe:
             pipe.multi()  # the jobs, in one transaction (RQ adds its commands to it)
             for job_id, (hint, account_ids) in won.items():
-                if job_id.startswith("reconcile-batch-"):
+                if job_id.startswith(BATCH_JOB_PREFIX):
                     enqueue(RECONCILE_BATCH, account_ids, trigger, queue=BULK, job_id=job_id,
                             job_timeout=BATCH_JOB_TIMEOUT_S, pipeline=pipe)
                 else:
@@ -311,7 +312,7 @@ def push_site(site: Site, trigger: str) -> int:
             pipe.multi()  # one transaction: the keys and the jobs they name (RQ adds its commands to it)
             for start in range(0, len(ids), BATCH_SIZE):
                 batch = ids[start:start + BATCH_SIZE]
-                hint = Hint(BULK, f"reconcile-batch-{uuid.uuid4().hex}", now)
+                hint = Hint(BULK, f"{BATCH_JOB_PREFIX}{uuid.uuid4().hex}", now)
                 for account_id in batch:  # the batch holds these accounts: the relay must not enqueue them one by one
                     pipe.set(PENDING_KEY.format(account_id=account_id), str(hint), nx=True, ex=PENDING_TTL_S)
                 enqueue(RECONCILE_BATCH, batch, trigger, queue=BULK, job_id=hint.job_id,
@@ -397,9 +398,9 @@ def _relay_pass(conn: redis.Redis, limit: int) -> tuple[int, bool]:
     for account_id, queue, raw in claims:
         if queue != URGENT:
             backlog.setdefault(site_of[account_id], []).append((account_id, raw))
-    batched = {account_id for held in backlog.values() if len(held) >= RELAY_BATCH_MIN for account_id, _ in held}
-    enqueued = _hint(conn, [claim for claim in claims if claim[0] not in batched], "relay",
-                     batches=[held for held in backlog.values() if len(held) >= RELAY_BATCH_MIN])
+    batches = [site_accounts for site_accounts in backlog.values() if len(site_accounts) >= RELAY_BATCH_MIN]
+    batched = {account_id for site_accounts in batches for account_id, _ in site_accounts}
+    enqueued = _hint(conn, [claim for claim in claims if claim[0] not in batched], "relay", batches=batches)
     taken_over = sum(1 for _, _, raw in claims if raw is not None)
     if taken_over:
         log.info("relay: %d accounts were held by jobs no longer alive (killed, lost or failed)", taken_over)
