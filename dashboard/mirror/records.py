@@ -136,11 +136,14 @@ class Effects:
         for row in db.session.execute(stmt):
             self.mark(row.customer_id, row.site_id)
 
-    def note_problems(self, fields: Fields, entity: str, sg_id: str, site: Site | None, *, target: tuple[str, str],
-                      subject: str) -> None:
+    def note_problems(self, fields: Fields, entity: str, sg_id: str, site: Site | None, *,
+                      target: tuple[str, str] | None, subject: str) -> None:
         """Record the unreadable values of the record (of `site`, when it belongs to one) as problems, shown on its
-        page and raised in Storeganise, and close those of its values that read well now: in the landing's own
-        transaction. The new ones are counted, for the delivery to ask for their report."""
+        page and raised in Storeganise on `target` (None: where the site's settings live), and close those of its
+        values that read well now: in the landing's own transaction. The new ones are counted, for the delivery to
+        ask for their report."""
+        if target is None:
+            target = problems.settings_target(site)
         self.new_problems += problems.settle_values(entity, sg_id, [problems.value_problem(
             entity, sg_id, code, f"{code} is {exc.value}: {exc.message} {exc.fix}", target=target, subject=subject,
             site_id=site.id if site else None) for code, exc in fields.problems.items()])
@@ -248,42 +251,43 @@ def _plain(value) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
+def _apply(model, inputs: tuple[str, ...], data: dict, fx: Effects, land, *, entity: str, flush: bool = True):
+    """Land `data` on its row (`land(existing row or None, fields)`), note its unreadable values and, when one of its
+    `inputs` changed, mark the customers of its active rentals. `land` also names, for the row it landed, the site
+    its problems belong to, the record they are raised on (None: the site's settings), and how staff read it."""
+    existing = by_sg_id(model, data["id"])
+    before = values(existing, inputs)
+    row, site, target, subject = land(existing, fields := Fields(data))
+    if flush:
+        db.session.flush()
+    fx.note_problems(fields, entity, row.sg_id, site, target=target, subject=subject)
+    if existing is not None and values(row, inputs) != before:
+        fx.mark_active_rentals(**{f"{entity}_id": row.id})
+    return row
+
+
 def apply_site(data: dict, fx: Effects) -> Site:
-    existing = by_sg_id(Site, data["id"])
-    before = values(existing, SITE_INPUTS)
-    site = land_site(data, existing, fields := Fields(data))
-    db.session.flush()
-    fx.note_problems(fields, "site", site.sg_id, site, target=problems.settings_target(site),
-                     subject=f"site {site.title}")
-    if existing is not None and values(site, SITE_INPUTS) != before:
-        fx.mark_active_rentals(site_id=site.id)
-    return site
+    def land(existing, fields):
+        site = land_site(data, existing, fields)
+        return site, site, None, f"site {site.title}"
+
+    return _apply(Site, SITE_INPUTS, data, fx, land, entity="site")
 
 
 def apply_unit(data: dict, site: Site, fx: Effects, *, flush: bool = True) -> Unit:
-    existing = by_sg_id(Unit, data["id"])
-    before = values(existing, UNIT_INPUTS)
-    unit = land_unit(data, site, existing, fields := Fields(data))
-    fx.note_problems(fields, "unit", unit.sg_id, site, target=("unit", unit.sg_id),
-                     subject=f"unit {unit.name} at {site.title}")
-    if flush:
-        db.session.flush()
-    if existing is not None and values(unit, UNIT_INPUTS) != before:
-        fx.mark_active_rentals(unit_id=unit.id)
-    return unit
+    def land(existing, fields):
+        unit = land_unit(data, site, existing, fields)
+        return unit, site, ("unit", unit.sg_id), f"unit {unit.name} at {site.title}"
+
+    return _apply(Unit, UNIT_INPUTS, data, fx, land, entity="unit", flush=flush)
 
 
 def apply_customer(data: dict, fx: Effects, *, flush: bool = True) -> Customer:
-    existing = by_sg_id(Customer, data["id"])
-    before = values(existing, CUSTOMER_INPUTS)
-    customer = land_customer(data, existing, fields := Fields(data))
-    fx.note_problems(fields, "customer", customer.sg_id, None, target=("user", customer.sg_id),
-                     subject=f"customer {customer.name} ({customer.email})")
-    if flush:
-        db.session.flush()
-    if existing is not None and values(customer, CUSTOMER_INPUTS) != before:
-        fx.mark_active_rentals(customer_id=customer.id)
-    return customer
+    def land(existing, fields):
+        customer = land_customer(data, existing, fields)
+        return customer, None, ("user", customer.sg_id), f"customer {customer.name} ({customer.email})"
+
+    return _apply(Customer, CUSTOMER_INPUTS, data, fx, land, entity="customer", flush=flush)
 
 
 def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Effects, *,
