@@ -88,6 +88,11 @@ def from_env(instance_path: str) -> dict:
         # How long the journal and the recorded webhook deliveries are kept (dashboard/retention.py); 0 keeps all.
         "JOURNAL_RETENTION_DAYS": _int("JOURNAL_RETENTION_DAYS", 90),
         "DELIVERY_RETENTION_DAYS": _int("DELIVERY_RETENTION_DAYS", 30),
+        # Sync is stale (a banner on every page, `pti_sync_stale` in /metrics: dashboard/engine/lag.py) when a change
+        # owed to PTI or a webhook not handled is older than SYNC_STALE_AFTER_S, or a lock or unlock (owed, or an
+        # urgent job waiting) older than URGENT_STALE_AFTER_S: a customer may be at the gate.
+        "SYNC_STALE_AFTER_S": _int("SYNC_STALE_AFTER_S", 900),
+        "URGENT_STALE_AFTER_S": _int("URGENT_STALE_AFTER_S", 60),
         # Custom-field codes (dashboard/storeganise/fields.py) and what an empty unit field means.
         "STOREGANISE_FIELDS": _field_codes(),
         "PTI_EMPTY_UNIT_NAME": _choice("PTI_EMPTY_UNIT_NAME", EMPTY_UNIT_NOT_SYNCED, EMPTY_UNIT_RULES),

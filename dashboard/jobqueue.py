@@ -11,10 +11,12 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import redis
 from flask import current_app
 from rq import Queue
+from rq.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,18 @@ def hint(job: str, *args, **options) -> bool:
                     exc.__class__.__name__)
         return False
     return True
+
+
+def naive_utc(moment: datetime | None) -> datetime | None:
+    """RQ's times are aware UTC; the database's (and the templates' `when` macro's) are naive UTC."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment and moment.tzinfo else moment
+
+
+def head_enqueued_at(queue: Queue) -> datetime | None:
+    """When the job that has waited longest in `queue` (its head: RQ appends) was enqueued; None when it is empty."""
+    head = queue.get_job_ids(0, 0)
+    job = Job.fetch_many(head, connection=queue.connection)[0] if head else None
+    return naive_utc(job.enqueued_at) if job is not None else None
 
 
 def queue_depth() -> int:

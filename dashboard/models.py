@@ -178,6 +178,9 @@ class PtiAccount(db.Model):
     last_error_detail: Mapped[str | None] = mapped_column(Text)
     last_attempt_at: Mapped[datetime | None]
     last_synced_at: Mapped[datetime | None]
+    # When the oldest change still owed to PTI was marked (None once PTI has it): how far sync is behind
+    # (engine/lag.py). A mark on an account already owed keeps the older time.
+    owed_since: Mapped[datetime | None] = mapped_column(index=True)
     # PTI users without our marker that matched the customer when the account parked as foreign_pti_user, as staff
     # compare them on the customer's page: [{"id", "first_name", "last_name", "email", "code" (masked, •••456),
     # "access_level", "time_zone", "units", "matched_by"}]. Never a full access code. Cleared on the next push.

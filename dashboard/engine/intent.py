@@ -18,7 +18,7 @@ from datetime import UTC
 
 import redis
 from rq.job import Job, JobStatus
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from ..extensions import db, insert_or_skip
 from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, beating, enqueue, get_redis
@@ -97,7 +97,7 @@ def _insert_missing(site_id: int, customer_ids: list[int]) -> None:
     db.session.execute(
         insert_or_skip(PtiAccount, "customer_id", "site_id"),
         [{"customer_id": c, "site_id": site_id, "generation": 1, "synced_generation": 0,
-          "state": SyncState.PENDING, "urgent": False, "attempts": 0} for c in customer_ids],
+          "state": SyncState.PENDING, "urgent": False, "attempts": 0, "owed_since": utcnow()} for c in customer_ids],
     )
 
 
@@ -111,6 +111,13 @@ def _rentals_pending(site_id: int, customer_ids: list[int]) -> None:
     )
 
 
+def owed_since(columns):
+    """A mark's `owed_since`: unchanged while an older change is still owed, else now (SET clauses read the row as it
+    was, so this sees the generations before the mark)."""
+    return case((columns.generation > columns.synced_generation, func.coalesce(columns.owed_since, utcnow())),
+                else_=utcnow())
+
+
 def mark_dirty(customer: Customer | int, site_id: int, *, urgent: bool = False) -> PtiAccount:
     """Record in the caller's transaction that this customer's PTI access at the site must be pushed again."""
     account = account_for(customer, site_id)
@@ -118,6 +125,7 @@ def mark_dirty(customer: Customer | int, site_id: int, *, urgent: bool = False) 
     # from a stale read could go back below what a reconcile has meanwhile recorded as pushed (a lost update).
     account.generation = case((PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.generation),
                               else_=PtiAccount.synced_generation) + 1
+    account.owed_since = owed_since(PtiAccount.__table__.c)
     account.state = SyncState.PENDING
     if urgent:  # never written otherwise: a stale False must not undo another writer's urgent mark
         account.urgent = True
@@ -145,7 +153,7 @@ def mark_site_dirty(site_id: int, customer_ids: set[int]) -> list[int]:
             .where(accounts.c.site_id == site_id, accounts.c.customer_id.in_(chunk))
             .values(generation=case((accounts.c.generation > accounts.c.synced_generation, accounts.c.generation),
                                     else_=accounts.c.synced_generation) + 1,
-                    state=SyncState.PENDING, attempts=0, next_attempt_at=None)
+                    owed_since=owed_since(accounts.c), state=SyncState.PENDING, attempts=0, next_attempt_at=None)
         )
         _rentals_pending(site_id, chunk)
     db.session.expire_all()  # the ORM's copies of these rows are stale now

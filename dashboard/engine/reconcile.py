@@ -22,7 +22,7 @@ import redis
 from flask import current_app
 from redis.exceptions import LockError
 from rq import get_current_job
-from sqlalchemy import and_, select
+from sqlalchemy import and_, case, select
 from sqlalchemy.orm import joinedload
 
 from ..clients import connection_problem, pti_client, pti_connection
@@ -595,6 +595,9 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     # Still urgent only if a newer intent is owed; computed by the database from the row as it is now (on SQLite
     # FOR UPDATE locks nothing, and an urgent mark made since this attempt read the row must not be lost).
     account.urgent = and_(PtiAccount.urgent, PtiAccount.generation > generation)
+    # PTI has every change up to `generation`: a newer one still owed keeps the older time (an over-estimate of at
+    # most one push, never an under-estimate of how far sync is behind).
+    account.owed_since = case((PtiAccount.generation > generation, PtiAccount.owed_since), else_=None)
     account.attempts, account.next_attempt_at = 0, None
     account.last_error = account.last_error_detail = None
     account.foreign_pti_users = None  # a conflict, if there was one, is settled

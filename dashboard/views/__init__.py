@@ -6,9 +6,12 @@ import logging
 
 import redis
 from flask import g, render_template
+from jinja2_fragments.flask import render_block
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..extensions import db, login_manager
+from ..engine import lag
+from ..extensions import db, htmx, login_manager
+from ..models import utcnow
 from ..sync.errors import problem
 
 log = logging.getLogger(__name__)
@@ -19,6 +22,14 @@ def masked_code(code: int | None) -> str:
     from ..sync.codes import mask
 
     return mask(code) if code else "—"
+
+
+def page_or_block(template: str, block: str, target: str, **context) -> str:
+    """The whole page, or only its `block` when htmx asks to swap the element `target` (a filter, a page turn, a
+    refresh in place)."""
+    if htmx and htmx.target == target:
+        return render_block(template, block, **context)
+    return render_template(template, **context)
 
 
 def init_app(app) -> None:
@@ -44,6 +55,14 @@ def init_app(app) -> None:
     app.add_template_filter(lambda reason: problem(reason).message, "problem_message")
     app.add_template_filter(lambda reason: problem(reason).fix, "problem_fix")
     app.add_template_filter(masked_code, "masked_code")
+
+    @app.context_processor
+    def sync_lag():
+        def sync_stale() -> list[str]:
+            """Why sync is stale (empty: keeping up): measured only by the pages that show it (fragments do not)."""
+            return lag.stale_reasons(lag.measure(utcnow()))
+
+        return {"sync_stale": sync_stale}
 
     @app.errorhandler(403)
     def forbidden(exc):

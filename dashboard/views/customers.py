@@ -17,6 +17,7 @@ from ..engine.problems import problems_of
 from ..extensions import db, htmx
 from ..models import Customer, PtiAccount, Rental, Site, SyncState, count
 from ..security import ACTORS, EVERYONE, roles_required
+from . import page_or_block
 from .acting import act, act_on
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
@@ -40,9 +41,7 @@ def index():
         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
     ).all()
     context = dict(customers=customers, q=q, page=page, total=total, pages=max(1, -(-total // PAGE_SIZE)))
-    if htmx and htmx.target == "customer-results":
-        return render_block("customers/index.html", "results", **context)
-    return render_template("customers/index.html", **context)
+    return page_or_block("customers/index.html", "results", "customer-results", **context)
 
 
 class AccessForm(FlaskForm):

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 
 from flask import Blueprint, abort, render_template, request, url_for
 from flask_login import current_user
-from jinja2_fragments.flask import render_block
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from .. import actions
-from ..extensions import db, htmx
+from ..extensions import db
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, Unit, count
 from ..security import ACTORS, EVERYONE, roles_required
 from ..sync.errors import CATALOGUE, Problem, problem
+from . import page_or_block
 from .acting import act
 
 bp = Blueprint("failures", __name__, url_prefix="/failures")
@@ -162,9 +162,7 @@ def index():
         sites={s.id: s for s in db.session.scalars(select(Site).order_by(Site.title))},
         retrying=retrying() if not cause else [], can_act=current_user.role in ACTORS,
         BLOCKING=BLOCKING, RETRIED=RETRIED, WARNING=WARNING)
-    if htmx and htmx.target == "failure-groups":
-        return render_block("failures/index.html", "groups", **context)
-    return render_template("failures/index.html", **context)
+    return page_or_block("failures/index.html", "groups", "failure-groups", **context)
 
 
 @bp.route("/retry", methods=["POST"])

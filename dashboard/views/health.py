@@ -11,9 +11,10 @@ from prometheus_client.core import GaugeMetricFamily
 from rq import Worker
 from sqlalchemy import func, select, text
 
+from ..engine import lag
 from ..extensions import db
 from ..jobqueue import QUEUE_NAMES, get_queue, get_redis
-from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncState, WebhookDelivery
+from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncState, WebhookDelivery, utcnow
 from ..security import public
 
 bp = Blueprint("health", __name__)
@@ -84,6 +85,16 @@ class _Collector:
         ):
             webhooks.add_metric([status], n)
         yield webhooks
+        behind = lag.measure(utcnow())
+        ages = GaugeMetricFamily("pti_sync_lag_seconds", "How long the oldest of each kind of owed work has waited "
+                                 "(0: none waits)", labels=["what"])
+        for what, seconds in (("owed", behind.owed_s), ("urgent_owed", behind.urgent_owed_s),
+                              ("delivery", behind.delivery_s), ("urgent_job", behind.urgent_job_s)):
+            ages.add_metric([what], seconds or 0.0)
+        yield ages
+        stale = GaugeMetricFamily("pti_sync_stale", "1 while sync is stale (the dashboard's banner shows)")
+        stale.add_metric([], 1 if lag.stale_reasons(behind) else 0)
+        yield stale
         try:
             conn = get_redis()
             depth = GaugeMetricFamily("pti_sync_queue_depth", "Jobs waiting per queue", labels=["queue"])

@@ -12,6 +12,7 @@ from ..engine.problems import problems_of
 from ..extensions import db, htmx
 from ..models import Customer, Rental, Site, SyncAttempt, SyncState, Unit, count
 from ..security import ACTORS, EVERYONE, roles_required
+from . import page_or_block
 from .acting import act_on
 
 bp = Blueprint("rentals", __name__, url_prefix="/rentals")
@@ -51,9 +52,7 @@ def index():
     context = dict(rentals=rentals, q=q, site_id=site_id, state=state, page=page, total=total,
                    pages=max(1, -(-total // PAGE_SIZE)), sites=db.session.scalars(select(Site)).all(),
                    SyncState=SyncState)
-    if htmx and htmx.target == "rental-results":
-        return render_block("rentals/index.html", "results", **context)
-    return render_template("rentals/index.html", **context)
+    return page_or_block("rentals/index.html", "results", "rental-results", **context)
 
 
 def _page(rental_id: int) -> dict:

@@ -22,6 +22,7 @@ from ..security import UPLOADERS, roles_required
 from ..sync.errors import problem
 from ..uploads.apply import apply_csv, progress
 from ..uploads.parse import escape_cell
+from . import page_or_block
 
 bp = Blueprint("uploads", __name__, url_prefix="/uploads")
 
@@ -40,9 +41,7 @@ def _history() -> list[Upload]:
 @roles_required(*READERS)
 def index():
     context = dict(uploads=_history(), max_mb=_max_mb())
-    if htmx and htmx.target == "upload-history":
-        return render_block("uploads/index.html", "history", **context)
-    return render_template("uploads/index.html", **context)
+    return page_or_block("uploads/index.html", "history", "upload-history", **context)
 
 
 @bp.route("/", methods=["POST"])
@@ -71,9 +70,7 @@ def show(upload_id: int):
     rows = db.session.scalars(stmt.limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
     context = dict(upload=upload, progress=_progress(upload), rows=rows, state=state, page=page, total=total,
                    pages=max(1, -(-total // PAGE_SIZE)), filters=ROW_FILTERS)
-    if htmx and htmx.target == "upload-rows":
-        return render_block("uploads/show.html", "rows", **context)
-    return render_template("uploads/show.html", **context)
+    return page_or_block("uploads/show.html", "rows", "upload-rows", **context)
 
 
 @bp.route("/<int:upload_id>/progress")

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
-from flask import Blueprint, render_template, url_for
+from flask import Blueprint, current_app, render_template, url_for
 from flask_login import current_user
-from jinja2_fragments.flask import render_block
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job
@@ -21,10 +20,12 @@ from sqlalchemy import case, func, select
 from .. import audit
 from ..actions import ActionError
 from ..engine.intent import BATCH_JOB_TIMEOUT_S
-from ..extensions import db, htmx
-from ..jobqueue import FORKED_JOBS, JOBS, QUEUE_NAMES, RELAY, URGENT, enqueue, get_redis
+from ..engine.lag import duration
+from ..extensions import db
+from ..jobqueue import FORKED_JOBS, JOBS, QUEUE_NAMES, RELAY, URGENT, enqueue, get_redis, head_enqueued_at, naive_utc
 from ..models import Customer, PtiAccount, SyncAttempt, SyncState, WebhookDelivery, utcnow
 from ..security import ADMINS, EVERYONE, roles_required
+from . import page_or_block
 from .acting import act
 
 bp = Blueprint("work", __name__, url_prefix="/work")
@@ -37,9 +38,6 @@ ONE_EVENT_LONG_S = 300
 # A whole-site job (a batch, an import, the sweep) is slow by nature: past half its own time-out (a batch's is
 # BATCH_JOB_TIMEOUT_S) it is on course to be killed by RQ before it ends, and worth a look.
 LONG_SHARE_OF_TIMEOUT = 0.5
-# The urgent queue carries unlocks after a payment and lockouts: a customer may be at the gate. A job that waited
-# this long there means the workers are not keeping up (or none takes the urgent queue).
-URGENT_WAIT_LONG_S = 60
 FAILED_SHOWN = 5  # failed RQ jobs listed, the latest first
 THROUGHPUT_MINUTES = 10  # minutes of the journal counted, one row each
 ARGS_SHOWN = 3  # items of a list argument named before "… N in all"
@@ -47,24 +45,7 @@ ARGS_SHOWN = 3  # items of a list argument named before "… N in all"
 PLAIN_ARG = re.compile(r"[\w.:@+-]{1,64}")
 
 
-def duration(seconds: float | None) -> str:
-    """Seconds as an operator reads them: 42 s, 3 min 5 s, 2 h 10 min."""
-    if seconds is None:
-        return "—"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min" + (f" {seconds % 60} s" if seconds % 60 else "")
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
 bp.add_app_template_filter(duration, "duration")
-
-
-def _naive(moment: datetime | None) -> datetime | None:
-    """RQ's times are aware UTC; the database's (and the `when` macro's) are naive UTC."""
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment and moment.tzinfo else moment
 
 
 def _arg(value) -> str:
@@ -115,7 +96,7 @@ class RunningJob:
 
 
 def running_job(job: Job, queue: str, now: datetime) -> RunningJob:
-    started = _naive(job.started_at)
+    started = naive_utc(job.started_at)
     func_name = job.func_name or "?"
     if func_name in FORKED_JOBS:
         long_after = LONG_SHARE_OF_TIMEOUT * (job.timeout or BATCH_JOB_TIMEOUT_S)
@@ -186,9 +167,8 @@ def rq_state(conn: redis.Redis, now: datetime) -> RqState:
     for name in QUEUE_NAMES:
         queue = Queue(name, connection=conn)
         line = QueueLine(name, depth=queue.count)
-        head = queue.get_job_ids(0, 0)  # RQ appends: the head has waited longest
-        if head and (job := Job.fetch_many(head, connection=conn)[0]) and job.enqueued_at:
-            line.oldest_enqueued_at = _naive(job.enqueued_at)
+        line.oldest_enqueued_at = head_enqueued_at(queue) if line.depth else None
+        if line.oldest_enqueued_at is not None:
             line.oldest_s = (now - line.oldest_enqueued_at).total_seconds()
         started = StartedJobRegistry(queue=queue)
         started_ids = started.get_job_ids(cleanup=False)
@@ -201,7 +181,7 @@ def rq_state(conn: redis.Redis, now: datetime) -> RqState:
         first = scheduled.get_job_ids(0, 0, cleanup=False)  # scored by when it is due: the first is next
         if first:
             try:
-                line.next_due = _naive(scheduled.get_scheduled_time(first[0]))
+                line.next_due = naive_utc(scheduled.get_scheduled_time(first[0]))
             except NoSuchJobError:  # enqueued by the scheduler in between
                 pass
         line.deferred = DeferredJobRegistry(queue=queue).get_job_count(cleanup=False)
@@ -211,17 +191,17 @@ def rq_state(conn: redis.Redis, now: datetime) -> RqState:
         failed += [(name, job) for job in Job.fetch_many(latest, connection=conn) if job is not None]
         state.queues.append(line)
     state.running = sorted(running_by_id.values(), key=lambda j: -(j.running_s or 0))
-    failed.sort(key=lambda item: _naive(item[1].ended_at) or datetime.min, reverse=True)
+    failed.sort(key=lambda item: naive_utc(item[1].ended_at) or datetime.min, reverse=True)
     for name, job in failed[:FAILED_SHOWN]:
         result = job.latest_result()
-        state.failed.append(FailedJob(job.id, name, (job.func_name or "?").rsplit(".", 1)[-1], _naive(job.ended_at),
+        state.failed.append(FailedJob(job.id, name, (job.func_name or "?").rsplit(".", 1)[-1], naive_utc(job.ended_at),
                                       last_line(result.exc_string if result else None)))
     for worker in Worker.all(connection=conn):
         job_id = worker.get_current_job_id()
         job = running_by_id.get(job_id) if job_id else None
         if job_id and job is None and (fetched := Job.fetch_many([job_id], connection=conn)[0]) is not None:
             job = running_job(fetched, fetched.origin, now)
-        beat = _naive(worker.last_heartbeat)
+        beat = naive_utc(worker.last_heartbeat)
         state.workers.append(WorkerLine(worker.name, worker.queue_names(), worker.get_state(), job, beat,
                                         (now - beat).total_seconds() if beat else None))
     order = {name: i for i, name in enumerate(QUEUE_NAMES)}
@@ -297,7 +277,7 @@ def verdict(rq: RqState | None) -> tuple[str, list[str]]:
     elif not rq.urgent_takers:
         bad.append("No worker takes the urgent queue: unlocks and lockouts wait.")
     urgent = next(q for q in rq.queues if q.name == URGENT)
-    if urgent.oldest_s is not None and urgent.oldest_s > URGENT_WAIT_LONG_S:
+    if urgent.oldest_s is not None and urgent.oldest_s > current_app.config["URGENT_STALE_AFTER_S"]:
         bad.append(f"The urgent queue's oldest job has waited {duration(urgent.oldest_s)}.")
     if rq.long_running:
         n = len(rq.long_running)
@@ -317,7 +297,7 @@ def _context() -> dict:
     health, reasons = verdict(rq)
     return dict(rq=rq, redis_ok=rq is not None, owed=owed_work(now), minutes=throughput(now), health=health,
                 reasons=reasons, now=now, can_act=current_user.role in ADMINS, refresh_s=REFRESH_S,
-                URGENT=URGENT, urgent_wait_long_s=URGENT_WAIT_LONG_S,
+                URGENT=URGENT, urgent_wait_long_s=current_app.config["URGENT_STALE_AFTER_S"],
                 one_event_long_s=ONE_EVENT_LONG_S)
 
 
@@ -325,9 +305,7 @@ def _context() -> dict:
 @roles_required(*EVERYONE)
 def index():
     context = _context()
-    if htmx and htmx.target == "work-now":
-        return render_block("work/index.html", "now", **context)
-    return render_template("work/index.html", **context)
+    return page_or_block("work/index.html", "now", "work-now", **context)
 
 
 def _done_fragment():
