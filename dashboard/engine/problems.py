@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import and_, delete, or_, select
 
 from ..clients import addon_id
 from ..extensions import db, insert_or_skip
@@ -110,19 +110,29 @@ def settle_values(entity: str, record_sg_id: str, found: list[Found]) -> int:
 def account_synced(account: PtiAccount, unit_reasons: dict[int, str]) -> int:
     """The account's push ended: its own problems and its site's connection problems are over, and its rentals'
     units stand as `unit_reasons` says (unit id → reason; a unit not named there has no problem). Returns how many
-    problems are new."""
-    db.session.execute(delete(OpenProblem).where(OpenProblem.account_id == account.id, OpenProblem.entity == "account")
-                       .execution_options(synchronize_session=False))
-    close_causes(f"site:{account.site.sg_id}:%")
-    units = db.session.scalars(select(Unit).join(Rental, Rental.unit_id == Unit.id).where(
+    problems are new.
+
+    One look at what stands first: a push that ends well with nothing standing (nearly every push) costs two reads,
+    not a delete per cause."""
+    units = db.session.execute(select(Unit.id, Unit.sg_id).join(Rental, Rental.unit_id == Unit.id).where(
         Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
         Rental.state.in_(ACTIVE_RENTAL_STATES)).distinct()).all()
+    site_prefix = f"site:{account.site.sg_id}:"
+    standing = set(db.session.scalars(select(OpenProblem.cause).where(or_(
+        and_(OpenProblem.account_id == account.id, OpenProblem.entity == "account"),
+        OpenProblem.cause.like(f"{site_prefix}%"),
+        OpenProblem.cause.in_([f"unit:{sg_id}:{reason}" for _, sg_id in units for reason in UNIT_REASONS])))))
+    wanted = {f"unit:{sg_id}:{unit_reasons[unit_id]}" for unit_id, sg_id in units if unit_id in unit_reasons}
+    over = standing - wanted
+    if over:
+        db.session.execute(delete(OpenProblem).where(OpenProblem.cause.in_(over))
+                           .execution_options(synchronize_session=False))
+    if not wanted - standing:
+        return 0
     new = 0
-    for unit in units:
-        reason = unit_reasons.get(unit.id)
-        close_causes(*(f"unit:{unit.sg_id}:{r}" for r in UNIT_REASONS if r != reason))
-        if reason is not None:
-            new += open_problem(unit_problem(unit, account.site, reason, account.id))
+    for unit in db.session.scalars(select(Unit).where(Unit.id.in_([u for u, _ in units if u in unit_reasons]))):
+        if f"unit:{unit.sg_id}:{unit_reasons[unit.id]}" not in standing:
+            new += open_problem(unit_problem(unit, account.site, unit_reasons[unit.id], account.id))
     return new
 
 
