@@ -40,6 +40,7 @@ ACCESS = {
     "customers.adopt_pti_user": ACTORS,
     "customers.separate_pti_user": ACTORS,
     "activity.index": EVERYONE,
+    "activity.export": EVERYONE,
     "uploads.index": {"admin", "manager", "support"},
     "uploads.show": {"admin", "manager", "support"},
     "uploads.progress_status": {"admin", "manager", "support"},
