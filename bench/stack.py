@@ -396,20 +396,29 @@ class Stack:
         self.wait_workers(self.config.workers + self.config.urgent_workers)
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds (user + system) per kind of process, over each process group: the live processes and the
-        children they reaped (RQ's work horses, gunicorn's workers)."""
+        """CPU seconds (user + system) per kind of process: each process the stack started, every process below it
+        (RQ's work horses run in a session of their own, so a process group misses a horse still running), and the
+        children they reaped."""
         tick = os.sysconf("SC_CLK_TCK")
-        groups = {proc.popen.pid: (proc.name.split("-")[0] if proc.name.startswith(("worker", "urgent")) else proc.name)
-                  for proc in self.procs}
-        totals: dict[str, float] = {}
+        kinds = {proc.popen.pid: (proc.name.split("-")[0] if proc.name.startswith(("worker", "urgent")) else proc.name)
+                 for proc in self.procs}
+        parents: dict[int, int] = {}
+        used: dict[int, float] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            kind = groups.get(int(fields[2]))  # the process group
-            if kind is not None:
-                totals[kind] = totals.get(kind, 0.0) + sum(int(v) for v in fields[11:15]) / tick
+            pid = int(stat.parent.name)
+            parents[pid] = int(fields[1])
+            used[pid] = sum(int(v) for v in fields[11:15]) / tick
+        totals: dict[str, float] = {}
+        for pid, seconds in used.items():
+            ancestor, hops = pid, 0
+            while ancestor not in kinds and ancestor in parents and hops < 8:
+                ancestor, hops = parents[ancestor], hops + 1
+            if ancestor in kinds:
+                totals[kinds[ancestor]] = totals.get(kinds[ancestor], 0.0) + seconds
         usage = resource.getrusage(resource.RUSAGE_SELF)
         totals["bench"] = usage.ru_utime + usage.ru_stime
         return totals

@@ -135,7 +135,7 @@ sync = AppGroup("sync", help="Staff actions and sync status (each asks for a pus
 def _find(model, key: str):
     """A record by our id or its Storeganise id (customers also by e-mail, sites by code)."""
     clauses = [model.sg_id == key]
-    if key.isdigit():
+    if key.isascii() and key.isdigit() and len(key) <= 9:  # "²" is a digit to isdigit, not to int
         clauses.append(model.id == int(key))
     if model is Customer:
         clauses.append(Customer.email == key.lower())

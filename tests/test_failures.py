@@ -238,6 +238,9 @@ def test_managers_read_the_failures_but_cannot_retry_them(client, auth, demo_bus
     ("/failures/?site=hilltop", 400),
     ("/failures/?cause=invalid_credentials&page=0", 400),
     ("/failures/?cause=invalid_credentials&page=two", 400),
+    ("/failures/?cause=invalid_credentials&page=%C2%B2", 400),  # "²": a digit to str.isdigit, not to int
+    ("/failures/?site=%C2%B2", 400),
+    ("/failures/?cause=invalid_credentials&page=99999999999999999999", 400),
 ])
 def test_a_bad_address_is_refused_clearly(client, auth, demo_business, path, status):
     auth.login("staff")

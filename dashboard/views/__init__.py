@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import redis
 from flask import g, render_template
@@ -15,6 +16,10 @@ from ..models import utcnow
 from ..sync.errors import problem
 
 log = logging.getLogger(__name__)
+
+# A page, site or customer number in a query string: ASCII digits ("²" is a digit to str.isdigit, not to int),
+# few enough for any database's integer.
+NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def masked_code(code: int | None) -> str:

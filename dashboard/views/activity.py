@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -23,7 +22,7 @@ from ..mirror.events import HANDLERS
 from ..models import AuditEntry, Customer, PtiAccount, Site, SyncAttempt, count, utcnow
 from ..security import EVERYONE, roles_required
 from ..uploads.parse import escape_cell
-from . import page_or_block
+from . import NUMBER, page_or_block
 
 bp = Blueprint("activity", __name__, url_prefix="/activity")
 
@@ -35,7 +34,6 @@ EXPORT_CHUNK = 1000  # journal rows read per query while the CSV streams
 CUSTOMER_CHARS = 100  # what the customer filter keeps of what was typed
 UNREADABLE = 422  # filters the page cannot read; base.html's htmx-config swaps a 422 in, so the message shows
 FILTERS = ("site", "customer", "trigger", "outcome", "from", "to")  # the query arguments the journal reads
-NUMBER = re.compile(r"[0-9]{1,9}")  # a page, site or customer number: ASCII digits, small enough for any database
 
 # What an attempt ended as (the journal's outcome column). "running" is its value until it ends; the engine records
 # an attempt once it ended (engine/reconcile.py), so that filter normally finds nothing: offered for completeness.

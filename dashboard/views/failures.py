@@ -15,7 +15,7 @@ from ..extensions import db
 from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncState, Unit, count
 from ..security import ACTORS, EVERYONE, roles_required
 from ..sync.errors import CATALOGUE, Problem, problem
-from . import page_or_block
+from . import NUMBER, page_or_block
 from .acting import act
 
 bp = Blueprint("failures", __name__, url_prefix="/failures")
@@ -112,7 +112,7 @@ def _site_arg(values) -> Site | None:
     raw = values.get("site", "")
     if not raw:
         return None
-    if not raw.isdigit():
+    if not NUMBER.fullmatch(raw):
         abort(400, description="The site must be a site's number.")
     return db.session.get(Site, int(raw)) or abort(404)
 
@@ -130,7 +130,7 @@ def _cause_arg(values, site: Site | None, *, required: bool) -> str | None:
 
 def _page_arg() -> int:
     raw = request.args.get("page", "1")
-    if not raw.isdigit() or int(raw) < 1:
+    if not NUMBER.fullmatch(raw) or int(raw) < 1:
         abort(400, description="The page must be a number of 1 or more.")
     return int(raw)
 
