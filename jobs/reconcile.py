@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app
@@ -22,10 +21,6 @@ from dashboard.jobqueue import WRITE_BACK, get_redis, hint
 log = logging.getLogger(__name__)
 
 WRITER_JOIN_S = 120.0  # how long a batch waits for its last write-backs before leaving them to their own jobs
-# Write-back threads per batch: one account's write-back (two PUTs to Storeganise, a few statements) takes about as
-# long as its push, so a single writer fell behind PTI_SITE_CONCURRENCY pushing threads and kept the batch's worker
-# waiting for it after the last push (a full-size bulk push's horses spent most of their time in that wait).
-WRITERS = 2
 
 
 def reconcile_account(account_id: int, trigger: str = "relay") -> str:
@@ -46,10 +41,8 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
 
     listing = BatchReads()  # the site's PTI users and units, listed once for every account of the batch
     owed: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # accounts pushed, to write back to Storeganise
-    writers = [threading.Thread(target=write_back_all, args=(app, owed), name=f"batch-write-back-{n}", daemon=True)
-               for n in range(WRITERS)]
-    for writer in writers:
-        writer.start()
+    writer = threading.Thread(target=write_back_all, args=(app, owed), name="batch-write-back", daemon=True)
+    writer.start()
 
     def one(account_id: int) -> str:
         # Only now is this account in hand: until here the relay must see it as held (push_site set the key).
@@ -66,12 +59,9 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
             for outcome in pool.map(one, account_ids):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
     finally:
-        for _ in writers:
-            owed.put(None)  # one end mark each: a writer stops at the first it takes
-        deadline = time.monotonic() + WRITER_JOIN_S
-        for writer in writers:
-            writer.join(max(0.0, deadline - time.monotonic()))
-        if any(writer.is_alive() for writer in writers):  # Storeganise is slow: what is left gets its own job
+        owed.put(None)
+        writer.join(WRITER_JOIN_S)
+        if writer.is_alive():  # Storeganise is slow: what the writer has not reached gets its own job
             with app.app_context():
                 while (account_id := _next(owed)) is not None:
                     hint(WRITE_BACK, account_id)
@@ -86,8 +76,7 @@ def _next(owed: queue.SimpleQueue) -> int | None:
 
 
 def write_back_all(app, owed: queue.SimpleQueue) -> None:
-    """One of the batch's write-back threads: accounts as they are pushed, in this process, with one Storeganise
-    client.
+    """The batch's write-backs, as its accounts are pushed, in this process with one Storeganise client.
 
     One job per account would fork a work horse each, and those default-queue jobs come before the bulk queue:
     a 10,000-rental push then starves its own batches of workers. When Storeganise fails (or is not configured),
