@@ -40,13 +40,10 @@ RELAY_BUDGET_S = 5.0  # a relay run's further passes start within this long (the
 RELAY_CURSOR_KEY = "pti-sync:relay:cursor"  # the last account id the relay looked at, when it stopped at its limit
 CLAIM_CHUNK = 1000  # pending keys per claim script call
 WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
-# Accounts per bulk job. A site's PTI calls are capped by its site guard (PTI_SITE_CONCURRENCY slots across every
-# worker), and one batch keeps that many calls in flight; a second batch of the same site running beside it adds
-# threads that wait for the same slots, not calls, and holds a worker another site could use. So a site's push is
-# one batch up to this size: with 200 a batch, a 10-site push of 1,000 rentals each had 4 batches of each of the
-# first 3 sites in the 12 workers (16 threads for 4 slots) while 7 sites waited. A killed batch is re-driven by the
-# relay, as batches again, so a bigger batch loses nothing.
-BATCH_SIZE = 1000
+# Accounts per bulk job: big enough to keep a site's calls in flight, small enough to retry. One batch per site (1,000)
+# was tried, so a site's batches would not wait for each other's PTI slots: on the 2-core bench machine the push is
+# CPU-bound and it was slower (docs/benchmarks.md, 2026-12-01).
+BATCH_SIZE = 200
 BATCH_JOB_TIMEOUT_S = 3600  # a batch of BATCH_SIZE accounts at a slow site
 BATCH_JOB_PREFIX = "reconcile-batch-"  # the id of every reconcile_batch job begins so (push_site, the relay)
 # A site with at least this many non-urgent accounts to re-drive in one relay pass (an outage's backlog, a killed
