@@ -145,8 +145,16 @@ def _landed(rental: Rental, answer: dict | None) -> None:
         return
     if rental.sg_updated is not None and updated <= rental.sg_updated:
         echoes.withdraw("unitRental", rental.sg_id)
-    else:
+    elif agrees(answer, overdue=rental.overdue, state=rental.state):
         rental.sg_updated = updated
+
+
+def agrees(answer: dict, *, overdue: bool, state: str) -> bool:
+    """Whether Storeganise's answer to our PUT still holds what the mirror holds of the rental's own state. When it
+    does not, someone changed the rental between our read and our write (a payment a moment after an overdue): the
+    mirror must not count itself as new as the answer, or the copy that brings that change (read before our PUT, so
+    stamped older) would be dropped as stale, and the customer left locked out until the next pull."""
+    return bool(answer.get("overdue")) == bool(overdue) and (answer.get("state") or "occupied") == state
 
 
 def _time(value) -> datetime | None:
@@ -270,9 +278,12 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
         for rental_sg_id, overlocked in list(overlocks.items()):
             answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
-            if updated := _time((answer or {}).get("updated")):
+            updated = _time((answer or {}).get("updated"))
+            if updated and answer.get("overdue") is not None and bool(answer["overdue"]) == overlocked:
+                # Still as overdue as the flip we followed (see `agrees`); the mirror checks its state below.
                 overlock_landed(rental_sg_id, updated)
-                landed.append({"key": rental_sg_id, "updated": updated})
+                landed.append({"key": rental_sg_id, "updated": updated, "answer_overdue": overlocked,
+                               "answer_state": answer.get("state") or "occupied"})
             written += 1
     except StoreganiseError:
         for rental_sg_id in overlocks:
@@ -286,7 +297,8 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
         if landed:  # the mirror's copies are as new as Storeganise's answers (see `_landed`)
             rentals = Rental.__table__
             newer = or_(rentals.c.sg_updated.is_(None), rentals.c.sg_updated < bindparam("updated"))
-            db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"), newer)
+            same = (rentals.c.overdue == bindparam("answer_overdue"), rentals.c.state == bindparam("answer_state"))
+            db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"), newer, *same)
                                .values(sg_updated=bindparam("updated")), landed)
             db.session.commit()
     return written

@@ -388,3 +388,38 @@ def test_a_copy_older_than_the_mirrors_is_not_landed(business, sim, hooks, sg, m
     assert (landed.overdue, landed.overlocked) == (True, True)
     assert fx.overlocks == {} and generation(landed) == generation_then
     assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+
+
+def test_a_payment_between_our_read_and_our_overlock_write_still_unlocks(business, sim, hooks, sg, monkeypatch):
+    """The overdue handler reads the rental, the customer pays, then our pti_overlocked PUT lands: Storeganise answers
+    it with a newer `updated`, but the payment's handler read the rental before that PUT. Its copy is older than the
+    answer and yet carries a change the mirror never saw: it must land (seen on the full-size bench: the unit stayed
+    locked after the payment until the next pull)."""
+    from dashboard.mirror.records import Effects, refresh_rental
+    from dashboard.storeganise import StoreganiseClient
+
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    [overdue] = [r for r in hooks.deliver_new() if r["type"] != "unitRental.updated"]
+    paid_copy: dict = {}
+    real = StoreganiseClient.update_unit_rental_custom_fields
+
+    def paid_meanwhile(self, rental_id, fields):
+        if not paid_copy:
+            sim.set_overdue(target["id"], False)
+            paid_copy.update(sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields")))
+        return real(self, rental_id, fields)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreganiseClient, "update_unit_rental_custom_fields", paid_meanwhile)
+        assert run([overdue]) == ["processed"]
+    assert rental(target["id"]).overdue  # the overdue handler landed what it read
+    generation_then = generation(rental(target["id"]))
+    fx = Effects()
+    with monkeypatch.context() as patch:  # the payment's handler lands the copy it read before our PUT landed
+        patch.setattr(StoreganiseClient, "get_unit_rental", lambda self, rental_id, include=(): paid_copy)
+        refresh_rental(sg, target["id"], fx, overdue_event=True)
+    db.session.commit()
+    row = rental(target["id"])
+    assert (row.overdue, row.overlocked) == (False, False)
+    assert generation(row) > generation_then and fx.accounts
