@@ -279,8 +279,8 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
             answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
             updated = _time((answer or {}).get("updated"))
-            if updated and answer.get("overdue") is not None and bool(answer["overdue"]) == overlocked:
-                # Still as overdue as the flip we followed (see `agrees`); the mirror checks its state below.
+            if updated and bool(answer.get("overdue")) == overlocked:
+                # Still as overdue as the flip we followed (`agrees`' rule); the mirror checks its state below.
                 overlock_landed(rental_sg_id, updated)
                 landed.append({"key": rental_sg_id, "updated": updated, "answer_overdue": overlocked,
                                "answer_state": answer.get("state") or "occupied"})

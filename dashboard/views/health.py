@@ -90,7 +90,8 @@ class _Collector:
                                  "(0: none waits)", labels=["what"])
         for what, seconds in (("owed", behind.owed_s), ("urgent_owed", behind.urgent_owed_s),
                               ("delivery", behind.delivery_s), ("urgent_job", behind.urgent_job_s)):
-            ages.add_metric([what], seconds or 0.0)
+            if what != "urgent_job" or behind.redis_ok:  # a Redis that does not answer is not an empty queue
+                ages.add_metric([what], seconds or 0.0)
         yield ages
         stale = GaugeMetricFamily("pti_sync_stale", "1 while sync is stale (the dashboard's banner shows)")
         stale.add_metric([], 1 if lag.stale_reasons(behind) else 0)
