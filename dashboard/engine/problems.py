@@ -1,9 +1,10 @@
 """The register of standing problems: opened where they are found, closed once fixed, each raised once in Storeganise.
 
 The engine opens a unit's problem when PTI refuses the unit (or the unit has no PTI name while rented), an account's
-when it parks, a site's when its connection fails; the mirror opens a value's when a field Storeganise sends cannot
-be read. A row per cause is the durable fact: `writeback.report_problems` turns the unreported ones into Storeganise
-tasks (the relay re-drives it), and the row is deleted when the problem is gone.
+when it parks, a site's when its connection fails; the mirror keeps a value's (`BAD_VALUE`) rows itself
+(`mirror/records.Effects.note_problems`) while a field Storeganise sends cannot be read. A row per cause is the
+durable fact: `writeback.report_problems` turns the unreported ones into Storeganise tasks (the relay re-drives it),
+and the row is deleted when the problem is gone.
 """
 
 from __future__ import annotations
@@ -65,13 +66,6 @@ def account_problem(account: PtiAccount, reason: str, detail: str | None = None)
                  site_id=site.id, account_id=account.id)
 
 
-def value_problem(entity: str, record_sg_id: str, field: str, detail: str, *, target: tuple[str, str],
-                  subject: str, site_id: int | None = None) -> Found:
-    """A value Storeganise sent that cannot be read: `field` of the `entity` record `record_sg_id`."""
-    return Found(f"value:{entity}:{record_sg_id}:{field}", BAD_VALUE, entity, record_sg_id, *target, subject,
-                 detail, site_id=site_id)
-
-
 def open_problem(found: Found) -> bool:
     """Record the problem in the caller's transaction, unless it stands already (then its detail is refreshed).
     True when it is new, so owed to Storeganise."""
@@ -93,18 +87,6 @@ def close_causes(*patterns: str) -> None:
     clauses = [OpenProblem.cause.like(p) if p.endswith("%") else OpenProblem.cause == p for p in patterns]
     if clauses:
         db.session.execute(delete(OpenProblem).where(or_(*clauses)).execution_options(synchronize_session=False))
-
-
-def settle_values(entity: str, record_sg_id: str, found: list[Found]) -> int:
-    """The record's unreadable values are exactly `found`: open those, close the rest. Returns how many are new."""
-    causes = {f.cause for f in found}
-    standing = db.session.scalars(select(OpenProblem).where(  # by the indexed record id: cheap when none stand
-        OpenProblem.record_sg_id == record_sg_id, OpenProblem.entity == entity,
-        OpenProblem.reason == BAD_VALUE)).all()
-    for row in standing:
-        if row.cause not in causes:
-            db.session.delete(row)
-    return sum(open_problem(f) for f in found)
 
 
 def account_synced(account: PtiAccount, unit_reasons: dict[int, str]) -> int:

@@ -29,7 +29,6 @@ from ..jobqueue import WRITE_BACK_OWED, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, SyncState, to_ms, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
 from ..storeganise.fields import FieldCodes
-from ..storeganise.values import ValueProblem, read_datetime
 from ..sync.errors import problem
 from . import problems
 
@@ -158,10 +157,19 @@ def agrees(answer: dict, *, overdue: bool, state: str) -> bool:
 
 
 def _time(value) -> datetime | None:
-    try:
-        return read_datetime(value)
-    except ValueProblem:
+    """The `updated` of Storeganise's answer to our PUT as naive UTC, or None when it has none it can say plainly.
+
+    Storeganise writes this stamp itself, in the ISO 8601 form `format_timestamp` sends, so the strict standard
+    reader serves (staff-typed dates go through `storeganise.values.read_datetime`, which explains its refusals). A
+    stamp it cannot read only means the mirror keeps the time it holds: the safe side (the next copy is not dropped).
+    """
+    if not isinstance(value, str):
         return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def first_account_id(customer_id: int) -> int | None:

@@ -21,8 +21,9 @@ from ..clients import addon_id, site_credentials
 from ..crypto import PtiCredentials, seal
 from ..engine import problems, writeback
 from ..engine.intent import mark_dirty, request_reconcile
-from ..extensions import db
-from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, Unit
+from ..engine.problems import BAD_VALUE
+from ..extensions import db, insert_or_skip
+from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, Site, Unit, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError
 from ..storeganise.fields import EMPTY_UNIT_USES_UNIT_NAME, UNIT_SWITCHED_OFF, FieldCodes
 from ..storeganise.values import ValueProblem, localised, read_bool, read_datetime, read_int, read_text
@@ -139,14 +140,31 @@ class Effects:
     def note_problems(self, fields: Fields, entity: str, sg_id: str, site: Site | None, *,
                       target: tuple[str, str] | None, subject: str) -> None:
         """Record the unreadable values of the record (of `site`, when it belongs to one) as problems, shown on its
-        page and raised in Storeganise on `target` (None: where the site's settings live), and close those of its
-        values that read well now: in the landing's own transaction. The new ones are counted, for the delivery to
-        ask for their report."""
+        page and raised in Storeganise on `target` (None: where the site's settings live, see
+        `problems.settings_target`), and close those of its values that read well now: in the landing's own
+        transaction. The new ones are counted, for the delivery to ask for their report.
+
+        The mirror keeps these rows itself (the register's other problems are the engine's): one read of what stands
+        by the indexed record id, cheap when nothing does, and an insert only for a value newly unreadable."""
         if target is None:
-            target = problems.settings_target(site)
-        self.new_problems += problems.settle_values(entity, sg_id, [problems.value_problem(
-            entity, sg_id, code, f"{code} is {exc.value}: {exc.message} {exc.fix}", target=target, subject=subject,
-            site_id=site.id if site else None) for code, exc in fields.problems.items()])
+            known = addon_id()
+            target = ("addon", known) if known else ("site", site.sg_id)
+        wanted = {f"value:{entity}:{sg_id}:{code}": f"{code} is {exc.value}: {exc.message} {exc.fix}"
+                  for code, exc in fields.problems.items()}
+        standing = db.session.scalars(select(OpenProblem).where(
+            OpenProblem.record_sg_id == sg_id, OpenProblem.entity == entity, OpenProblem.reason == BAD_VALUE)).all()
+        for row in standing:
+            if row.cause in wanted:
+                row.detail = wanted.pop(row.cause)
+            else:
+                db.session.delete(row)
+        for cause, detail in wanted.items():
+            # Another worker may land the same record at the same moment: the first row stands.
+            added = db.session.scalar(insert_or_skip(OpenProblem, "cause").returning(OpenProblem.id).values(
+                cause=cause, reason=BAD_VALUE, entity=entity, record_sg_id=sg_id, target_type=target[0],
+                target_id=target[1], subject=subject, detail=detail, site_id=site.id if site else None,
+                opened_at=utcnow()))
+            self.new_problems += added is not None
 
     def deliver(self, client: StoreganiseClient, trigger: str, *, bulk: bool = False,
                 push_here: PushHere | None = None) -> tuple[int, int]:
