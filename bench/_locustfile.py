@@ -108,8 +108,9 @@ class Operator(FastHttpUser):
             logins["done"] += 1
             if logins["done"] >= len(PLAN["accounts"]):
                 everyone_in.set()
-        for visit in (self.overview, self.sites, self.site, self.customers, self.customer_search, self.customer,
-                      self.rentals, self.rental_filter, self.rental, self.activity):
+        for visit in (self.overview, self.sites, self.site, lambda: self.customers(search=False),
+                      lambda: self.customers(search=True), self.customer, lambda: self.rentals(filtered=False),
+                      lambda: self.rentals(filtered=True), self.rental, self.activity):
             visit()  # a first look at every page, then the pages at random
             gevent.sleep(self.wait_time())
 
@@ -169,28 +170,28 @@ class Operator(FastHttpUser):
     def site(self) -> None:
         self.page(f"/sites/{self.pick('sites')}", "/sites/[id]")
 
-    @task(2)
-    def customers(self) -> None:
-        self.page(f"/customers/?page={self.rng.randint(1, PLAN['ids']['customer_pages'])}", "/customers/?page")
-
-    @task(2)
-    def customer_search(self) -> None:
-        q = urllib.parse.quote(self.rng.choice(PLAN["ids"]["search_terms"]))
-        self.page(f"/customers/?q={q}", "/customers/?q", htmx_target="customer-results")
+    @task(4)
+    def customers(self, search: bool | None = None) -> None:
+        """The customer list: a page of it or, half the time, a search typed into it (the results htmx asks for)."""
+        if search if search is not None else self.rng.random() < 0.5:
+            q = urllib.parse.quote(self.rng.choice(PLAN["ids"]["search_terms"]))
+            self.page(f"/customers/?q={q}", "/customers/?q", htmx_target="customer-results")
+        else:
+            self.page(f"/customers/?page={self.rng.randint(1, PLAN['ids']['customer_pages'])}", "/customers/?page")
 
     @task(3)
     def customer(self) -> None:
         self.show_and_poll(f"/customers/{self.pick('customers')}", "/customers/[id]", "access", "customer-access")
 
-    @task(2)
-    def rentals(self) -> None:
-        self.page("/rentals/", "/rentals/")
-
-    @task(2)
-    def rental_filter(self) -> None:
-        site_id = self.pick("sites")
-        state = self.rng.choice(["overlocked", "pending", "in_sync", ""])
-        self.page(f"/rentals/?site={site_id}&state={state}", "/rentals/?site&state", htmx_target="rental-results")
+    @task(4)
+    def rentals(self, filtered: bool | None = None) -> None:
+        """The rental list or, half the time, one site's rentals in one state (the results htmx asks for)."""
+        if filtered if filtered is not None else self.rng.random() < 0.5:
+            state = self.rng.choice(["overlocked", "pending", "in_sync", ""])
+            self.page(f"/rentals/?site={self.pick('sites')}&state={state}", "/rentals/?site&state",
+                      htmx_target="rental-results")
+        else:
+            self.page("/rentals/", "/rentals/")
 
     @task(3)
     def rental(self) -> None:

@@ -7,7 +7,7 @@ so a key is rotated by putting the new one in front and running `flask keys rota
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -18,14 +18,11 @@ class CredentialError(RuntimeError):
 
 @dataclass(frozen=True)
 class PtiCredentials:
-    site_key: str
-    username: str
-    password: str
+    """A site's PTI login. Never shown: its repr and str are `PtiCredentials()`, whatever it holds."""
 
-    def __repr__(self) -> str:
-        return "PtiCredentials(<hidden>)"
-
-    __str__ = __repr__
+    site_key: str = field(repr=False)
+    username: str = field(repr=False)
+    password: str = field(repr=False)
 
 
 def _fernet(keys: str) -> MultiFernet:

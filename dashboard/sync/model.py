@@ -44,19 +44,19 @@ class PtiUnit:
 
 
 @dataclass(frozen=True)
-class AccessLevel:
+class Numbered:
+    """One of PTI's numbered profiles, as its list names it."""
+
+    id: int
+    name: str
+
+
+class AccessLevel(Numbered):
     """A PTI access level: an access area × a time schedule. A user with none cannot get in."""
 
-    id: int
-    name: str
 
-
-@dataclass(frozen=True)
-class TimeZone:
+class TimeZone(Numbered):
     """A PTI time zone: a numbered access-hours profile ("24 hours", "business hours"), not a clock zone."""
-
-    id: int
-    name: str
 
 
 @dataclass(frozen=True)
@@ -120,18 +120,22 @@ class RentUnit:
 
 
 @dataclass(frozen=True)
-class VacateUnit:
+class OnUnit:
+    """An operation on one unit, named as PTI names it."""
+
     unit_name: str
 
 
-@dataclass(frozen=True)
-class LockUnit:
-    unit_name: str
+class VacateUnit(OnUnit):
+    """Free the unit of its user (a move-out, or a unit given up)."""
 
 
-@dataclass(frozen=True)
-class UnlockUnit:
-    unit_name: str
+class LockUnit(OnUnit):
+    """Overlock the unit: its user's code no longer opens it."""
+
+
+class UnlockUnit(OnUnit):
+    """Lift the overlock."""
 
 
 Operation = CreateUser | UpdateUser | RemoveUser | RentUnit | VacateUnit | LockUnit | UnlockUnit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from jinja2_fragments.flask import render_block
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload, selectinload
 from wtforms import IntegerField, SelectField
@@ -18,7 +17,7 @@ from ..extensions import db, htmx
 from ..models import Customer, PtiAccount, Rental, Site, SyncState, count
 from ..security import ACTORS, EVERYONE, roles_required
 from . import page_or_block
-from .acting import act, act_on
+from .acting import RecordActions, act, record_page
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -93,36 +92,12 @@ def _page(customer_id: int) -> dict:
                 busy=any(a.state in (SyncState.PENDING, SyncState.SYNCING) for a in accounts))
 
 
-@bp.route("/<int:customer_id>")
-@roles_required(*EVERYONE)
-def show(customer_id: int):
-    return render_template("customers/show.html", **_page(customer_id))
-
-
-@bp.route("/<int:customer_id>/access")
-@roles_required(*EVERYONE)
-def access(customer_id: int):
-    """The PTI access region alone, polled while a push is pending; 286 stops the polling once it settled."""
-    context = _page(customer_id)
-    return render_block("customers/show.html", "access", **context), 286 if not context["busy"] and htmx else 200
-
-
-def _customer_action(customer_id: int, action, done: str, **kwargs):
-    return act_on(Customer, customer_id, action, done=done, back=url_for("customers.show", customer_id=customer_id),
-                  fragment=lambda: render_block("customers/show.html", "access", **_page(customer_id)), **kwargs)
-
-
-@bp.route("/<int:customer_id>/resync", methods=["POST"])
-@roles_required(*ACTORS)
-def resync(customer_id: int):
-    return _customer_action(customer_id, actions.resync_customer, "Push to PTI queued for every site.")
-
-
-@bp.route("/<int:customer_id>/regenerate-code", methods=["POST"])
-@roles_required(*ACTORS)
-def regenerate_code(customer_id: int):
-    return _customer_action(customer_id, actions.regenerate_code,
-                            "New access code queued: the old code stops working once PTI has it.")
+access_region = record_page(bp, "customer_id", "customers/show.html", "access", ("access", "access"), _page,
+                            lambda context: not context["busy"])
+ACTIONS = RecordActions(bp, Customer, "customer_id", "customers.show", access_region)
+ACTIONS.add("resync", actions.resync_customer, "Push to PTI queued for every site.")
+ACTIONS.add("regenerate-code", actions.regenerate_code,
+            "New access code queued: the old code stops working once PTI has it.")
 
 
 @bp.route("/<int:customer_id>/access", methods=["POST"])
@@ -134,10 +109,10 @@ def set_access(customer_id: int):
         errors = "; ".join(f"{form[name].label.text}: {' '.join(e)}" for name, e in form.errors.items())
         flash(errors or "The form was not valid.", "error")
         if htmx:
-            return render_block("customers/show.html", "access", **_page(customer_id)), 422
+            return access_region(customer_id), 422
         return redirect(url_for("customers.show", customer_id=customer_id))
-    return _customer_action(customer_id, actions.set_access, "Access level and zone saved; push queued.",
-                            level=form.level.data, zone=form.zone.data)
+    return ACTIONS.run(customer_id, actions.set_access, "Access level and zone saved; push queued.",
+                       level=form.level.data, zone=form.zone.data)
 
 
 def _account_of(customer_id: int, account_id: int) -> PtiAccount:
@@ -150,7 +125,7 @@ def _account_of(customer_id: int, account_id: int) -> PtiAccount:
 def _account_action(customer_id: int, account_id: int, action, done: str, **kwargs):
     return act(action, _account_of(customer_id, account_id), done=done,
                back=url_for("customers.show", customer_id=customer_id),
-               fragment=lambda: render_block("customers/show.html", "access", **_page(customer_id)), **kwargs)
+               fragment=lambda: access_region(customer_id), **kwargs)
 
 
 @bp.route("/<int:customer_id>/accounts/<int:account_id>/adopt", methods=["POST"])

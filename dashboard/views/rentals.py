@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request, url_for
-from jinja2_fragments.flask import render_block
+from flask import Blueprint, abort, request
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload
 
 from .. import actions
 from ..engine.problems import problems_of
-from ..extensions import db, htmx
+from ..extensions import db
 from ..models import Customer, Rental, Site, SyncAttempt, SyncState, Unit, count
-from ..security import ACTORS, EVERYONE, roles_required
+from ..security import EVERYONE, roles_required
 from . import page_or_block
-from .acting import act_on
+from .acting import RecordActions, record_page
 
 bp = Blueprint("rentals", __name__, url_prefix="/rentals")
 
@@ -68,41 +67,9 @@ def _page(rental_id: int) -> dict:
     return dict(rental=rental, attempts=attempts, SyncState=SyncState, problems=standing)
 
 
-@bp.route("/<int:rental_id>")
-@roles_required(*EVERYONE)
-def show(rental_id: int):
-    return render_template("rentals/show.html", **_page(rental_id))
-
-
-@bp.route("/<int:rental_id>/sync")
-@roles_required(*EVERYONE)
-def sync_status(rental_id: int):
-    """The sync region alone, polled while a push is pending; 286 stops the polling once it settled."""
-    context = _page(rental_id)
-    settled = context["rental"].sync_state not in (SyncState.PENDING, SyncState.SYNCING)
-    return render_block("rentals/show.html", "sync", **context), 286 if settled and htmx else 200
-
-
-def _rental_action(rental_id: int, action, done: str, **kwargs):
-    return act_on(Rental, rental_id, action, done=done, back=url_for("rentals.show", rental_id=rental_id),
-                  fragment=lambda: render_block("rentals/show.html", "sync", **_page(rental_id)), **kwargs)
-
-
-@bp.route("/<int:rental_id>/resync", methods=["POST"])
-@roles_required(*ACTORS)
-def resync(rental_id: int):
-    return _rental_action(rental_id, actions.resync_rental, "Push to PTI queued.")
-
-
-@bp.route("/<int:rental_id>/suspend", methods=["POST"])
-@roles_required(*ACTORS)
-def suspend(rental_id: int):
-    return _rental_action(rental_id, actions.set_suspended, "Suspension queued: the keypad will refuse the code.",
-                          suspended=True)
-
-
-@bp.route("/<int:rental_id>/unsuspend", methods=["POST"])
-@roles_required(*ACTORS)
-def unsuspend(rental_id: int):
-    return _rental_action(rental_id, actions.set_suspended, "Unsuspension queued: the code will open again.",
-                          suspended=False)
+sync_region = record_page(bp, "rental_id", "rentals/show.html", "sync", ("sync_status", "sync"), _page,
+                          lambda context: context["rental"].sync_state not in (SyncState.PENDING, SyncState.SYNCING))
+ACTIONS = RecordActions(bp, Rental, "rental_id", "rentals.show", sync_region)
+ACTIONS.add("resync", actions.resync_rental, "Push to PTI queued.")
+ACTIONS.add("suspend", actions.set_suspended, "Suspension queued: the keypad will refuse the code.", suspended=True)
+ACTIONS.add("unsuspend", actions.set_suspended, "Unsuspension queued: the code will open again.", suspended=False)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, url_for
+from flask import Blueprint, abort, render_template
 from sqlalchemy import select
 
 from .. import actions
 from ..engine.problems import problems_of
 from ..extensions import db
 from ..models import Site, Unit
-from ..security import ACTORS, EVERYONE, roles_required
-from .acting import act_on
+from ..security import EVERYONE, roles_required
+from .acting import RecordActions
 from .overview import queue_status, site_health
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
@@ -36,19 +36,7 @@ def show(site_id: int):
                            problems=problems_of("site", site.sg_id), redis_ok=redis_ok)
 
 
-def _site_action(site_id: int, action, done: str, **kwargs):
-    return act_on(Site, site_id, action, done=done, back=url_for("sites.show", site_id=site_id),
-                  fragment=lambda: render_template("sites/_done.html"), **kwargs)
-
-
-@bp.route("/<int:site_id>/resync", methods=["POST"])
-@roles_required(*ACTORS)
-def resync(site_id: int):
-    return _site_action(site_id, actions.resync_site, "Every customer of the site is queued for a push.")
-
-
-@bp.route("/<int:site_id>/requeue-failed", methods=["POST"])
-@roles_required(*ACTORS)
-def requeue_failed(site_id: int):
-    return _site_action(site_id, lambda site, actor: actions.requeue_failed(actor, site=site),
-                        "Failed customers of the site are queued again.")
+ACTIONS = RecordActions(bp, Site, "site_id", "sites.show", lambda site_id: render_template("sites/_done.html"))
+ACTIONS.add("resync", actions.resync_site, "Every customer of the site is queued for a push.")
+ACTIONS.add("requeue-failed", lambda site, actor: actions.requeue_failed(actor, site=site),
+            "Failed customers of the site are queued again.")
