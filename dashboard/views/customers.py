@@ -11,7 +11,7 @@ from wtforms.validators import NumberRange, Optional
 
 from .. import actions
 from ..audit import record
-from ..engine import pti_lists
+from ..engine import pti_lists, pti_view
 from ..engine.problems import problems_of
 from ..extensions import db, htmx
 from ..models import Customer, PtiAccount, Rental, Site, SyncState, count
@@ -153,3 +153,13 @@ def reveal_code(customer_id: int, account_id: int):
     record("reveal code", target_type="customer", target_id=account.customer.sg_id, site=account.site.code)
     db.session.commit()
     return render_template("customers/code.html", account=account)
+
+
+@bp.route("/<int:customer_id>/accounts/<int:account_id>/check-pti", methods=["POST"])
+@roles_required(*EVERYONE)
+def check_pti(customer_id: int, account_id: int):
+    """Read PTI now for one of the customer's sites and show it beside what PTI Sync wants (writes nothing)."""
+    check = pti_view.check(_account_of(customer_id, account_id))
+    if htmx:
+        return render_template("pti/_check.html", check=check)
+    return render_template("customers/show.html", **_page(customer_id), checks={account_id: check})

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, request
+from flask import Blueprint, abort, render_template, request
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload
 
 from .. import actions
+from ..engine import pti_view
 from ..engine.problems import problems_of
-from ..extensions import db
-from ..models import Customer, Rental, Site, SyncAttempt, SyncState, Unit, count
+from ..extensions import db, htmx
+from ..models import Customer, PtiAccount, Rental, Site, SyncAttempt, SyncState, Unit, count
 from ..security import EVERYONE, roles_required
 from . import page_or_block
 from .acting import RecordActions, record_page
@@ -73,3 +74,16 @@ ACTIONS = RecordActions(bp, Rental, "rental_id", "rentals.show", sync_region)
 ACTIONS.add("resync", actions.resync_rental, "Push to PTI queued.")
 ACTIONS.add("suspend", actions.set_suspended, "Suspension queued: the keypad will refuse the code.", suspended=True)
 ACTIONS.add("unsuspend", actions.set_suspended, "Unsuspension queued: the code will open again.", suspended=False)
+
+
+@bp.route("/<int:rental_id>/check-pti", methods=["POST"])
+@roles_required(*EVERYONE)
+def check_pti(rental_id: int):
+    """Read PTI now for the rental's customer at its site and show it beside what PTI Sync wants (writes nothing)."""
+    rental = db.session.get(Rental, rental_id) or abort(404)
+    account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental.customer_id,
+                                                         PtiAccount.site_id == rental.site_id))
+    check = pti_view.check(account) if account is not None else None
+    if htmx:
+        return render_template("pti/_check.html", check=check)
+    return render_template("rentals/show.html", **_page(rental_id), check=check, checked=True)
