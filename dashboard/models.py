@@ -73,6 +73,8 @@ class Site(db.Model):
     pti_lists_read_at: Mapped[datetime | None]
     last_import_at: Mapped[datetime | None]
     last_sweep_at: Mapped[datetime | None]
+    # What the last drift sweep found (engine/sweep.py, SweepReport.record): shown on the site's page.
+    drift_report: Mapped[dict | None] = mapped_column(JSON)
 
     units: Mapped[list[Unit]] = relationship(back_populates="site")
 

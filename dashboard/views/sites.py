@@ -8,7 +8,7 @@ from sqlalchemy import select
 from .. import actions
 from ..engine.problems import problems_of
 from ..extensions import db
-from ..models import Site, Unit
+from ..models import Customer, PtiAccount, Site, Unit
 from ..security import EVERYONE, roles_required
 from .acting import RecordActions
 from .overview import queue_status, site_health
@@ -33,7 +33,22 @@ def show(site_id: int):
                      Unit.pti_switched_off.is_(False)).order_by(Unit.name)
     ).all()
     return render_template("sites/show.html", site=site, health=health, unmapped=unmapped,
-                           problems=problems_of("site", site.sg_id), redis_ok=redis_ok)
+                           problems=problems_of("site", site.sg_id), redis_ok=redis_ok, drift=_drift(site))
+
+
+def _drift(site: Site) -> dict | None:
+    """The site's drift report with the customers it names (drifted accounts, duplicated marks) looked up."""
+    report = site.drift_report
+    if not report:
+        return None
+    drifted = db.session.scalars(select(Customer).join(PtiAccount, PtiAccount.customer_id == Customer.id)
+                                 .where(PtiAccount.id.in_(report.get("drifted_accounts", [])))
+                                 .order_by(Customer.last_name, Customer.first_name)).all()
+    duplicates = report.get("duplicate_users", [])
+    marked = {c.sg_id: c for c in db.session.scalars(
+        select(Customer).where(Customer.sg_id.in_([d["marker"] for d in duplicates])))}
+    return {**report, "drifted_customers": drifted,
+            "duplicate_customers": [(marked.get(d["marker"]), d["user_ids"]) for d in duplicates]}
 
 
 ACTIONS = RecordActions(bp, Site, "site_id", "sites.show", lambda site_id: render_template("sites/_done.html"))
