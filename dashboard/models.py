@@ -253,6 +253,10 @@ class WebhookDelivery(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued, processed, ignored, failed
     payload: Mapped[dict] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    # The rental the event is about (its unitRentalId, a transfer's new rental), for the rental page's journey; and
+    # when the worker finished handling it (the mirror updated, the push asked for).
+    rental_sg_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    handled_at: Mapped[datetime | None]
 
 
 class SyncAttempt(db.Model):

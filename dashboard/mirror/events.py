@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..clients import remember_addon_id
 from ..extensions import db
-from ..models import Customer, Unit, WebhookDelivery
+from ..models import Customer, Unit, WebhookDelivery, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, WebhookEvent
 from ..storeganise import webhooks as sg
 from . import deliveries
@@ -139,7 +139,7 @@ def process_delivery(delivery_id: str, client: StoreganiseClient, push_here: Pus
         remember_addon_id(event.addon_id[:ADDON_ID_CHARS])
     try:
         handler(client, event, fx)
-        delivery.status, delivery.error = deliveries.PROCESSED, None
+        delivery.status, delivery.error, delivery.handled_at = deliveries.PROCESSED, None, utcnow()
         db.session.commit()
         fx.deliver(client, trigger=event.type, push_here=push_here)
     except StoreganiseError as exc:

@@ -51,6 +51,16 @@ class WebhookEvent:
         return self.type in KNOWN_EVENT_TYPES
 
     @property
+    def rental_id(self) -> str | None:
+        """The rental the event is about, when its data names one (a transfer: the new rental); None otherwise or
+        when the id is not one Storeganise would send (text, at most 64 characters)."""
+        for key in ("unitRentalId", "newRentalId"):
+            value = self.data.get(key)
+            if isinstance(value, str) and 0 < len(value) <= 64:
+                return value
+        return None
+
+    @property
     def changed_keys(self) -> tuple[str, ...]:
         """For *.updated events: which fields changed, e.g. ("customFields.pti_synced",)."""
         keys = self.data.get("changedKeys") or ()

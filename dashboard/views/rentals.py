@@ -14,6 +14,7 @@ from ..models import Customer, PtiAccount, Rental, Site, SyncAttempt, SyncState,
 from ..security import EVERYONE, roles_required
 from . import page_or_block
 from .acting import RecordActions, record_page
+from .journey import journeys
 
 bp = Blueprint("rentals", __name__, url_prefix="/rentals")
 
@@ -65,7 +66,9 @@ def _page(rental_id: int) -> dict:
     ).all()
     standing = [*problems_of("rental", rental.sg_id), *problems_of("unit", rental.unit.sg_id),
                 *(p for p in problems_of("account", rental.customer.sg_id) if p.site_id == rental.site_id)]
-    return dict(rental=rental, attempts=attempts, SyncState=SyncState, problems=standing)
+    # Called by the page itself, not by the polled sync region (render_block renders that block alone).
+    return dict(rental=rental, attempts=attempts, SyncState=SyncState, problems=standing,
+                journeys=lambda: journeys(rental))
 
 
 sync_region = record_page(bp, "rental_id", "rentals/show.html", "sync", ("sync_status", "sync"), _page,

@@ -66,7 +66,8 @@ def storeganise():
         return _plain("The webhook is stale: its created time is too far from now.", 401)
 
     status = deliveries.ECHO if our_echo(event) else deliveries.QUEUED if event.known else deliveries.IGNORED
-    record = insert(WebhookDelivery).values(id=event.id, type=event.type, status=status, payload=json.loads(body))
+    record = insert(WebhookDelivery).values(id=event.id, type=event.type, status=status, payload=json.loads(body),
+                                            rental_sg_id=event.rental_id)
     try:  # the hot path: one autocommitted statement, no session, no BEGIN/COMMIT round trips
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(record)

@@ -115,9 +115,12 @@ def test_overdue_locks_the_rental_urgently_and_writes_pti_overlocked_back(busine
     before = generation(rental(target["id"]))
     sim.set_overdue(target["id"], True)
     [record] = hooks.deliver_new()
+    received = db.session.get(WebhookDelivery, record["id"])
+    assert (received.rental_sg_id, received.handled_at) == (target["id"], None)  # named at receipt, for its journey
     assert run([record]) == ["processed"]
     row = rental(target["id"])
     assert row.overdue and row.overlocked
+    assert db.session.get(WebhookDelivery, record["id"]).handled_at is not None
     account = account_of(row)
     assert account.urgent and account.generation == before + 1
     assert reconcile_requests() == [("urgent", account.id, "unitRental.markOverdue")]
