@@ -1,5 +1,7 @@
 """The pages staff and managers read: every site on the Overview, rentals with their sync state."""
 
+import re
+
 from dashboard.extensions import db
 from dashboard.models import Rental, Site, SyncState
 
@@ -56,3 +58,18 @@ def test_site_page_never_shows_credentials(client, auth, demo_business):
     html = client.get(f"/sites/{site.id}").get_data(as_text=True)
     assert "ng-pass-41" not in html and "ng-site-key-7c1e" not in html
     assert "stored (encrypted, never shown)" in html
+
+
+def test_every_list_says_how_many_it_holds_and_how_it_is_sorted(client, auth, demo_business):
+    from dashboard.models import Customer
+
+    auth.login("admin")
+    rentals, customers, sites = (db.session.query(m).count() for m in (Rental, Customer, Site))
+    assert f"{rentals:,} rentals, sorted by site, then unit" in client.get("/rentals/").get_data(as_text=True)
+    assert f"{customers:,} customers, sorted by last name, then first name" in client.get(
+        "/customers/").get_data(as_text=True)
+    assert f"{sites} sites, sorted by name." in client.get("/sites/").get_data(as_text=True)
+    assert "The latest 0 uploads, newest first." in client.get("/uploads/").get_data(as_text=True)
+    unit = db.session.query(Rental).first().unit.name
+    searched = client.get(f"/rentals/?q={unit}").get_data(as_text=True)
+    assert re.search(r"\b[1-9][\d,]* rentals? matching, sorted by site, then unit", searched)
