@@ -73,3 +73,16 @@ def test_every_list_says_how_many_it_holds_and_how_it_is_sorted(client, auth, de
     unit = db.session.query(Rental).first().unit.name
     searched = client.get(f"/rentals/?q={unit}").get_data(as_text=True)
     assert re.search(r"\b[1-9][\d,]* rentals? matching, sorted by site, then unit", searched)
+
+
+def test_a_moment_shows_how_long_ago_it_was(app):
+    from datetime import timedelta
+
+    from dashboard.models import utcnow
+    from dashboard.views import age
+
+    now = utcnow()
+    assert age(now) == "just now"
+    assert age(now - timedelta(minutes=3, seconds=5)) in ("3 min 5 s ago", "3 min 6 s ago")
+    assert age(now - timedelta(hours=2, minutes=10, seconds=30)) == "2 h 10 min ago"
+    assert age(now + timedelta(seconds=42, milliseconds=500)) in ("in 42 s", "in 41 s")

@@ -60,6 +60,7 @@ def init_app(app) -> None:
     app.add_template_filter(lambda reason: problem(reason).message, "problem_message")
     app.add_template_filter(lambda reason: problem(reason).fix, "problem_fix")
     app.add_template_filter(masked_code, "masked_code")
+    app.add_template_filter(age, "age")
 
     @app.context_processor
     def sync_lag():
@@ -103,3 +104,11 @@ def init_app(app) -> None:
     def server_error(exc):
         return render_template("errors/plain.html", code=500, title="Something went wrong",
                                message="The error was logged and the change was not saved; try again."), 500
+
+
+def age(moment) -> str:
+    """How long ago a naive-UTC moment was (or how soon it comes), as an operator reads it: "3 min ago", "in 42 s"."""
+    seconds = (utcnow() - moment).total_seconds()
+    if -1 < seconds < 1:
+        return "just now"
+    return f"{lag.duration(seconds)} ago" if seconds > 0 else f"in {lag.duration(-seconds)}"
