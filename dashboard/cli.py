@@ -15,14 +15,14 @@ from sqlalchemy import func, or_, select
 
 from jobs.worker import LANES, run_worker
 
-from . import actions
+from . import actions, staff
 from .clients import StoreganiseNotConfigured, site_credentials, storeganise_client
 from .crypto import rotate
 from .demo import ensure_demo_accounts, import_demo_business
 from .extensions import db
 from .jobqueue import BULK, DEFAULT, PRUNE, PULL, RELAY, SWEEP, URGENT, get_redis
 from .mirror.importer import ImportBusy, import_business, pull_changes
-from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Role, Site, StaffUser
+from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Role, Site
 from .pti import PtiClient, check_site
 from .storeganise import StoreganiseError
 from .sync.errors import CATALOGUE, problem
@@ -42,17 +42,21 @@ sg = AppGroup("sg", help="Storeganise: fill and refresh the mirror.")
 @click.option("--name", default="")
 @click.password_option(help="Prompted for when not given.")
 def create_user(email: str, role: str, name: str, password: str) -> None:
-    """Create a staff account (or reset its password and role)."""
-    email = email.strip().lower()
-    user = db.session.scalar(select(StaffUser).where(StaffUser.email == email))
-    verb = "Updated"
-    if user is None:
-        user, verb = StaffUser(email=email), "Created"
-        db.session.add(user)
-    user.role, user.name = role, name or user.name
-    user.set_password(password)
-    db.session.commit()
-    click.echo(f"{verb} {email} ({role}).")
+    """Create a staff account (or reset its password and role). Admins also manage accounts on the Users page."""
+    try:
+        user = staff.by_email(email)
+        if user is None:
+            user = staff.create_account(email, role=role, password=password, name=name, actor="cli")
+            verb = "Created"
+        else:
+            staff.set_role(user, role, actor="cli")
+            if name:
+                user.name = name
+            staff.set_password(user, password, actor="cli")
+            verb = "Updated"
+    except actions.ActionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{verb} {user.email} ({user.role}).")
 
 
 @demo.command("seed")

@@ -7,6 +7,7 @@ holds the desired PTI identity (access code, PTI user id), a generation counter 
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
@@ -211,12 +212,20 @@ class StaffUser(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default=Role.STAFF)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Moves on when the account is disabled: the sessions opened before stay ended once it is enabled again.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+    def get_id(self) -> str:
+        """What a session keeps: the id and a digest of the password hash and the session generation, so a new
+        password or a disabling ends the sessions opened before (staff.session_user)."""
+        digest = hashlib.sha256(f"{self.session_generation}:{self.password_hash}".encode()).hexdigest()[:16]
+        return f"{self.id}:{digest}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users

@@ -11,13 +11,14 @@ from functools import wraps
 from flask import abort, current_app, request
 from flask_login import current_user
 
-from .extensions import db, login_manager
-from .models import Role, StaffUser
+from .extensions import login_manager
+from .models import Role
+from .staff import session_user
 
 EVERYONE = (Role.ADMIN, Role.MANAGER, Role.STAFF, Role.SUPPORT)
 ACTORS = (Role.ADMIN, Role.STAFF, Role.SUPPORT)  # may act on rentals and customers
 UPLOADERS = (Role.ADMIN, Role.SUPPORT)
-ADMINS = (Role.ADMIN,)  # run the product's own machinery: the relay on demand, RQ's failed jobs
+ADMINS = (Role.ADMIN,)  # run the product's own machinery (the relay on demand, RQ's failed jobs) and staff accounts
 
 CSP = "; ".join([
     "default-src 'self'",
@@ -63,7 +64,8 @@ def init_app(app) -> None:
 
     @login_manager.user_loader
     def load_user(user_id: str):
-        return db.session.get(StaffUser, int(user_id))
+        # None (logged out) once the account is disabled or its password changed: checked on every request.
+        return session_user(user_id)
 
     @app.after_request
     def headers(response):

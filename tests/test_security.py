@@ -49,6 +49,12 @@ ACCESS = {
     "uploads.export": {"admin", "manager", "support"},
     "uploads.create": {"admin", "support"},
     "settings.index": {"admin"},
+    "users.index": {"admin"},
+    "users.create": {"admin"},
+    "users.set_role": {"admin"},
+    "users.disable": {"admin"},
+    "users.enable": {"admin"},
+    "users.set_password": {"admin"},
     "health.healthz": PUBLIC,
     "health.metrics": PUBLIC,
     "webhooks.storeganise": PUBLIC,
@@ -122,6 +128,11 @@ ACTION_SUCCESS = {
     "customers.separate_pti_user": (302, "/customers/{customer}", "queued"),
     "customers.reveal_code": (200, None, None),
     "uploads.create": (303, "/uploads/{upload}", None),
+    "users.create": (302, "/users/", "Account new@demo.test created (staff)."),
+    "users.set_role": (302, "/users/", "target@demo.test is now support"),
+    "users.disable": (302, "/users/", "target@demo.test is disabled"),
+    "users.enable": (302, "/users/", "target@demo.test is enabled again"),
+    "users.set_password": (302, "/users/", "New password set for target@demo.test"),
 }
 
 
@@ -165,12 +176,37 @@ def _post_action(app, client, endpoint: str, rule, token: str):
 
         fail_a_job()
         return client.post(_url_for(app, rule), data={"csrf_token": token}), {}
+    if endpoint.startswith("users."):
+        return _post_user_action(client, endpoint, token), {}
     if endpoint == "uploads.create":
         rental = db.session.get(Rental, 1)
         boundary, body = encode_multipart({"csrf_token": token, "file": FileStorage(
             io.BytesIO(f"id,customFields.pti_synced\n{rental.sg_id},\n".encode()), "p.csv", content_type="text/csv")})
         return client.post("/uploads/", data=body, content_type=f"multipart/form-data; boundary={boundary}"), {}
     return client.post(_url_for(app, rule), data={"csrf_token": token}), {}
+
+
+def _post_user_action(client, endpoint: str, token: str):
+    """A change to an account of its own (never the one posting: their session must go on), from the state the change
+    needs."""
+    from sqlalchemy import select
+
+    from dashboard.extensions import db
+    from dashboard.models import StaffUser
+
+    if endpoint == "users.create":
+        return client.post("/users/", data={"csrf_token": token, "email": "new@demo.test", "name": "New",
+                                            "role": "staff", "password": "a-long-password"})
+    target = db.session.scalar(select(StaffUser).where(StaffUser.email == "target@demo.test"))
+    if target is None:
+        target = StaffUser(email="target@demo.test", role="staff")
+        target.set_password("demo")
+        db.session.add(target)
+    target.active = endpoint != "users.enable"
+    db.session.commit()
+    verb = endpoint.removeprefix("users.").removeprefix("set_")
+    return client.post(f"/users/{target.id}/{verb}", data={"csrf_token": token, "role": "support",
+                                                          "password": "a-long-password"})
 
 
 @pytest.mark.parametrize("role", sorted(EVERYONE))

@@ -27,7 +27,7 @@ def _paths() -> list[str]:
     customer = db.session.scalar(select(Customer).order_by(Customer.id))
     site = db.session.scalar(select(Site).order_by(Site.id))
     paths = ["/", "/failures/", "/work/", "/sites/", f"/sites/{site.id}", "/rentals/", f"/rentals/{rental.id}",
-             "/customers/", f"/customers/{customer.id}", "/activity/", "/uploads/", "/settings/"]
+             "/customers/", f"/customers/{customer.id}", "/activity/", "/uploads/", "/settings/", "/users/"]
     upload = db.session.scalar(select(Upload).order_by(Upload.id))
     return paths + ([f"/uploads/{upload.id}"] if upload else [])
 
