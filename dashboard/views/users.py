@@ -7,6 +7,8 @@ post gets the accounts region back.
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, abort, flash, make_response, redirect, render_template, url_for
 from flask_login import current_user, login_user
 from flask_wtf import FlaskForm
@@ -117,57 +119,60 @@ def create():
     return _page(created=user, generated_password=password)
 
 
-@bp.route("/<int:user_id>/role", methods=["POST"])
-@roles_required(*ADMINS)
-def set_role(user_id: int):
-    user = _account(user_id)
-    form = RoleForm()
+def _change(user_id: int, form_class, apply):
+    """Validate the form posted about the account, then `apply(user, form)`: a form that does not validate and a
+    change staff.py refuses are both said on the page (422), nothing changed."""
+    user, form = _account(user_id), form_class()
     if not form.validate_on_submit():
         return _refused(f"{user.email}: {_errors(form) or 'the form was not valid.'}")
     try:
-        changed = staff.set_role(user, form.role.data, actor=current_user._get_current_object())
+        return apply(user, form)
     except ActionError as exc:
         return _refused(str(exc))
-    if not changed:
+
+
+@bp.route("/<int:user_id>/role", methods=["POST"])
+@roles_required(*ADMINS)
+def set_role(user_id: int):
+    return _change(user_id, RoleForm, _set_role)
+
+
+def _set_role(user: StaffUser, form: RoleForm):
+    if not staff.set_role(user, form.role.data, actor=current_user._get_current_object()):
         return _done(f"{user.email} already has the role {user.role}.")
     if user.id == current_user.id:  # no longer an admin: this page is not theirs any more
         return _leave(f"You are now {user.role}.", url_for("overview.index"))
     return _done(f"{user.email} is now {user.role}, from their next page on.")
 
 
-@bp.route("/<int:user_id>/disable", methods=["POST"])
-@roles_required(*ADMINS)
-def disable(user_id: int):
+def set_active(user_id: int, active: bool):
+    """Disable an account (its sessions end at once, for good) or enable it again: `/disable` and `/enable`."""
     user = _account(user_id)
     try:
-        staff.set_active(user, False, actor=current_user._get_current_object())
+        staff.set_active(user, active, actor=current_user._get_current_object())
     except ActionError as exc:
         return _refused(str(exc))
+    if active:
+        return _done(f"{user.email} is enabled again and can log in.")
     if user.id == current_user.id:  # their own sessions ended with it, this one too
         return _leave(f"{user.email} is disabled: you are logged out.", url_for("auth.login"))
     return _done(f"{user.email} is disabled: logged out everywhere and cannot log in.")
 
 
-@bp.route("/<int:user_id>/enable", methods=["POST"])
-@roles_required(*ADMINS)
-def enable(user_id: int):
-    user = _account(user_id)
-    staff.set_active(user, True, actor=current_user._get_current_object())
-    return _done(f"{user.email} is enabled again and can log in.")
+for _slug, _active in (("disable", False), ("enable", True)):
+    bp.add_url_rule(f"/<int:user_id>/{_slug}", _slug, roles_required(*ADMINS)(partial(set_active, active=_active)),
+                    methods=["POST"])
 
 
 @bp.route("/<int:user_id>/password", methods=["POST"])
 @roles_required(*ADMINS)
 def set_password(user_id: int):
-    user = _account(user_id)
-    form = PasswordForm()
-    if not form.validate_on_submit():
-        return _refused(f"{user.email}: {_errors(form) or 'the form was not valid.'}")
+    return _change(user_id, PasswordForm, _set_password)
+
+
+def _set_password(user: StaffUser, form: PasswordForm):
     own = user.id == current_user.id
-    try:
-        staff.set_password(user, form.password.data, actor=current_user._get_current_object())
-    except ActionError as exc:
-        return _refused(str(exc))
+    staff.set_password(user, form.password.data, actor=current_user._get_current_object())
     if own:  # this session goes on under the new password; the others end
         login_user(user)
     return _done(f"New password set for {user.email}: their other sessions are logged out.")
