@@ -49,7 +49,6 @@ class Check:
     rows: tuple[Row, ...] = ()
     next_push: tuple[str, ...] = ()
     reason: str | None = None
-    pti_user_id: str | None = None
     others: tuple[str, ...] = field(default_factory=tuple)  # PTI users a conflict names, by id
 
     @property
@@ -80,8 +79,7 @@ def check(account: PtiAccount) -> Check:
     if identity.outcome not in (Outcome.FOUND, Outcome.CREATE):
         return Check(**started, reason=identity.reason, rows=compare(desired, actual, _names(site)),
                      others=tuple(u.id for u in identity.others))
-    return Check(**started, rows=compare(desired, actual, _names(site)), next_push=next_push(desired, actual),
-                 pti_user_id=actual.user.id if actual.user else None)
+    return Check(**started, rows=compare(desired, actual, _names(site)), next_push=next_push(desired, actual))
 
 
 def next_push(desired: DesiredAccess, actual: ActualAccess) -> tuple[str, ...]:

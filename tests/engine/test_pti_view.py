@@ -103,6 +103,20 @@ def test_a_customer_not_pushed_yet_shows_the_user_a_push_would_create(business, 
     assert pti.user_with_marker("NG01", customer.sg_id) is None
 
 
+def test_a_conflict_a_push_would_stop_on_is_said_with_the_pti_users_in_question(business, pti):
+    customer = customer_with(1, overdue=False)
+    account = _push(customer) and account_of(customer)
+    with _by_hand(pti) as client:  # someone copied the customer's PTI user, our mark and all
+        copy = client.create_user(email=customer.email, first_name="A", last_name="Copy", access_code=917265,
+                                  access_level=1, time_zone=1, marker=customer.sg_id)
+    account.pti_user_id = None  # as if the mirror had lost which one is theirs
+    db.session.commit()
+
+    check = pti_view.check(account)
+
+    assert check.reason == "duplicate_pti_users" and copy.id in check.others and check.next_push == ()
+
+
 def test_a_site_pti_refuses_says_why_in_plain_words(business, pti):
     rental = db.session.scalar(select(Rental).where(Rental.site_id == site("hilltop").id,
                                                     Rental.state == "occupied"))
