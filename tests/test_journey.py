@@ -76,18 +76,23 @@ def test_changes_not_at_pti_yet_say_why(demo_business):
     _event(rental, "ev-echo", "unitRental.updated", T0 + timedelta(minutes=3), status="echo")
     db.session.add(AuditEntry(at=T0 + timedelta(minutes=4), actor="staff@demo.test", action="resync customer",
                               target_type="customer", target_id=rental.customer.sg_id))
+    db.session.add(AuditEntry(at=T0 + timedelta(minutes=5), actor="admin@demo.test", action="resync site",
+                              target_type="site", target_id=rental.site.sg_id))
+    db.session.add(AuditEntry(at=T0 + timedelta(minutes=6), actor="admin@demo.test", action="resync site",
+                              target_type="site", target_id="another-site"))
     db.session.commit()
 
     found = journeys(rental)
 
     assert [(j.what, j.state) for j in found] == [
+        ("Resync site by admin@demo.test", "waiting"),  # the whole site, so this rental too; not another site
         ("Resync customer by staff@demo.test", "waiting"),  # no push began since
         ("Move-out completed in Storeganise", "waiting"),  # the worker has not handled it yet
         ("Rental edited in Storeganise", "not_handled"),
         ("Marked overdue in Storeganise", "parked"),
     ]  # our own echo is not a change
-    assert found[2].detail.startswith("The unitRental.updated event names no unit rental")
-    assert found[3].detail == "invalid_credentials"
+    assert found[3].detail.startswith("The unitRental.updated event names no unit rental")
+    assert found[4].detail == "invalid_credentials"
 
 
 def test_the_rental_page_shows_the_journeys_and_the_poll_does_not_build_them(app, client, auth, demo_business):

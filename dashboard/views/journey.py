@@ -1,5 +1,5 @@
 """Every change's journey, for the rental page: each Storeganise event about the rental and each staff action on it
-(or on its customer), followed to PTI: received → handled → sent to PTI → confirmed, with the time it took.
+(on its customer, or on its whole site), followed to PTI: received → handled → sent to PTI → confirmed, with the time it took.
 
 PTI Sync pushes a customer's whole state at a site, not one change at a time, so the push that carried a change is
 the first one of that customer at that site that began after it: it read the mirror with the change in it. One push
@@ -60,7 +60,8 @@ def journeys(rental: Rental) -> list[Journey]:
         .order_by(WebhookDelivery.received_at.desc()).limit(SHOWN)).all()
     actions = db.session.scalars(select(AuditEntry).where(or_(
         and_(AuditEntry.target_type == "rental", AuditEntry.target_id == rental.sg_id),
-        and_(AuditEntry.target_type == "customer", AuditEntry.target_id == rental.customer.sg_id)),
+        and_(AuditEntry.target_type == "customer", AuditEntry.target_id == rental.customer.sg_id),
+        and_(AuditEntry.target_type == "site", AuditEntry.target_id == rental.site.sg_id)),
         AuditEntry.action != "reveal code").order_by(AuditEntry.at.desc()).limit(SHOWN)).all()
     changes = sorted([*((e.received_at, e) for e in events), *((a.at, a) for a in actions)],
                      key=lambda pair: pair[0], reverse=True)[:SHOWN]
