@@ -1,5 +1,6 @@
 """Every change's journey, for the rental page: each Storeganise event about the rental and each staff action on it
-(on its customer, or on its whole site), followed to PTI: received → handled → sent to PTI → confirmed, with the time it took.
+(on its customer, or on its whole site), followed to PTI: received → handled → sent to PTI → confirmed, with the time
+it took.
 
 PTI Sync pushes a customer's whole state at a site, not one change at a time, so the push that carried a change is
 the first one of that customer at that site that began after it: it read the mirror with the change in it. One push
