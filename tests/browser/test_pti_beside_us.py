@@ -8,10 +8,9 @@ from playwright.sync_api import Page, expect
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
-from dashboard.pti import PtiClient
 from sim.demo_data import DEMO_SITES
 from tests.browser.test_login_overview import log_in
-from tests.engine.conftest import customer_with, pti, pti_server, site  # noqa: F401 - the live PTI simulator
+from tests.engine.conftest import by_hand, customer_with, pti, pti_server, site  # noqa: F401 - the live PTI simulator
 
 pytestmark = pytest.mark.browser
 
@@ -28,9 +27,8 @@ def test_a_manager_checks_pti_now_and_sees_the_unit_locked_by_hand(page: Page, u
     assert reconcile(account.id, "test").outcome == "ok"
     rental = customer.rentals[0]
     unit = rental.unit.pti_unit_name
-    ng = DEMO_SITES[0]
-    with PtiClient(pti.url, ng.pti_site_code, ng.pti_site_key, ng.pti_username, ng.pti_password) as by_hand:
-        by_hand.lock_unit(unit)
+    with by_hand(pti) as in_pti:
+        in_pti.lock_unit(unit)
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
@@ -47,5 +45,5 @@ def test_a_manager_checks_pti_now_and_sees_the_unit_locked_by_hand(page: Page, u
     expect(check).to_contain_text(f"The next push would: unlock {unit}.")
     if SCREENSHOTS:
         page.screenshot(path=os.path.join(SCREENSHOTS, "pti-beside-us.png"), full_page=True)
-    assert pti.unit(ng.pti_site_code, unit)["locked"] is True  # the check changed nothing
+    assert pti.unit(DEMO_SITES[0].pti_site_code, unit)["locked"] is True  # the check changed nothing
     assert errors == []

@@ -8,6 +8,8 @@ from sqlalchemy import select
 
 from dashboard.extensions import db
 from dashboard.models import Customer, PtiAccount, Rental, Site, Unit
+from dashboard.pti import PtiClient
+from sim.demo_data import DEMO_SITES
 from sim.server import serve_in_thread
 
 
@@ -105,3 +107,9 @@ def vacant_unit(site_code: str = "northgate") -> Unit:
 def account_of(customer: Customer, site_code: str = "northgate") -> PtiAccount:
     return db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == customer.id,
                                                       PtiAccount.site_id == site(site_code).id))
+
+
+def by_hand(pti: PtiSim):
+    """A client of Northgate's simulated PTI, as staff use PTI's own dashboard: changes made behind our back."""
+    ng = DEMO_SITES[0]
+    return PtiClient(pti.url, ng.pti_site_code, ng.pti_site_key, ng.pti_username, ng.pti_password)

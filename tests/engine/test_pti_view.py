@@ -11,9 +11,7 @@ from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
 from dashboard.models import Rental, SyncAttempt
-from dashboard.pti import PtiClient
-from sim.demo_data import DEMO_SITES
-from tests.engine.conftest import account_of, customer_with, site
+from tests.engine.conftest import account_of, by_hand, customer_with, site
 
 
 def _push(customer, site_code: str = "northgate"):
@@ -22,9 +20,14 @@ def _push(customer, site_code: str = "northgate"):
     return reconcile(account.id, "test")
 
 
-def _by_hand(pti) -> PtiClient:
-    ng = DEMO_SITES[0]
-    return PtiClient(pti.url, ng.pti_site_code, ng.pti_site_key, ng.pti_username, ng.pti_password)
+def _locked_by_hand(pti):
+    """A customer pushed to PTI whose unit someone then locked by hand in PTI: (customer, account, unit)."""
+    customer = customer_with(1, overdue=False)
+    _push(customer)
+    unit = customer.rentals[0].unit.pti_unit_name
+    with by_hand(pti) as client:
+        client.lock_unit(unit)
+    return customer, account_of(customer), unit
 
 
 def _rows(check) -> dict[str, pti_view.Row]:
@@ -52,12 +55,7 @@ def test_a_customer_in_sync_shows_both_sides_alike_and_nothing_to_push(business,
 
 
 def test_a_unit_locked_by_hand_in_pti_differs_and_the_next_push_would_unlock_it(business, pti):
-    customer = customer_with(1, overdue=False)
-    _push(customer)
-    account = account_of(customer)
-    unit = customer.rentals[0].unit.pti_unit_name
-    with _by_hand(pti) as client:
-        client.lock_unit(unit)
+    customer, account, unit = _locked_by_hand(pti)
     generation = account.generation
     journal = db.session.scalar(select(func.count()).select_from(SyncAttempt))
 
@@ -80,7 +78,7 @@ def test_codes_that_end_alike_still_differ(business, pti):
     account = account_of(customer)
     other = int(str(account.access_code)[:-4] + str((int(str(account.access_code)[-4]) + 1) % 10)
                 + str(account.access_code)[-3:])
-    with _by_hand(pti) as client:
+    with by_hand(pti) as client:
         client.update_user(account.pti_user_id, access_code=other)
 
     row = _rows(pti_view.check(account))["Access code"]
@@ -106,7 +104,7 @@ def test_a_customer_not_pushed_yet_shows_the_user_a_push_would_create(business, 
 def test_a_conflict_a_push_would_stop_on_is_said_with_the_pti_users_in_question(business, pti):
     customer = customer_with(1, overdue=False)
     account = _push(customer) and account_of(customer)
-    with _by_hand(pti) as client:  # someone copied the customer's PTI user, our mark and all
+    with by_hand(pti) as client:  # someone copied the customer's PTI user, our mark and all
         copy = client.create_user(email=customer.email, first_name="A", last_name="Copy", access_code=917265,
                                   access_level=1, time_zone=1, marker=customer.sg_id)
     account.pti_user_id = None  # as if the mirror had lost which one is theirs
@@ -129,12 +127,7 @@ def test_a_site_pti_refuses_says_why_in_plain_words(business, pti):
 
 
 def test_the_pages_check_pti_for_every_role_and_never_show_a_whole_code(business, pti, auth, client):
-    customer = customer_with(1, overdue=False)
-    _push(customer)
-    account = account_of(customer)
-    unit = customer.rentals[0].unit.pti_unit_name
-    with _by_hand(pti) as by_hand:
-        by_hand.lock_unit(unit)
+    customer, account, unit = _locked_by_hand(pti)
     auth.login("manager")
     token = auth.csrf_token(f"/customers/{customer.id}")
 

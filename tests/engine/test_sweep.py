@@ -9,9 +9,7 @@ from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.engine.sweep import sweep_site
 from dashboard.extensions import db
-from dashboard.pti import PtiClient
-from sim.demo_data import DEMO_SITES
-from tests.engine.conftest import account_of, customer_with, site, vacant_unit
+from tests.engine.conftest import account_of, by_hand, customer_with, site, vacant_unit
 
 
 def _push(customer):
@@ -19,11 +17,6 @@ def _push(customer):
     db.session.commit()
     assert reconcile(account.id, "test").outcome == "ok"
     return account_of(customer)
-
-
-def _by_hand(pti) -> PtiClient:
-    ng = DEMO_SITES[0]
-    return PtiClient(pti.url, ng.pti_site_code, ng.pti_site_key, ng.pti_username, ng.pti_password)
 
 
 def _sweep():
@@ -51,11 +44,11 @@ def test_a_site_in_agreement_reports_no_drift_and_only_the_unit_names_pti_lacks(
 def test_drift_orphans_duplicates_and_unknown_units_are_reported_and_shown(business, pti, auth, client):
     changed = _push(customer_with(1, overdue=False))
     twice = _push(customer_with(2))
-    with _by_hand(pti) as by_hand:
-        by_hand.update_user(changed.pti_user_id, access_code=changed.access_code + 1)  # someone retyped a code
-        orphan = by_hand.create_user(email="left@example.com", first_name="Long", last_name="Gone",
+    with by_hand(pti) as in_pti:
+        in_pti.update_user(changed.pti_user_id, access_code=changed.access_code + 1)  # someone retyped a code
+        orphan = in_pti.create_user(email="left@example.com", first_name="Long", last_name="Gone",
                                      access_code=917263, access_level=1, time_zone=1, marker="sg-user-gone")
-        copy = by_hand.create_user(email="copy@example.com", first_name="A", last_name="Copy", access_code=917264,
+        copy = in_pti.create_user(email="copy@example.com", first_name="A", last_name="Copy", access_code=917264,
                                    access_level=1, time_zone=1, marker=twice.customer.sg_id)
     unit = vacant_unit()
     unit.pti_unit_name = "ZZ99"  # mapped in Storeganise to a name PTI does not have
