@@ -6,14 +6,15 @@ change, commits, then enqueues the reconcile; none of them calls PTI itself.
 
 from __future__ import annotations
 
+import redis
 from sqlalchemy import and_, or_, select
 
 from .audit import record
-from .engine import pti_lists
+from .engine import drift_fix, pti_lists
 from .engine.intent import mark_dirty, push_site, request_reconcile
 from .engine.reconcile import choose_code
 from .extensions import db
-from .jobqueue import WRITE_BACK_OVERRIDES, hint
+from .jobqueue import FIX_DRIFT, WRITE_BACK_OVERRIDES, enqueue, hint
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState
 from .sync import NoFreeCode
 
@@ -128,6 +129,20 @@ def _decided(account: PtiAccount, actor: StaffUser | str, action: str, **detail)
            **detail)
     db.session.commit()
     return request_reconcile([account], trigger=f"staff:{_who(actor)}")
+
+
+def fix_drift(site: Site, actor: StaffUser | str, *, kind: str, pti_user_id: str) -> None:
+    """Queue the removal of a stray PTI user the site's drift report lists (engine/drift_fix.py): an orphan, or a
+    customer's duplicate. The job checks PTI and the mirror again before removing anything."""
+    if kind not in drift_fix.KINDS or not drift_fix.offered(site, kind, pti_user_id):
+        raise ActionError("That PTI user is not in this site's drift report any more: reload the page.")
+    try:
+        enqueue(FIX_DRIFT, site.id, kind, pti_user_id, _who(actor))
+    except redis.RedisError as exc:
+        raise ActionError("The job queue cannot be reached: nothing was removed. Try again shortly.") from exc
+    record(f"remove {kind} PTI user requested", actor=actor, target_type="site", target_id=site.sg_id,
+           pti_user_id=pti_user_id)
+    db.session.commit()
 
 
 def failed_accounts(site: Site | None = None, cause: str | None = None):

@@ -43,6 +43,7 @@ SWEEP = "jobs.maintenance.sweep_all"
 PRUNE = "jobs.maintenance.prune_history"
 PULL = "jobs.pull.pull_changes"
 IMPORT = "jobs.pull.import_all"
+FIX_DRIFT = "jobs.maintenance.fix_drift"
 
 JOBS: dict[str, str] = {
     RECONCILE: "make PTI match Storeganise for one customer at one site",
@@ -57,6 +58,7 @@ JOBS: dict[str, str] = {
     PRUNE: "delete journal rows and handled webhook deliveries past their retention, in bounded batches (hourly)",
     PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
     IMPORT: "import every site, unit, rental and renting customer from Storeganise",
+    FIX_DRIFT: "remove one PTI user the drift sweep found stray (an orphan or a duplicate), if still safe",
 }
 
 # Jobs that read or write a whole site or more: each runs in a forked work horse, so its memory goes back to the

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from dashboard.clients import pti_client, pti_connection
 from dashboard.engine import problems, writeback
+from dashboard.engine.drift_fix import remove_stray
 from dashboard.engine.intent import relay
 from dashboard.engine.sweep import sweep_site
 from dashboard.extensions import db
@@ -45,6 +46,11 @@ def sweep_all() -> dict[str, int]:
             continue
         drifted[site.code] = len(report.drifted)
     return drifted
+
+
+def fix_drift(site_id: int, kind: str, pti_user_id: str, actor: str) -> str:
+    """Staff's fix of one drift report row (engine/drift_fix.py): what was done, or why nothing was."""
+    return remove_stray(site_id, kind, pti_user_id, actor).message
 
 
 def prune_history() -> dict[str, int]:

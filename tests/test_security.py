@@ -24,6 +24,7 @@ ACCESS = {
     "sites.show": EVERYONE,
     "sites.resync": ACTORS,
     "sites.requeue_failed": ACTORS,
+    "sites.fix_drift": ACTORS,
     "rentals.index": EVERYONE,
     "rentals.show": EVERYONE,
     "rentals.sync_status": EVERYONE,
@@ -113,6 +114,7 @@ def test_each_role_gets_exactly_its_routes(app, client, auth, demo_business, an_
 ACTION_SUCCESS = {
     "sites.resync": (302, "/sites/1", "Every customer of the site is queued for a push."),
     "sites.requeue_failed": (302, "/sites/1", "Failed customers of the site are queued again."),
+    "sites.fix_drift": (302, "/sites/1", "Queued: PTI Sync reads PTI again"),
     "failures.retry": (302, "/failures/", "queued again"),
     "work.relay": (302, "/work/", "Relay queued on the urgent queue"),
     "work.requeue_failed": (302, "/work/", "Failed RQ jobs put back on their queues."),
@@ -168,6 +170,14 @@ def _post_action(app, client, endpoint: str, rule, token: str):
         verb = "adopt" if endpoint.endswith("adopt_pti_user") else "separate"
         return client.post(f"/customers/{account.customer_id}/accounts/{account.id}/{verb}",
                            data={"csrf_token": token, "pti_user_id": "1001"}), {"customer": account.customer_id}
+    if endpoint == "sites.fix_drift":
+        from dashboard.models import Site
+
+        site = db.session.get(Site, 1)
+        site.drift_report = {"orphans": 1, "orphan_users": [{"id": "4242", "name": "Long Gone"}]}
+        db.session.commit()
+        return client.post("/sites/1/fix-drift", data={"csrf_token": token, "kind": "orphan",
+                                                       "pti_user_id": "4242"}), {}
     if endpoint == "failures.retry":
         account = _in_conflict()
         return client.post("/failures/retry", data={"csrf_token": token, "cause": account.last_error}), {}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, render_template, request
 from sqlalchemy import select
 
 from .. import actions
 from ..engine.problems import problems_of
 from ..extensions import db
 from ..models import Customer, PtiAccount, Site, Unit
-from ..security import EVERYONE, roles_required
+from ..security import ACTORS, EVERYONE, roles_required
 from .acting import RecordActions
 from .overview import queue_status, site_health
 
@@ -45,10 +45,22 @@ def _drift(site: Site) -> dict | None:
                                  .where(PtiAccount.id.in_(report.get("drifted_accounts", [])))
                                  .order_by(Customer.last_name, Customer.first_name)).all()
     duplicates = report.get("duplicate_users", [])
-    marked = {c.sg_id: c for c in db.session.scalars(
-        select(Customer).where(Customer.sg_id.in_([d["marker"] for d in duplicates])))}
+    marked = {c.sg_id: (c, user_id) for c, user_id in db.session.execute(
+        select(Customer, PtiAccount.pti_user_id).outerjoin(
+            PtiAccount, (PtiAccount.customer_id == Customer.id) & (PtiAccount.site_id == site.id))
+        .where(Customer.sg_id.in_([d["marker"] for d in duplicates])))}
     return {**report, "drifted_customers": drifted,
-            "duplicate_customers": [(marked.get(d["marker"]), d["user_ids"]) for d in duplicates]}
+            "duplicate_customers": [(*marked.get(d["marker"], (None, None)), d) for d in duplicates]}
+
+
+@bp.route("/<int:site_id>/fix-drift", methods=["POST"])
+@roles_required(*ACTORS)
+def fix_drift(site_id: int):
+    """Remove one stray PTI user of the drift report (an orphan, a duplicate): queued, checked again by the job."""
+    return ACTIONS.run(site_id, actions.fix_drift,
+                       "Queued: PTI Sync reads PTI again and removes the user only if that is still safe. "
+                       "The drift report says the outcome.",
+                       kind=request.form.get("kind", ""), pti_user_id=request.form.get("pti_user_id", ""))
 
 
 ACTIONS = RecordActions(bp, Site, "site_id", "sites.show", lambda site_id: render_template("sites/_done.html"))
