@@ -6,6 +6,8 @@ change, commits, then enqueues the reconcile; none of them calls PTI itself.
 
 from __future__ import annotations
 
+from zoneinfo import available_timezones
+
 import redis
 from sqlalchemy import and_, or_, select
 
@@ -129,6 +131,16 @@ def _decided(account: PtiAccount, actor: StaffUser | str, action: str, **detail)
            **detail)
     db.session.commit()
     return request_reconcile([account], trigger=f"staff:{_who(actor)}")
+
+
+def set_time_zone(site: Site, actor: StaffUser | str, *, zone: str) -> None:
+    """The site's local time zone for its pages (IANA name); empty goes back to the business's TIME_ZONE."""
+    zone = zone.strip()
+    if zone and zone not in available_timezones():
+        raise ActionError(f"{zone!r} is not a time zone: choose one from the list (e.g. Europe/London).")
+    site.time_zone = zone or None
+    record("set site time zone", actor=actor, target_type="site", target_id=site.sg_id, zone=site.time_zone)
+    db.session.commit()
 
 
 def fix_drift(site: Site, actor: StaffUser | str, *, kind: str, pti_user_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .storeganise.fields import EMPTY_UNIT_NOT_SYNCED, EMPTY_UNIT_RULES, FieldCodes
 
@@ -63,6 +64,15 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _time_zone(name: str, default: str) -> str:
+    value = (os.environ.get(name) or default).strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{name} must be an IANA time zone such as Europe/London, got {value!r}") from exc
+    return value
+
+
 def from_env(instance_path: str) -> dict:
     """Build the settings mapping from environment variables; see README's configuration table."""
     demo = _bool(os.environ.get("PTI_SYNC_DEMO"))
@@ -93,6 +103,8 @@ def from_env(instance_path: str) -> dict:
         # urgent job waiting) older than URGENT_STALE_AFTER_S: a customer may be at the gate.
         "SYNC_STALE_AFTER_S": _int("SYNC_STALE_AFTER_S", 900),
         "URGENT_STALE_AFTER_S": _int("URGENT_STALE_AFTER_S", 60),
+        # The business's local time, for every timestamp on the pages; a site's own (set on its page) wins there.
+        "TIME_ZONE": _time_zone("TIME_ZONE", "UTC"),
         # Custom-field codes (dashboard/storeganise/fields.py) and what an empty unit field means.
         "STOREGANISE_FIELDS": _field_codes(),
         "PTI_EMPTY_UNIT_NAME": _choice("PTI_EMPTY_UNIT_NAME", EMPTY_UNIT_NOT_SYNCED, EMPTY_UNIT_RULES),

@@ -68,6 +68,9 @@ class Site(db.Model):
     default_zone: Mapped[int | None]
     code_length: Mapped[int] = mapped_column(default=6)
     sync_enabled: Mapped[bool] = mapped_column(default=True)
+    # The site's local time zone (IANA, e.g. Europe/London), set by an admin on the site's page; the pages show the
+    # site's records in it. None: the business's TIME_ZONE.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
     # PTI's own lists at this site, [{"id", "name"}], read before the first push and refreshed by the drift sweep.
     pti_access_levels: Mapped[list | None] = mapped_column(JSON)
     pti_time_zones: Mapped[list | None] = mapped_column(JSON)

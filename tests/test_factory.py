@@ -52,3 +52,11 @@ def test_a_malformed_number_setting_is_named(monkeypatch, tmp_path):
     monkeypatch.setenv("LOGIN_MAX_FAILURES", "five")
     with pytest.raises(ConfigError, match="LOGIN_MAX_FAILURES must be a whole number"):
         create_app()
+
+
+def test_an_unknown_time_zone_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("PTI_SYNC_DEMO", "1")
+    monkeypatch.setenv("PTI_SYNC_INSTANCE", str(tmp_path))
+    monkeypatch.setenv("TIME_ZONE", "Europe/Atlantis")
+    with pytest.raises(ConfigError, match="TIME_ZONE must be an IANA time zone"):
+        create_app()

@@ -86,3 +86,45 @@ def test_a_moment_shows_how_long_ago_it_was(app):
     assert age(now - timedelta(minutes=3, seconds=5)) in ("3 min 5 s ago", "3 min 6 s ago")
     assert age(now - timedelta(hours=2, minutes=10, seconds=30)) == "2 h 10 min ago"
     assert age(now + timedelta(seconds=42, milliseconds=500)) in ("in 42 s", "in 41 s")
+
+
+def test_times_show_in_the_sites_own_zone_once_an_admin_sets_it(client, auth, demo_business):
+    from datetime import datetime
+
+    from dashboard.models import AuditEntry
+
+    site = db.session.query(Site).filter_by(code="northgate").one()
+    rental = db.session.query(Rental).filter_by(site_id=site.id).first()
+    rental.pti_synced = datetime(2026, 7, 1, 12, 30)  # naive UTC, as the mirror keeps it
+    db.session.commit()
+    auth.login("admin")
+    assert "2026-07-01 12:30 UTC" in client.get(f"/rentals/{rental.id}").get_data(as_text=True)
+
+    token = auth.csrf_token(f"/sites/{site.id}")
+    refused = client.post(f"/sites/{site.id}/time-zone", data={"csrf_token": token, "zone": "Mars/Olympus"},
+                          headers={"HX-Request": "true"})
+    assert refused.status_code == 422 and "is not a time zone" in refused.get_data(as_text=True)
+    saved = client.post(f"/sites/{site.id}/time-zone", data={"csrf_token": token, "zone": "Europe/London"},
+                        headers={"HX-Request": "true"})
+    assert saved.status_code == 200
+
+    page = client.get(f"/rentals/{rental.id}").get_data(as_text=True)
+    assert "2026-07-01 13:30 BST" in page  # London in summer
+    assert 'datetime="2026-07-01T12:30:00Z"' in page and 'title="2026-07-01 12:30:00 UTC"' in page
+    assert 'data-time-zone="Europe/London"' in client.get(f"/sites/{site.id}").get_data(as_text=True)
+    entry = db.session.query(AuditEntry).filter_by(action="set site time zone").one()
+    assert entry.actor == "admin@demo.test" and entry.detail == {"zone": "Europe/London"}
+
+
+def test_without_a_site_zone_times_show_in_the_business_zone(app, client, auth, demo_business):
+    from datetime import datetime
+
+    site = db.session.query(Site).filter_by(code="northgate").one()
+    rental = db.session.query(Rental).filter_by(site_id=site.id).first()
+    rental.pti_synced = datetime(2026, 1, 15, 23, 10)
+    db.session.commit()
+    app.config["TIME_ZONE"] = "America/New_York"
+    auth.login("manager")
+    page = client.get(f"/rentals/{rental.id}").get_data(as_text=True)
+    assert "2026-01-15 18:10 EST" in page
+    assert 'id="site-zone"' not in client.get(f"/sites/{site.id}").get_data(as_text=True)  # admins set it

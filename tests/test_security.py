@@ -25,6 +25,7 @@ ACCESS = {
     "sites.resync": ACTORS,
     "sites.requeue_failed": ACTORS,
     "sites.fix_drift": ACTORS,
+    "sites.set_time_zone": {"admin"},
     "rentals.index": EVERYONE,
     "rentals.show": EVERYONE,
     "rentals.sync_status": EVERYONE,
@@ -115,6 +116,7 @@ ACTION_SUCCESS = {
     "sites.resync": (302, "/sites/1", "Every customer of the site is queued for a push."),
     "sites.requeue_failed": (302, "/sites/1", "Failed customers of the site are queued again."),
     "sites.fix_drift": (302, "/sites/1", "Queued: PTI Sync reads PTI again"),
+    "sites.set_time_zone": (302, "/sites/1", "Time zone saved"),
     "failures.retry": (302, "/failures/", "queued again"),
     "work.relay": (302, "/work/", "Relay queued on the urgent queue"),
     "work.requeue_failed": (302, "/work/", "Failed RQ jobs put back on their queues."),
@@ -178,6 +180,8 @@ def _post_action(app, client, endpoint: str, rule, token: str):
         db.session.commit()
         return client.post("/sites/1/fix-drift", data={"csrf_token": token, "kind": "orphan",
                                                        "pti_user_id": "4242"}), {}
+    if endpoint == "sites.set_time_zone":
+        return client.post("/sites/1/time-zone", data={"csrf_token": token, "zone": "Europe/London"}), {}
     if endpoint == "failures.retry":
         account = _in_conflict()
         return client.post("/failures/retry", data={"csrf_token": token, "cause": account.last_error}), {}

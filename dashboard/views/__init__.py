@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import redis
-from flask import g, render_template
+from flask import current_app, g, render_template
 from jinja2_fragments.flask import render_block
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -62,6 +65,7 @@ def init_app(app) -> None:
     app.add_template_filter(lambda reason: problem(reason).fix, "problem_fix")
     app.add_template_filter(masked_code, "masked_code")
     app.add_template_filter(age, "age")
+    app.add_template_filter(local_time, "local_time")
 
     @app.context_processor
     def sync_lag():
@@ -113,3 +117,15 @@ def age(moment) -> str:
     if -1 < seconds < 1:
         return "just now"
     return f"{lag.duration(seconds)} ago" if seconds > 0 else f"in {lag.duration(-seconds)}"
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_time(moment: datetime, site=None) -> str:
+    """A naive-UTC moment in the site's local time (its own zone, else the business's TIME_ZONE), as staff at the
+    site read it: "2026-12-01 10:32 GMT"."""
+    zone = _zone((site.time_zone if site is not None else None) or current_app.config.get("TIME_ZONE") or "UTC")
+    return moment.replace(tzinfo=UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

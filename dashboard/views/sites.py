@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from zoneinfo import available_timezones
+
 from flask import Blueprint, abort, render_template, request
+from flask_login import current_user
 from sqlalchemy import select
 
 from .. import actions
 from ..engine.problems import problems_of
 from ..extensions import db
-from ..models import Customer, PtiAccount, Site, Unit
-from ..security import ACTORS, EVERYONE, roles_required
+from ..models import Customer, PtiAccount, Role, Site, Unit
+from ..security import ACTORS, ADMINS, EVERYONE, roles_required
 from .acting import RecordActions
 from .overview import queue_status, site_health
 
 bp = Blueprint("sites", __name__, url_prefix="/sites")
+ZONES = sorted(available_timezones())
 
 
 @bp.route("/")
@@ -33,7 +37,8 @@ def show(site_id: int):
                      Unit.pti_switched_off.is_(False)).order_by(Unit.name)
     ).all()
     return render_template("sites/show.html", site=site, health=health, unmapped=unmapped,
-                           problems=problems_of("site", site.sg_id), redis_ok=redis_ok, drift=_drift(site))
+                           problems=problems_of("site", site.sg_id), redis_ok=redis_ok, drift=_drift(site),
+                           zones=ZONES if current_user.role == Role.ADMIN else ())
 
 
 def _drift(site: Site) -> dict | None:
@@ -51,6 +56,13 @@ def _drift(site: Site) -> dict | None:
         .where(Customer.sg_id.in_([d["marker"] for d in duplicates])))}
     return {**report, "drifted_customers": drifted,
             "duplicate_customers": [(*marked.get(d["marker"], (None, None)), d) for d in duplicates]}
+
+
+@bp.route("/<int:site_id>/time-zone", methods=["POST"])
+@roles_required(*ADMINS)
+def set_time_zone(site_id: int):
+    return ACTIONS.run(site_id, actions.set_time_zone, "Time zone saved: this site's times show in it.",
+                       zone=request.form.get("zone", ""))
 
 
 @bp.route("/<int:site_id>/fix-drift", methods=["POST"])
