@@ -117,6 +117,9 @@ def from_env(instance_path: str) -> dict:
         "PTI_CONNECT_TIMEOUT_S": _float("PTI_CONNECT_TIMEOUT_S", 3.0),
         "PTI_READ_TIMEOUT_S": _float("PTI_READ_TIMEOUT_S", 10.0),
         "PTI_SITE_CONCURRENCY": _int("PTI_SITE_CONCURRENCY", DEFAULT_PTI_SITE_CONCURRENCY),
+        # How far a worker's forked work horse (a bulk batch, an import, the sweep) steps back in CPU priority (nice),
+        # so payments, lockouts and pages come first on a busy machine; 0 keeps it level with everything else.
+        "HORSE_NICENESS": _int("HORSE_NICENESS", 10),
         # One call's whole exchange (per attempt), however slowly the other side trickles its answer.
         "PTI_CALL_DEADLINE_S": _float("PTI_CALL_DEADLINE_S", 30.0),
         "STOREGANISE_CALL_DEADLINE_S": _float("STOREGANISE_CALL_DEADLINE_S", 30.0),

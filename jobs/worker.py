@@ -14,6 +14,8 @@ intent is in the database); the process manager starts the worker again.
 
 from __future__ import annotations
 
+import os
+
 from flask import current_app
 from rq import SimpleWorker, Worker
 from rq.worker import WorkerStatus
@@ -54,7 +56,16 @@ class AppWorker(Worker):
         # sockets, whose TLS state the parent goes on using (dropped, not closed: closing would end the parent's).
         db.engine.dispose(close=False)
         current_app.extensions.pop(PTI_CLIENTS_EXTENSION, None)
+        step_back(current_app.config["HORSE_NICENESS"])
         super().main_work_horse(job, queue)
+
+
+def step_back(niceness: int) -> int:
+    """Lower this process's CPU priority by `niceness` (a forked horse's whole-site work: a bulk batch, an import, the
+    sweep), so that on a busy machine the warm jobs (a payment's unlock, a lockout, a webhook's handler) and the web
+    get the CPU first, and the bulk push takes what is left. Only ever lowered: the horse ends with its job, and the
+    worker process itself keeps its priority. Returns the niceness the process now has."""
+    return os.nice(max(0, niceness))
 
 
 def build_worker(lane: str = "all") -> Worker:

@@ -60,6 +60,35 @@ def pid_probe() -> int:
 forked_probe = pid_probe
 
 
+def niceness_probe() -> int:
+    import os
+
+    return os.nice(0)
+
+
+forked_niceness_probe = niceness_probe
+
+
+def test_a_whole_site_job_steps_back_in_cpu_priority_and_an_event_job_does_not(app, monkeypatch):
+    """On a busy machine a bulk batch must not take the CPU from a payment's unlock: its horse runs at a lower
+    priority (HORSE_NICENESS), while warm jobs and the worker itself keep theirs."""
+    import os
+
+    from rq import Queue
+
+    from dashboard.jobqueue import BULK, DEFAULT, FORKED_JOBS
+
+    before = os.nice(0)
+    monkeypatch.setattr("jobs.worker.FORKED_JOBS", FORKED_JOBS | {"tests.test_worker.forked_niceness_probe"})
+    app.config["HORSE_NICENESS"] = 7
+    warm = Queue(DEFAULT, connection=get_redis()).enqueue("tests.test_worker.niceness_probe")
+    forked = Queue(BULK, connection=get_redis()).enqueue("tests.test_worker.forked_niceness_probe")
+    assert build_worker().work(burst=True, with_scheduler=False)
+    assert warm.return_value() == before
+    assert forked.return_value() == min(19, before + 7)
+    assert os.nice(0) == before
+
+
 def session_probe(label: str) -> list[str]:
     """What the session already held when the job began; then leaves an uncommitted object behind."""
     from dashboard.extensions import db
