@@ -113,3 +113,23 @@ def by_hand(pti: PtiSim):
     """A client of Northgate's simulated PTI, as staff use PTI's own dashboard: changes made behind our back."""
     ng = DEMO_SITES[0]
     return PtiClient(pti.url, ng.pti_site_code, ng.pti_site_key, ng.pti_username, ng.pti_password)
+
+
+def pushed(customer: Customer) -> PtiAccount:
+    """The customer pushed to Northgate's PTI now (the push must succeed), and their account after it."""
+    from dashboard.engine.intent import mark_dirty
+    from dashboard.engine.reconcile import reconcile
+
+    account = mark_dirty(customer, site("northgate").id)
+    db.session.commit()
+    assert reconcile(account.id, "test").outcome == "ok"
+    return account_of(customer)
+
+
+def sweep_northgate():
+    """Run the drift sweep on Northgate now; its report."""
+    from dashboard.clients import pti_client, pti_connection
+    from dashboard.engine.sweep import sweep_site
+
+    northgate = site("northgate")
+    return sweep_site(northgate, pti_client(northgate, pti_connection(northgate)))

@@ -5,29 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from dashboard.clients import pti_client, pti_connection
 from dashboard.engine.drift_fix import remove_stray
-from dashboard.engine.intent import mark_dirty
-from dashboard.engine.reconcile import reconcile
-from dashboard.engine.sweep import sweep_site
 from dashboard.extensions import db
 from dashboard.models import AuditEntry, Customer
-from tests.engine.conftest import account_of, by_hand, customer_with, site
+from tests.engine.conftest import account_of, by_hand, customer_with, pushed, site, sweep_northgate
 from tests.engine.test_actions import run_jobs
 
 HTMX = {"HX-Request": "true"}
-
-
-def _push(customer):
-    account = mark_dirty(customer, site("northgate").id)
-    db.session.commit()
-    assert reconcile(account.id, "test").outcome == "ok"
-    return account_of(customer)
-
-
-def _sweep():
-    northgate = site("northgate")
-    return sweep_site(northgate, pti_client(northgate, pti_connection(northgate)))
 
 
 def _orphan(pti, marker="sg-user-gone", code=917263):
@@ -49,7 +33,7 @@ def _fix(client, auth, kind: str, user_id: str):
 
 def test_staff_remove_an_orphan_from_the_site_page_and_the_report_strikes_it(business, pti, auth, client):
     orphan = _orphan(pti)
-    _sweep()
+    sweep_northgate()
     auth.login("staff")
     page = client.get(f"/sites/{site('northgate').id}").get_data(as_text=True)
     assert 'data-fix="orphan"' in page and f"Remove PTI user {orphan.id}" in page
@@ -74,7 +58,7 @@ def test_staff_remove_an_orphan_from_the_site_page_and_the_report_strikes_it(bus
 
 def test_an_orphan_whose_customer_now_rents_here_is_left_in_pti(business, pti):
     orphan = _orphan(pti, marker="sg-moved-in-late")
-    _sweep()  # the sweep saw it before Storeganise's move-in reached the mirror
+    sweep_northgate()  # the sweep saw it before Storeganise's move-in reached the mirror
     customer = customer_with(1, overdue=False)
     customer.sg_id = "sg-moved-in-late"  # now the mirror knows the customer, renting here
     db.session.commit()
@@ -106,11 +90,11 @@ def test_a_user_without_our_mark_is_never_removed(business, pti):
 
 
 def test_removing_a_duplicate_keeps_the_user_we_push_to_and_pushes_the_customer(business, pti, auth, client):
-    account = _push(customer_with(2))
+    account = pushed(customer_with(2))
     with by_hand(pti) as in_pti:
         copy = in_pti.create_user(email="copy@example.com", first_name="A", last_name="Copy", access_code=917264,
                                   access_level=1, time_zone=1, marker=account.customer.sg_id)
-    _sweep()
+    sweep_northgate()
     auth.login("staff")
     page = client.get(f"/sites/{site('northgate').id}").get_data(as_text=True)
     assert f"Remove PTI user {copy.id}" in page and f"Remove PTI user {account.pti_user_id}" not in page
@@ -133,7 +117,7 @@ def test_removing_a_duplicate_keeps_the_user_we_push_to_and_pushes_the_customer(
 
 
 def test_a_fix_for_a_row_the_report_does_not_list_is_refused_and_queues_nothing(business, pti, auth, client):
-    _sweep()
+    sweep_northgate()
     auth.login("staff")
     response = _fix(client, auth, "orphan", "424242")
     assert response.status_code == 422 and "not in this site&#39;s drift report" in response.get_data(as_text=True)
@@ -142,7 +126,7 @@ def test_a_fix_for_a_row_the_report_does_not_list_is_refused_and_queues_nothing(
 
 def test_managers_read_the_report_without_fix_buttons(business, pti, auth, client):
     _orphan(pti)
-    _sweep()
+    sweep_northgate()
     auth.login("manager")
     page = client.get(f"/sites/{site('northgate').id}").get_data(as_text=True)
     assert 'data-drift="orphans"' in page and 'data-fix="orphan"' not in page

@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import re
 
-from dashboard.clients import pti_client, pti_connection
-from dashboard.engine.intent import mark_dirty
-from dashboard.engine.reconcile import reconcile
-from dashboard.engine.sweep import sweep_site
 from dashboard.extensions import db
-from tests.engine.conftest import account_of, by_hand, customer_with, site, vacant_unit
-
-
-def _push(customer):
-    account = mark_dirty(customer, site("northgate").id)
-    db.session.commit()
-    assert reconcile(account.id, "test").outcome == "ok"
-    return account_of(customer)
-
-
-def _sweep():
-    northgate = site("northgate")
-    return sweep_site(northgate, pti_client(northgate, pti_connection(northgate)))
+from tests.engine.conftest import account_of, by_hand, customer_with, pushed, site, sweep_northgate, vacant_unit
 
 
 def test_a_site_in_agreement_reports_no_drift_and_only_the_unit_names_pti_lacks(business, pti, auth, client):
-    _push(customer_with(1, overdue=False))
+    pushed(customer_with(1, overdue=False))
 
-    report = _sweep()
+    report = sweep_northgate()
 
     assert (report.drifted, report.orphans, report.duplicates) == ([], [], {})
     in_pti = {u["name"] for u in pti.site("NG01")["units"]}
@@ -42,8 +26,8 @@ def test_a_site_in_agreement_reports_no_drift_and_only_the_unit_names_pti_lacks(
 
 
 def test_drift_orphans_duplicates_and_unknown_units_are_reported_and_shown(business, pti, auth, client):
-    changed = _push(customer_with(1, overdue=False))
-    twice = _push(customer_with(2))
+    changed = pushed(customer_with(1, overdue=False))
+    twice = pushed(customer_with(2))
     with by_hand(pti) as in_pti:
         in_pti.update_user(changed.pti_user_id, access_code=changed.access_code + 1)  # someone retyped a code
         orphan = in_pti.create_user(email="left@example.com", first_name="Long", last_name="Gone",
@@ -54,7 +38,7 @@ def test_drift_orphans_duplicates_and_unknown_units_are_reported_and_shown(busin
     unit.pti_unit_name = "ZZ99"  # mapped in Storeganise to a name PTI does not have
     db.session.commit()
 
-    report = _sweep()
+    report = sweep_northgate()
 
     assert changed.id in report.drifted
     assert [u.id for u in report.orphans] == [orphan.id]
