@@ -15,12 +15,12 @@ from sqlalchemy import func, or_, select
 
 from jobs.worker import LANES, run_worker
 
-from . import actions, staff
+from . import actions, staff, trends
 from .clients import StoreganiseNotConfigured, site_credentials, storeganise_client
 from .crypto import rotate
 from .demo import ensure_demo_accounts, import_demo_business
 from .extensions import db
-from .jobqueue import BULK, DEFAULT, PRUNE, PULL, RELAY, SWEEP, URGENT, get_redis
+from .jobqueue import BULK, DEFAULT, PRUNE, PULL, RELAY, SWEEP, TRENDS, URGENT, get_redis
 from .mirror.importer import ImportBusy, import_business, pull_changes
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Role, Site
 from .pti import PtiClient, check_site
@@ -61,11 +61,13 @@ def create_user(email: str, role: str, name: str, password: str) -> None:
 
 @demo.command("seed")
 def seed() -> None:
-    """Create the demo accounts and load the demo business (idempotent)."""
+    """Create the demo accounts, load the demo business and 30 days of made-up Trends history (idempotent)."""
     if not current_app.config.get("DEMO_MODE"):
         raise click.ClickException("Demo data is only loaded in demo mode: set PTI_SYNC_DEMO=1.")
     created = ensure_demo_accounts()
     click.echo(f"Demo ready: {created} new accounts. {import_demo_business()}")
+    if trends.seed_demo():
+        click.echo("Trends: 30 days of made-up history for the demo sites (the page marks it as demo history).")
 
 
 @keys.command("rotate")
@@ -228,16 +230,19 @@ RELAY_EVERY_S = 15  # how soon a job Redis lost is re-enqueued
 PULL_EVERY_S = 300  # the incremental pull that catches a webhook Storeganise never delivered
 SWEEP_EVERY_S = 3600  # the drift sweep of every site's PTI users and units
 PRUNE_EVERY_S = 3600  # old journal rows and handled webhook deliveries (bounded batches per run)
+TRENDS_EVERY_S = 60  # the journal's new rows into the Trends rollup
 
 
 @click.command("cron")
 def cron() -> None:
-    """Run the periodic jobs: relay every 15 s, Storeganise pull every 5 min, PTI drift sweep and pruning hourly."""
+    """Run the periodic jobs: relay every 15 s, Trends rollup every minute, Storeganise pull every 5 min, PTI drift
+    sweep and pruning hourly."""
     scheduler = CronScheduler(connection=get_redis(), name="pti-sync-cron")
     # By name from the job table, as every enqueue does: only the cron process imports the job code.
     # The relay on the urgent queue: it is cheap (bounded, set-based) and a default-queue backlog must not delay it.
     scheduler.register(import_attribute(RELAY), URGENT, interval=RELAY_EVERY_S)
     scheduler.register(import_attribute(PULL), DEFAULT, interval=PULL_EVERY_S)
+    scheduler.register(import_attribute(TRENDS), DEFAULT, interval=TRENDS_EVERY_S)
     scheduler.register(import_attribute(SWEEP), BULK, interval=SWEEP_EVERY_S)
     scheduler.register(import_attribute(PRUNE), BULK, interval=PRUNE_EVERY_S)
     run_until_stopped(scheduler)

@@ -41,6 +41,7 @@ WRITE_BACK_OWED = "jobs.writeback.write_back_owed"
 RELAY = "jobs.maintenance.relay_owed"
 SWEEP = "jobs.maintenance.sweep_all"
 PRUNE = "jobs.maintenance.prune_history"
+TRENDS = "jobs.maintenance.feed_trends"
 PULL = "jobs.pull.pull_changes"
 IMPORT = "jobs.pull.import_all"
 FIX_DRIFT = "jobs.maintenance.fix_drift"
@@ -56,6 +57,7 @@ JOBS: dict[str, str] = {
     RELAY: "re-enqueue every account and delivery still owed that no live job holds (every 15 s, urgent queue)",
     SWEEP: "compare each site's PTI users and units with the mirror; mark drifted customers (hourly)",
     PRUNE: "delete journal rows and handled webhook deliveries past their retention, in bounded batches (hourly)",
+    TRENDS: "add the journal's new rows to the Trends page's hourly and daily rollup (every minute)",
     PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
     IMPORT: "import every site, unit, rental and renting customer from Storeganise",
     FIX_DRIFT: "remove one PTI user the drift sweep found stray (an orphan or a duplicate), if still safe",

@@ -287,8 +287,31 @@ class SyncAttempt(db.Model):
     outcome: Mapped[str] = mapped_column(String(16))  # ok, noop, retry, failed
     reason: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
+    # Event to gate: for a push PTI took (outcome ok), the time from when the oldest change it carried was marked
+    # owed (the account's owed_since) to PTI's confirmation. None for every other attempt. Fed to `SyncTrend`.
+    gate_ms: Mapped[int | None] = mapped_column(BigInteger)
 
     account: Mapped[PtiAccount] = relationship()
+
+
+class SyncTrend(db.Model):
+    """The Trends page's rollup of the journal: per site (0: every site) and hour or day, how many attempts ended
+    each way and a histogram of their event-to-gate latencies (dashboard/trends.py feeds it past a cursor).
+
+    The page reads only these rows (at most 30 per chart), never the journal; they outlive the journal's pruning.
+    """
+
+    __tablename__ = "sync_trends"
+
+    site_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # 0: every site together
+    span: Mapped[str] = mapped_column(String(8), primary_key=True)  # "hour" or "day"
+    start: Mapped[datetime] = mapped_column(primary_key=True)  # the hour's or the day's first moment (UTC)
+    ok: Mapped[int] = mapped_column(default=0)  # pushes PTI took
+    noop: Mapped[int] = mapped_column(default=0)  # pushes that found PTI already right
+    retried: Mapped[int] = mapped_column(default=0)  # attempts that failed and were retried later
+    failed: Mapped[int] = mapped_column(default=0)  # attempts that parked their customer as failed
+    # Event-to-gate latencies, counted per fixed log-scale bucket (trends.BUCKETS): {"bucket index": count}.
+    gate_counts: Mapped[dict | None] = mapped_column(JSON)
 
 
 class OpenProblem(db.Model):

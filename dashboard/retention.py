@@ -5,7 +5,9 @@ their retention in bounded batches (one short transaction each, so it never hold
 most `max_batches` per run; the next run carries on. A delivery still `queued` is owed to the worker and is never
 deleted, whatever its age.
 
-The retention settings are read with the others (dashboard/config.py; README, Configuration).
+The retention settings are read with the others (dashboard/config.py; README, Configuration). The Trends rollup
+(dashboard/trends.py) is not the journal: it keeps its hourly rows 7 days and its daily rows 400, whatever the
+journal's retention.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import delete, select
 
+from . import trends
 from .extensions import db
 from .mirror.deliveries import QUEUED
 from .models import SyncAttempt, WebhookDelivery, utcnow
@@ -31,6 +34,7 @@ PRUNE_MAX_BATCHES = 100  # DELETEs per table per run: a run stays short, the nex
 class Pruned:
     attempts: int = 0
     deliveries: int = 0
+    trends: int = 0
 
 
 def _in_batches(model, *where, batch: int, max_batches: int) -> int:
@@ -57,6 +61,7 @@ def prune(*, batch: int = PRUNE_BATCH, max_batches: int = PRUNE_MAX_BATCHES) -> 
     if (days := config["DELIVERY_RETENTION_DAYS"]) > 0:
         pruned.deliveries = _in_batches(WebhookDelivery, WebhookDelivery.received_at < now - timedelta(days=days),
                                         WebhookDelivery.status != QUEUED, batch=batch, max_batches=max_batches)
+    pruned.trends = trends.prune(now)
     if pruned.attempts or pruned.deliveries:
         log.info("pruned %d journal rows and %d webhook deliveries", pruned.attempts, pruned.deliveries)
     return pruned

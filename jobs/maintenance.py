@@ -1,4 +1,5 @@
-"""Periodic jobs (registered by `flask cron`): the relay, the drift sweep and the pruning of old history."""
+"""Periodic jobs (registered by `flask cron`): the relay, the drift sweep, the Trends rollup and the pruning of old
+history."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dashboard.mirror.deliveries import requeue_stale_deliveries
 from dashboard.models import Site
 from dashboard.pti import PtiError
 from dashboard.retention import prune
+from dashboard.trends import feed
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,14 @@ def fix_drift(site_id: int, kind: str, pti_user_id: str, actor: str) -> str:
     return remove_stray(site_id, kind, pti_user_id, actor).message
 
 
+def feed_trends() -> int:
+    """Add the journal rows written since the last run to the Trends rollup."""
+    return feed()
+
+
 def prune_history() -> dict[str, int]:
-    """Delete journal rows and handled webhook deliveries older than their retention (README, Configuration)."""
+    """Delete journal rows and handled webhook deliveries older than their retention (README, Configuration), and
+    Trends rows past theirs. The journal's rows are added to the Trends rollup first, so none is pruned unread."""
+    feed()
     pruned = prune()
-    return {"attempts": pruned.attempts, "deliveries": pruned.deliveries}
+    return {"attempts": pruned.attempts, "deliveries": pruned.deliveries, "trends": pruned.trends}

@@ -20,6 +20,7 @@ ACCESS = {
     "work.relay": {"admin"},
     "work.requeue_failed": {"admin"},
     "work.clear_failed": {"admin"},
+    "trends.index": EVERYONE,
     "sites.index": EVERYONE,
     "sites.show": EVERYONE,
     "sites.resync": ACTORS,

@@ -571,8 +571,9 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
             disabled=False, write_back: Callable[[int], None] | None = None) -> Result:
     # The account row first, then its rentals: the same order as mark_dirty, so the two never deadlock.
     with db.session.no_autoflush:
-        current = db.session.scalar(select(PtiAccount.generation).where(PtiAccount.id == account.id)
-                                    .with_for_update())
+        current, owed_since = db.session.execute(
+            select(PtiAccount.generation, PtiAccount.owed_since).where(PtiAccount.id == account.id)
+            .with_for_update()).one()
     now = to_ms(utcnow())
     status = {r.rental_id: r.status for r in desired.rentals}
     for rental in rentals:
@@ -605,6 +606,8 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     new_problems = problems.account_synced(account, {
         r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS})
     _journal(journal, outcome, operations, started)
+    if outcome == "ok" and owed_since is not None:  # event to gate: from the oldest change's mark to PTI's answer
+        journal.gate_ms = max(0, int((utcnow() - owed_since).total_seconds() * 1000))
     if not disabled:
         account.write_back_owed = True  # the push's results are owed to Storeganise until it accepts them
     db.session.commit()

@@ -51,14 +51,15 @@ def init_app(app) -> None:
         rentals,
         settings,
         sites,
+        trends,
         uploads,
         users,
         webhooks,
         work,
     )
 
-    for module in (auth, overview, failures, work, sites, rentals, customers, activity, uploads, users, settings,
-                   health, webhooks):
+    for module in (auth, overview, failures, work, trends, sites, rentals, customers, activity, uploads, users,
+                   settings, health, webhooks):
         app.register_blueprint(module.bp)
     app.add_template_filter(problem, "problem")
     app.add_template_filter(lambda reason: problem(reason).message, "problem_message")

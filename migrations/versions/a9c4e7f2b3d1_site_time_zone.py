@@ -1,7 +1,7 @@
 """A site's local time zone, for the times its pages show
 
 Revision ID: a9c4e7f2b3d1
-Revises: f7a2d9c4e1b6
+Revises: a9c4e2f7b1d3
 Create Date: 2026-12-01 11:00:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'a9c4e7f2b3d1'
-down_revision = 'f7a2d9c4e1b6'
+down_revision = 'a9c4e2f7b1d3'
 branch_labels = None
 depends_on = None
 

@@ -11,6 +11,7 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Page
 from sqlalchemy import select
 
+from dashboard import trends
 from dashboard.extensions import db
 from dashboard.models import Customer, Rental, Site, Upload
 from tests.browser.test_login_overview import log_in
@@ -26,7 +27,9 @@ def _paths() -> list[str]:
     rental = db.session.scalar(select(Rental).where(Rental.state == "occupied").order_by(Rental.id))
     customer = db.session.scalar(select(Customer).order_by(Customer.id))
     site = db.session.scalar(select(Site).order_by(Site.id))
-    paths = ["/", "/failures/", "/work/", "/sites/", f"/sites/{site.id}", "/rentals/", f"/rentals/{rental.id}",
+    trends.seed_demo()  # so the charts are checked, not only the page's empty state
+    paths = ["/", "/failures/", "/work/", "/trends/", f"/trends/?site={site.id}&range=30d", "/sites/",
+             f"/sites/{site.id}", "/rentals/", f"/rentals/{rental.id}",
              "/customers/", f"/customers/{customer.id}", "/activity/", "/uploads/", "/settings/", "/users/"]
     upload = db.session.scalar(select(Upload).order_by(Upload.id))
     return paths + ([f"/uploads/{upload.id}"] if upload else [])

@@ -131,3 +131,19 @@ def test_the_banner_is_not_shown_to_someone_logged_out(business, client, demo_us
     db.session.commit()
     backdate(account.id, 600)
     assert b"data-stale" not in client.get("/login").data
+
+
+def test_a_push_records_its_event_to_gate_time_in_the_journal_and_a_push_with_nothing_owed_none(business):
+    from sqlalchemy import select
+
+    from dashboard.models import SyncAttempt
+
+    account = mark_dirty(customer_with(1), site("northgate").id)
+    db.session.commit()
+    backdate(account.id, 120)
+    assert reconcile(account.id, "test").outcome == "ok"
+    assert reconcile(account.id, "again").outcome == "noop"
+    took = dict(db.session.execute(select(SyncAttempt.trigger, SyncAttempt.gate_ms)
+                                   .where(SyncAttempt.account_id == account.id)).all())
+    assert 120_000 <= took["test"] < 180_000  # from the change's mark to PTI's confirmation
+    assert took["again"] is None  # PTI took nothing: no event to time
