@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..engine import lag
 from ..extensions import db, htmx, login_manager
-from ..models import utcnow
+from ..models import RowAction, utcnow
 from ..sync.errors import problem
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def init_app(app) -> None:
     app.add_template_filter(lambda reason: problem(reason).fix, "problem_fix")
     app.add_template_filter(masked_code, "masked_code")
     app.add_template_filter(age, "age")
+    app.add_template_filter(lambda action: RowAction(action).label if action else "—", "row_action")
 
     @app.context_processor
     def sync_lag():
