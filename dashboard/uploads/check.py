@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import resource
 from datetime import timedelta
 
 import redis
@@ -152,7 +153,12 @@ def check_upload(upload_id: int, attempt: int) -> str:
     db.session.commit()
     return (f"upload {upload_id}: {result.row_count} rows, "
             + ("ready: " + ", ".join(f"{k} {n}" for k, n in totals.items()) if result.ok
-               else f"rejected: {result.error_count} errors"))
+               else f"rejected: {result.error_count} errors") + f"; peak RSS {peak_rss_mb():.0f} MB")
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process (the forked work horse running the job), in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _check(upload_id: int, attempt: int) -> csvpush.ParsedCsv:
