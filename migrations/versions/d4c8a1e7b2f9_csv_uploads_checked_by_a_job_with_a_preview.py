@@ -28,10 +28,12 @@ def upgrade():
         batch_op.add_column(sa.Column('confirmed_at', sa.DateTime(), nullable=True))
     with op.batch_alter_table('upload_rows', schema=None) as batch_op:
         batch_op.add_column(sa.Column('action', sa.String(length=16), nullable=True))
+        batch_op.create_index('ix_upload_rows_upload_rental', ['upload_id', 'rental_id'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('upload_rows', schema=None) as batch_op:
+        batch_op.drop_index('ix_upload_rows_upload_rental')
         batch_op.drop_column('action')
     with op.batch_alter_table('uploads', schema=None) as batch_op:
         for name in ('confirmed_at', 'confirmed_by', 'preview', 'problem', 'progress_at', 'attempt', 'checked',
