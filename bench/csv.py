@@ -164,10 +164,12 @@ def main() -> str:
 def wait(timed, upload_id: str, working: set[str], started: float, timeout_s: float, poll_s: float) -> str:
     """Poll the state region as the page does until the upload leaves `working`; its new status."""
     while True:
-        status = STATUS.search(timed("GET", f"/uploads/{upload_id}/progress",
-                                     params={"seen": "x"}).text).group(2)
+        region = timed("GET", f"/uploads/{upload_id}/progress", params={"seen": "x"}).text
+        status = STATUS.search(region).group(2)
         if status not in working:
             return status
+        if "stopped:" in region:  # the job raised or died: the page offers Retry; waiting longer shows nothing
+            raise RuntimeError(f"upload {upload_id}'s job stopped while {status}; see the worker's log")
         if time.monotonic() - started > timeout_s:
             raise TimeoutError(f"upload {upload_id} still {status} after {timeout_s:.0f} s")
         time.sleep(poll_s)
