@@ -113,7 +113,7 @@ def from_env(instance_path: str) -> dict:
         "SESSION_COOKIE_SECURE": _bool(os.environ.get("SESSION_COOKIE_SECURE"), default=not demo),
         "LOGIN_MAX_FAILURES": _int("LOGIN_MAX_FAILURES", 5),
         "LOGIN_LOCKOUT_SECONDS": _int("LOGIN_LOCKOUT_SECONDS", 900),
-        "MAX_CONTENT_LENGTH": _int("MAX_UPLOAD_BYTES", 5 * 1024 * 1024),
+        "MAX_CONTENT_LENGTH": _int("MAX_UPLOAD_BYTES", 64 * 1024 * 1024),  # a 100,000-row export with every column
         "PTI_CONNECT_TIMEOUT_S": _float("PTI_CONNECT_TIMEOUT_S", 3.0),
         "PTI_READ_TIMEOUT_S": _float("PTI_READ_TIMEOUT_S", 10.0),
         "PTI_SITE_CONCURRENCY": _int("PTI_SITE_CONCURRENCY", DEFAULT_PTI_SITE_CONCURRENCY),

@@ -45,6 +45,8 @@ TRENDS = "jobs.maintenance.feed_trends"
 PULL = "jobs.pull.pull_changes"
 IMPORT = "jobs.pull.import_all"
 FIX_DRIFT = "jobs.maintenance.fix_drift"
+CHECK_UPLOAD = "jobs.uploads.check_upload"
+APPLY_UPLOAD = "jobs.uploads.apply_upload"
 
 JOBS: dict[str, str] = {
     RECONCILE: "make PTI match Storeganise for one customer at one site",
@@ -61,12 +63,14 @@ JOBS: dict[str, str] = {
     PULL: "read the rentals Storeganise changed since the last pull (every 5 min)",
     IMPORT: "import every site, unit, rental and renting customer from Storeganise",
     FIX_DRIFT: "remove one PTI user the drift sweep found stray (an orphan or a duplicate), if still safe",
+    CHECK_UPLOAD: "read and check a CSV upload chunk by chunk and build its preview (default queue: someone waits)",
+    APPLY_UPLOAD: "mark a confirmed CSV upload's rentals for a push, all in one transaction (default queue)",
 }
 
 # Jobs that read or write a whole site or more: each runs in a forked work horse, so its memory goes back to the
 # system when it ends and a crash in it takes nothing else down. Every other job (one event, one customer) runs
 # warm in the worker process: its database pool, PTI sessions and TLS context kept, no fork per event.
-FORKED_JOBS = frozenset({RECONCILE_BATCH, WRITE_BACK_OWED, SWEEP, PRUNE, PULL, IMPORT})
+FORKED_JOBS = frozenset({RECONCILE_BATCH, WRITE_BACK_OWED, SWEEP, PRUNE, PULL, IMPORT, CHECK_UPLOAD, APPLY_UPLOAD})
 
 
 def connect(url: str) -> redis.Redis:

@@ -11,7 +11,19 @@ import hashlib
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false, func, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -359,12 +371,45 @@ class SyncCursor(db.Model):
 
 
 class UploadStatus(enum.StrEnum):
-    APPLIED = "applied"  # every row valid: the rentals were marked for a push
+    CHECKING = "checking"  # stored; a job reads and checks every row and builds the preview
+    READY = "ready"  # every row valid: the preview waits for someone to confirm it
     REJECTED = "rejected"  # at least one error: nothing was changed
+    APPLYING = "applying"  # confirmed: a job marks the previewed rentals for a push, all in one transaction
+    APPLIED = "applied"  # the rentals were marked for a push
+
+    @property
+    def working(self) -> bool:
+        """A job owes this upload its next step (and writes `progress_at` while it works)."""
+        return self in (UploadStatus.CHECKING, UploadStatus.APPLYING)
+
+    @property
+    def label(self) -> str:
+        return {"checking": "Being checked", "ready": "Ready to confirm", "rejected": "Rejected",
+                "applying": "Being applied", "applied": "Applied"}[self.value]
+
+
+class RowAction(enum.StrEnum):
+    """What confirming an upload does for one of its rows' rentals (the preview counts them per site)."""
+
+    PUSH = "push"  # active, at a mapped unit, not in sync: pushed
+    IN_SYNC = "in_sync"  # active, mapped and already in sync: pushed again, expected to change nothing
+    OVERLOCK = "overlock"  # the file suspends it (pti_overlocked true): an urgent push locks the unit
+    UNLOCK = "unlock"  # the file unsuspends it: an urgent push opens the unit again
+    ENDED = "ended"  # not reserved or occupied: nothing to open for it
+    UNMAPPED = "unmapped"  # at a unit without a PTI Unit Name, or a site not synced: nothing goes to PTI
+
+    @property
+    def label(self) -> str:
+        return {"push": "To push", "in_sync": "Already in sync", "overlock": "To overlock", "unlock": "To unlock",
+                "ended": "Ended", "unmapped": "At unmapped units"}[self.value]
 
 
 class Upload(db.Model):
-    """A bulk-push CSV (behaviour 10): who sent it, and whether it was applied or refused and why."""
+    """A bulk-push CSV (behaviour 10): who sent it, where its check or its marking stands, its preview or errors.
+
+    The file itself is kept in the database (`data`, read by the check job only, then dropped): the database is the
+    store every worker shares, wherever it runs; a file under one machine's instance folder is not.
+    """
 
     __tablename__ = "uploads"
 
@@ -373,16 +418,26 @@ class Upload(db.Model):
     uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
     uploaded_by: Mapped[str] = mapped_column(String(320))
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    row_count: Mapped[int] = mapped_column(default=0)
+    row_count: Mapped[int] = mapped_column(default=0)  # while checking: the file's lines less the header (about)
     status: Mapped[str] = mapped_column(String(16))
     error_count: Mapped[int] = mapped_column(default=0)
     errors: Mapped[list | None] = mapped_column(JSON)  # [{"line": int | None, "message": str}], the first few hundred
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # the file, until it is checked
+    checked: Mapped[int] = mapped_column(default=0, server_default="0")  # rows the check job has read so far
+    attempt: Mapped[int] = mapped_column(default=1, server_default="1")  # a retry starts a new one; an old job stops
+    progress_at: Mapped[datetime | None]  # the working job's last sign of life
+    problem: Mapped[str | None] = mapped_column(String(255))  # why the job stopped, when it failed
+    preview: Mapped[dict | None] = mapped_column(JSON)  # {"totals": {action: n}, "sites": [{"id", "title", "counts"}]}
+    confirmed_by: Mapped[str | None] = mapped_column(String(320))
+    confirmed_at: Mapped[datetime | None]
 
 
 class UploadRow(db.Model):
-    """One row of an applied upload: the rental it marked for a push and what it set."""
+    """One row of a checked upload: the rental, what the file sets, and what confirming does for it."""
 
     __tablename__ = "upload_rows"
+    # Confirm's set-based updates look a rental's row up by both: without it, each of 100,000 rentals scanned them all.
+    __table_args__ = (Index("ix_upload_rows_upload_rental", "upload_id", "rental_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id"), index=True)
@@ -390,6 +445,7 @@ class UploadRow(db.Model):
     rental_id: Mapped[int] = mapped_column(ForeignKey("rentals.id"), index=True)
     pti_synced: Mapped[datetime | None]  # the value the file set, if any
     overlocked: Mapped[bool | None]  # the value the file set, if any
+    action: Mapped[str | None] = mapped_column(String(16))  # a RowAction; none on rows older than the preview
 
     rental: Mapped[Rental] = relationship()
 

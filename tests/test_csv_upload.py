@@ -1,4 +1,5 @@
-"""Bulk CSV pushes on the Uploads page (behaviour 10, R9): all or nothing, line-numbered errors, progress, export."""
+"""Bulk CSV pushes on the Uploads page (behaviour 10, R9): the request stores the file, a job checks it and builds the
+preview, Confirm marks exactly the previewed rentals (all or nothing, once); line-numbered errors, progress, export."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import io
 from datetime import datetime
 
 import pytest
-from rq import Queue
+from rq import Queue, SimpleWorker
 from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
@@ -46,6 +47,44 @@ def queued(name: str) -> list[tuple]:
     return [tuple(job.args) for job in Queue(name, connection=get_redis()).jobs]
 
 
+def pushes(name: str) -> list[tuple]:
+    """The reconciles queued on a queue, one (account id, trigger) each, whether alone or in a site's batch."""
+    found = []
+    for job in Queue(name, connection=get_redis()).jobs:
+        if job.func_name.endswith("reconcile_batch"):
+            found += [(account_id, job.args[1]) for account_id in job.args[0]]
+        elif job.func_name.endswith("reconcile_account"):
+            found.append(tuple(job.args))
+    return found
+
+
+def run_upload_jobs() -> None:
+    """What a worker does: the upload jobs wait on the default queue."""
+    conn = get_redis()
+    SimpleWorker([Queue(DEFAULT, connection=conn)], connection=conn).work(burst=True)
+    db.session.expire_all()
+
+
+def checked(client, auth, data: bytes, **options) -> tuple[Upload, str]:
+    """Upload, let the job check it, and read the state region as the page's next poll does."""
+    post_csv(client, auth, data, **options)
+    upload = db.session.scalars(select(Upload).order_by(Upload.id.desc())).first()
+    run_upload_jobs()
+    return upload, state_region(client, upload)
+
+
+def state_region(client, upload: Upload) -> str:
+    return client.get(f"/uploads/{upload.id}/progress", headers={"HX-Request": "true"}).get_data(as_text=True)
+
+
+def confirmed(client, auth, upload: Upload, run: bool = True):
+    token = auth.csrf_token(f"/uploads/{upload.id}")
+    response = client.post(f"/uploads/{upload.id}/confirm", data={"csrf_token": token}, headers={"HX-Request": "true"})
+    if run:
+        run_upload_jobs()
+    return response
+
+
 def snapshot() -> dict:
     """Everything an upload could change: the mirror, the PTI accounts, the upload rows and the queues."""
     db.session.expire_all()
@@ -55,7 +94,7 @@ def snapshot() -> dict:
         "accounts": [(a.id, a.generation, a.state, a.urgent) for a in
                      db.session.scalars(select(PtiAccount).order_by(PtiAccount.id))],
         "upload_rows": db.session.scalars(select(UploadRow.id)).all(),
-        "queued": [queued(name) for name in (URGENT, DEFAULT, BULK)],
+        "queued": [queued(name) for name in (URGENT, BULK)],
     }
 
 
@@ -65,20 +104,48 @@ def support(auth, demo_business):
     return auth
 
 
-def test_a_good_file_marks_its_rentals_for_a_push(client, support):
+def test_a_good_file_is_stored_and_checked_in_a_job_and_changes_nothing_until_confirmed(client, support):
     rentals = demo_rentals(3)
-    before = {r.id: account_for(r.customer_id, r.site_id).generation for r in rentals}
-    db.session.commit()
     data = f"{HEADER}\n{rentals[0].sg_id},{SYNCED}\n{rentals[1].sg_id},\n{rentals[2].sg_id},{SYNCED}\n".encode()
+    before = snapshot()
     response = post_csv(client, support, data)
     html = response.get_data(as_text=True)
-    assert response.status_code == 200 and response.headers["HX-Trigger"] == "uploadsChanged"
-    assert "<html" not in html and "3 rentals marked for a push" in html and 'hx-trigger="every 1s"' in html
-
+    assert response.status_code == 202 and response.headers["HX-Trigger"] == "uploadsChanged"
+    assert "<html" not in html and "Checking pushes.csv" in html and 'hx-trigger="every 1s"' in html
     upload = db.session.scalars(select(Upload)).one()
-    assert (upload.status, upload.row_count, upload.filename, upload.uploaded_by) == (
-        "applied", 3, "pushes.csv", "support@demo.test")
-    db.session.expire_all()
+    assert (upload.status, upload.row_count, upload.checked, upload.data) == ("checking", 3, 0, data)
+    assert queued(DEFAULT) == [(upload.id, 1)]  # the check waits for a worker; the request read nothing
+    assert snapshot() == before
+
+    run_upload_jobs()
+    upload = db.session.get(Upload, upload.id)
+    assert (upload.status, upload.row_count, upload.checked, upload.data) == ("ready", 3, 3, None)
+    assert upload.preview["totals"]["push"] + upload.preview["totals"]["in_sync"] == 3
+    html = markup.unescape(state_region(client, upload))
+    assert "Preview: 3 rows checked, nothing changed yet" in html and "Confirm and push" in html
+    assert "every 1s" not in html  # nothing changes by itself now: the polling stops
+    assert [row.line for row in db.session.scalars(select(UploadRow).order_by(UploadRow.line))] == [2, 3, 4]
+    assert snapshot() | {"upload_rows": []} == before  # the rows are the preview; the mirror and accounts are unchanged
+    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "csv upload")).one()
+    assert (entry.actor, entry.target_id, entry.outcome, entry.detail["rows"]) == (
+        "support@demo.test", str(upload.id), "ready", 3)
+
+
+def test_confirm_marks_exactly_the_previewed_rentals_for_a_push(client, support):
+    rentals = demo_rentals(3)
+    before = {r.id: account_for(r.customer_id, r.site_id).generation for r in rentals}
+    others = snapshot()["rentals"]
+    db.session.commit()
+    data = f"{HEADER}\n{rentals[0].sg_id},{SYNCED}\n{rentals[1].sg_id},\n{rentals[2].sg_id},{SYNCED}\n".encode()
+    upload, _ = checked(client, support, data)
+    response = confirmed(client, support, upload, run=False)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "Marking 3 rentals for a push" in html and "every 1s" in html
+    assert db.session.get(Upload, upload.id).status == "applying"
+    run_upload_jobs()
+    upload = db.session.get(Upload, upload.id)
+    assert (upload.status, upload.confirmed_by) == ("applied", "support@demo.test")
+    assert "3 rentals marked for a push" in state_region(client, upload)
     assert db.session.get(Rental, rentals[0].id).pti_synced == datetime(2023, 8, 17, 19, 3, 12, 8000)
     assert db.session.get(Rental, rentals[1].id).pti_synced == rentals[1].pti_synced
     for r in rentals:
@@ -86,13 +153,41 @@ def test_a_good_file_marks_its_rentals_for_a_push(client, support):
         assert account.generation > before[r.id] and account.state == SyncState.PENDING
         assert db.session.get(Rental, r.id).sync_state == SyncState.PENDING
     trigger = f"csv:{upload.id}"
-    assert sorted(queued(BULK)) == sorted((account_for(r.customer_id, r.site_id).id, trigger) for r in rentals)
-    assert queued(URGENT) == [] and queued(DEFAULT) == []
-    assert [row.line for row in db.session.scalars(select(UploadRow).order_by(UploadRow.line))] == [2, 3, 4]
-    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "csv upload")).one()
+    assert sorted(pushes(BULK)) == sorted((account_for(r.customer_id, r.site_id).id, trigger) for r in rentals)
+    assert queued(URGENT) == []
+    marked = {r.sg_id for r in rentals}
+    after = snapshot()["rentals"]
+    assert [r for r in after if r[0] not in marked] == [r for r in others if r[0] not in marked]
+    entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "csv confirm")).one()
     assert (entry.actor, entry.target_type, entry.target_id, entry.outcome) == (
         "support@demo.test", "upload", str(upload.id), "applied")
-    assert entry.detail["rows"] == 3
+    assert entry.detail["rows"] == 3 and entry.detail["accounts"] == 3
+
+
+def test_the_preview_counts_each_kind_of_row_per_site(client, support, demo_business):
+    picked = demo_rentals(6)
+    push, in_sync, ended, unmapped, overlock, unlock = picked
+    in_sync.sync_state = SyncState.IN_SYNC
+    ended.state = "ended"
+    unmapped.sync_state = SyncState.UNMAPPED
+    overlock.overlocked, unlock.overlocked = False, True
+    db.session.commit()
+    data = (f"{HEADER},customFields.pti_overlocked,unitId,notes\r\n"
+            + "".join(f"{r.sg_id},,{'true' if r is overlock else 'false' if r is unlock else ''},u1,x\r\n"
+                      for r in picked)).encode("utf-8-sig")
+    upload, html = checked(client, support, data)
+    assert upload.status == "ready"
+    assert upload.preview["totals"] == {"push": 1, "in_sync": 1, "overlock": 1, "unlock": 1, "ended": 1, "unmapped": 1}
+    expected: dict[int, dict[str, int]] = {}
+    for action, r in zip(("push", "in_sync", "ended", "unmapped", "overlock", "unlock"), picked, strict=True):
+        expected.setdefault(r.site_id, dict.fromkeys(upload.preview["totals"], 0))[action] += 1
+    assert {s["id"]: s["counts"] for s in upload.preview["sites"]} == expected
+    for action in ("push", "in_sync", "overlock", "unlock", "ended", "unmapped"):
+        assert f'<dd data-count="{action}">1</dd>' in html
+    assert html.count("<tr data-site-id=") == len(expected)
+    actions = dict(db.session.execute(select(UploadRow.rental_id, UploadRow.action)).all())
+    assert actions == {push.id: "push", in_sync.id: "in_sync", ended.id: "ended", unmapped.id: "unmapped",
+                       overlock.id: "overlock", unlock.id: "unlock"}
 
 
 def test_a_lock_change_is_pushed_on_the_urgent_queue(client, support):
@@ -100,21 +195,106 @@ def test_a_lock_change_is_pushed_on_the_urgent_queue(client, support):
     locked.overlocked = same.overlocked = False
     db.session.commit()
     data = (f"{HEADER},customFields.pti_overlocked\r\n{locked.sg_id},,TRUE\r\n{same.sg_id},,no\r\n").encode()
-    assert post_csv(client, support, data).status_code == 200
+    upload, html = checked(client, support, data)
+    assert upload.preview["totals"]["overlock"] == 1
+    assert confirmed(client, support, upload).status_code == 200
     db.session.expire_all()
     assert db.session.get(Rental, locked.id).overlocked is True
     assert db.session.get(Rental, same.id).overlocked is False
     urgent_account = account_for(locked.customer_id, locked.site_id)
     assert urgent_account.urgent is True
-    assert [args[0] for args in queued(URGENT)] == [urgent_account.id]
-    assert [args[0] for args in queued(BULK)] == [account_for(same.customer_id, same.site_id).id]
+    assert [args[0] for args in pushes(URGENT)] == [urgent_account.id]
+    assert [args[0] for args in pushes(BULK)] == [account_for(same.customer_id, same.site_id).id]
 
 
-def test_a_bom_and_crlf_file_from_excel_is_applied(client, support):
+def test_a_double_confirm_applies_once(client, support):
+    rentals = demo_rentals(2)
+    upload, _ = checked(client, support, (HEADER + "\n" + "".join(f"{r.sg_id},\n" for r in rentals)).encode())
+    first = confirmed(client, support, upload, run=False)
+    second = confirmed(client, support, upload, run=False)
+    assert first.status_code == second.status_code == 200
+    assert len(queued(DEFAULT)) == 1  # the second click found it applying: no second job
+    from dashboard.uploads.apply import apply_upload
+
+    assert apply_upload(upload.id) .endswith("2 accounts marked, 0 urgent")
+    generations = {r.id: account_for(r.customer_id, r.site_id).generation for r in rentals}
+    assert apply_upload(upload.id) == f"upload {upload.id}: nothing to apply"  # the queued job, run after all
+    run_upload_jobs()
+    assert {r.id: account_for(r.customer_id, r.site_id).generation for r in rentals} == generations
+    assert len(db.session.scalars(select(AuditEntry).where(AuditEntry.action == "csv confirm")).all()) == 1
+    page = confirmed(client, support, upload).get_data(as_text=True)
+    assert "2 rentals marked for a push" in page
+
+
+def test_a_confirm_that_dies_half_way_applies_nothing_and_can_be_retried(client, support, monkeypatch):
+    rentals = demo_rentals(2)
+    upload, _ = checked(client, support, (HEADER + "\n" + "".join(f"{r.sg_id},{SYNCED}\n" for r in rentals)).encode())
+    before = snapshot()
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("dashboard.uploads.apply.mark_site_dirty", dies)
+    confirmed(client, support, upload)
+    upload = db.session.get(Upload, upload.id)
+    assert upload.status == "applying" and "The marking stopped (RuntimeError)" in upload.problem
+    assert {k: v for k, v in snapshot().items() if k != "queued"} == {k: v for k, v in before.items() if k != "queued"}
+    html = markup.unescape(state_region(client, upload))
+    assert "The marking stopped" in html and "Start the marking again" in html and "every 1s" not in html
+    monkeypatch.undo()
+    token = support.csrf_token(f"/uploads/{upload.id}")
+    response = client.post(f"/uploads/{upload.id}/retry", data={"csrf_token": token}, headers={"HX-Request": "true"})
+    assert response.status_code == 200 and "every 1s" in response.get_data(as_text=True)
+    run_upload_jobs()
+    assert db.session.get(Upload, upload.id).status == "applied"
+    assert db.session.get(Rental, rentals[0].id).pti_synced == datetime(2023, 8, 17, 19, 3, 12, 8000)
+
+
+def test_a_check_whose_job_is_gone_shows_as_stopped_and_a_retry_starts_over(client, support):
+    (rental,) = demo_rentals(1)
+    post_csv(client, support, f"{HEADER}\n{rental.sg_id},\n".encode())
+    upload = db.session.scalars(select(Upload)).one()
+    assert "Checking" in state_region(client, upload) and "stopped" not in state_region(client, upload)
+    upload.progress_at = datetime(2020, 1, 1)
+    db.session.commit()
+    assert "The check stopped" not in state_region(client, upload)  # its job still waits in the queue: not stopped
+    Queue(DEFAULT, connection=get_redis()).empty()  # the worker took it and was killed
+    html = markup.unescape(state_region(client, upload))
+    assert "The check stopped: its job is gone" in html and "Start the check again" in html
+    token = support.csrf_token(f"/uploads/{upload.id}")
+    client.post(f"/uploads/{upload.id}/retry", data={"csrf_token": token})
+    db.session.expire_all()
+    assert (upload.attempt, queued(DEFAULT)) == (2, [(upload.id, 2)])
+    from dashboard.uploads.check import check_upload
+
+    assert check_upload(upload.id, 1).endswith("nothing to check (attempt 1)")  # the first attempt, late: stops
+    run_upload_jobs()
+    assert db.session.get(Upload, upload.id).status == "ready"
+    assert len(db.session.scalars(select(UploadRow)).all()) == 1
+
+
+def test_the_check_writes_its_progress_after_every_chunk(client, support, monkeypatch):
+    from dashboard.uploads import check, parse
+
+    rentals = demo_rentals(5)
+    monkeypatch.setattr(parse, "CHUNK_ROWS", 2)
+    seen = []
+    real_beat = check._beat
+
+    def beat(upload_id, attempt, **values):
+        seen.append(values.get("checked"))
+        real_beat(upload_id, attempt, **values)
+
+    monkeypatch.setattr(check, "_beat", beat)
+    upload, _ = checked(client, support, (HEADER + "\n" + "".join(f"{r.sg_id},\n" for r in rentals)).encode())
+    assert seen == [0, 2, 4, 5, 5] and upload.status == "ready"
+
+
+def test_a_bom_and_crlf_file_from_excel_is_checked(client, support):
     (rental,) = demo_rentals(1)
     data = f"\ufeff{HEADER}\r\n{rental.sg_id},{SYNCED}\r\n".encode()
-    assert post_csv(client, support, data).status_code == 200
-    assert db.session.scalars(select(Upload.status)).one() == "applied"
+    upload, _ = checked(client, support, data)
+    assert upload.status == "ready"
 
 
 def bad_files() -> list:
@@ -151,9 +331,8 @@ CASES = ["wrong headers", "unknown id", "bad date", "duplicate", "empty", "no ro
 def test_a_bad_file_lists_its_errors_by_line_and_changes_nothing(client, support, case):
     data, messages, lines = bad_files()(demo_rentals(2))[case]
     before = snapshot()
-    response = post_csv(client, support, data)
-    html = response.get_data(as_text=True)
-    assert response.status_code == 422 and "<html" not in html
+    upload, html = checked(client, support, data)
+    assert "<html" not in html and "every 1s" not in html
     assert "Nothing was applied" in html
     for message in messages:
         assert message in markup.unescape(html)
@@ -169,7 +348,7 @@ def test_a_bad_file_lists_its_errors_by_line_and_changes_nothing(client, support
 def test_every_error_of_a_file_is_listed_not_only_the_first(client, support):
     a, b = (r.sg_id for r in demo_rentals(2))
     data = f"{HEADER}\n{a},soon\n{b},\n{'0' * 24},\n{a},\n".encode()
-    html = post_csv(client, support, data).get_data(as_text=True)
+    _, html = checked(client, support, data)
     assert "3 errors" in html
     for line in (2, 4, 5):
         assert f'data-line="{line}"' in html
@@ -182,13 +361,18 @@ def test_a_lock_change_on_an_ended_rental_is_refused(client, support):
     db.session.commit()
     before = snapshot()
     data = f"{HEADER},customFields.pti_overlocked\n{good.sg_id},,true\n{ended.sg_id},,true\n".encode()
-    text = markup.unescape(post_csv(client, support, data).get_data(as_text=True))
+    text = markup.unescape(checked(client, support, data)[1])
     assert f"rental {ended.sg_id} is ended; only a reserved or occupied rental can be suspended" in text
     assert snapshot() == before
 
 
+def test_the_size_limit_takes_a_hundred_thousand_row_export(app):
+    row = "64de6eebdd7adb0014825d1a,2023-08-17T19:03:12.008Z,false," + "x" * 200 + "\r\n"  # 250 bytes a row
+    assert app.config["MAX_CONTENT_LENGTH"] >= 100_000 * len(row)
+
+
 def test_a_file_over_the_size_limit_gets_a_clear_413_and_nothing_is_recorded(app, client, support):
-    limit = app.config["MAX_CONTENT_LENGTH"]
+    limit = app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     data = (HEADER + "\n").encode() + b"x" * limit
     response = post_csv(client, support, data)
     html = response.get_data(as_text=True)
@@ -212,25 +396,34 @@ def test_without_htmx_the_upload_redirects_to_its_page(client, support):
     response = post_csv(client, support, f"{HEADER}\n{rental.sg_id},\nnope,\n".encode(), headers=None)
     upload = db.session.scalars(select(Upload)).one()
     assert response.status_code == 303 and response.headers["Location"].endswith(f"/uploads/{upload.id}")
+    assert "Checking pushes.csv" in client.get(response.headers["Location"]).get_data(as_text=True)
+    run_upload_jobs()
     html = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "Nothing was applied: 1 error" in html and '<tr data-line="3"><td>3</td>' in html
 
 
-def test_managers_see_past_uploads_but_cannot_upload(client, auth, demo_business):
+def test_managers_see_past_uploads_and_previews_but_cannot_upload_or_confirm(client, auth, demo_business):
     (rental,) = demo_rentals(1)
     auth.login("support")
-    post_csv(client, auth, f"{HEADER}\n{rental.sg_id},\n".encode(), filename="first.csv")
-    post_csv(client, auth, b"", filename="second.csv")
+    first, _ = checked(client, auth, f"{HEADER}\n{rental.sg_id},\n".encode(), filename="first.csv")
+    checked(client, auth, b"", filename="second.csv")
     auth.logout()
     auth.login("manager")
     page = client.get("/uploads/").get_data(as_text=True)
     assert 'type="file"' not in page and "Uploading is for support and admins" in page
     assert page.index("second.csv") < page.index("first.csv")  # newest first
-    assert "Applied" in page and "Rejected: 1 error" in page
+    assert "Ready to confirm" in page and "Rejected: 1 error" in page
+    preview = client.get(f"/uploads/{first.id}").get_data(as_text=True)
+    assert "Preview: 1 row checked" in preview and "Confirm and push" not in preview
+    assert "Support or an admin confirms the preview." in preview
     before = snapshot()
     response = post_csv(client, auth, f"{HEADER}\n{rental.sg_id},\n".encode())
     assert response.status_code == 403
+    token = auth.csrf_token(f"/uploads/{first.id}")
+    assert client.post(f"/uploads/{first.id}/confirm", data={"csrf_token": token}).status_code == 403
+    assert client.post(f"/uploads/{first.id}/retry", data={"csrf_token": token}).status_code == 403
     assert snapshot() == before and len(db.session.scalars(select(Upload)).all()) == 2
+    assert db.session.get(Upload, first.id).status == "ready"
 
 
 def test_the_history_region_refreshes_alone(client, support):
@@ -241,8 +434,8 @@ def test_the_history_region_refreshes_alone(client, support):
 
 def test_the_progress_region_counts_states_and_stops_polling_when_done(client, support):
     rentals = demo_rentals(4)
-    post_csv(client, support, (HEADER + "\n" + "".join(f"{r.sg_id},\n" for r in rentals)).encode())
-    upload = db.session.scalars(select(Upload)).one()
+    upload, _ = checked(client, support, (HEADER + "\n" + "".join(f"{r.sg_id},\n" for r in rentals)).encode())
+    confirmed(client, support, upload)
     states = [SyncState.IN_SYNC, SyncState.FAILED, SyncState.SYNCING, SyncState.UNMAPPED]
     for rental, state in zip(rentals, states, strict=True):
         db.session.get(Rental, rental.id).sync_state = state
@@ -262,8 +455,9 @@ def test_the_progress_region_counts_states_and_stops_polling_when_done(client, s
 
 def test_the_upload_page_lists_each_row_with_its_state_and_problem(client, support):
     ok, failing = demo_rentals(2)
-    post_csv(client, support, f"{HEADER}\n{ok.sg_id},{SYNCED}\n{failing.sg_id},\n".encode())
-    upload = db.session.scalars(select(Upload)).one()
+    upload, _ = checked(client, support, f"{HEADER}\n{ok.sg_id},{SYNCED}\n{failing.sg_id},\n".encode())
+    assert client.get(f"/uploads/{upload.id}").get_data(as_text=True).count('data-action="push"') == 2
+    confirmed(client, support, upload)
     db.session.get(Rental, failing.id).sync_state = SyncState.FAILED
     db.session.get(Rental, failing.id).last_error = "invalid_credentials"
     db.session.commit()
@@ -274,14 +468,20 @@ def test_the_upload_page_lists_each_row_with_its_state_and_problem(client, suppo
                              headers={"HX-Request": "true", "HX-Target": "upload-rows"}).get_data(as_text=True)
     assert "<html" not in only_failed and only_failed.count("data-rental-id=") == 1
     assert f'data-rental-id="{failing.id}"' in only_failed
+    none_ended = client.get(f"/uploads/{upload.id}?action=ended",
+                            headers={"HX-Request": "true", "HX-Target": "upload-rows"}).get_data(as_text=True)
+    assert "data-rental-id=" not in none_ended and "No row in this state." in none_ended
 
 
 def test_the_results_export_escapes_cells_that_would_run_as_formulas(client, support):
     ok, evil = demo_rentals(2)
     evil.customer.first_name, evil.customer.last_name = "=HYPERLINK(\"http://evil.test\")", ""
     db.session.commit()
-    post_csv(client, support, f"{HEADER}\n{ok.sg_id},\n{evil.sg_id},\n".encode())
-    upload = db.session.scalars(select(Upload)).one()
+    upload, _ = checked(client, support, f"{HEADER}\n{ok.sg_id},\n{evil.sg_id},\n".encode())
+    preview = list(csv.DictReader(io.StringIO(
+        client.get(f"/uploads/{upload.id}/results.csv").get_data(as_text=True).removeprefix("\ufeff"))))
+    assert [(row["id"], row["action"]) for row in preview] == [(ok.sg_id, "To push"), (evil.sg_id, "To push")]
+    confirmed(client, support, upload)
     db.session.get(Rental, evil.id).last_error = "invalid_credentials"
     db.session.commit()
     response = client.get(f"/uploads/{upload.id}/results.csv")
@@ -298,8 +498,7 @@ def test_the_results_export_escapes_cells_that_would_run_as_formulas(client, sup
 
 
 def test_a_rejected_upload_exports_its_errors(client, support):
-    post_csv(client, support, f'{HEADER}\n"=1+1",\n'.encode())
-    upload = db.session.scalars(select(Upload)).one()
+    upload, _ = checked(client, support, f'{HEADER}\n"=1+1",\n'.encode())
     rows = list(csv.reader(io.StringIO(client.get(f"/uploads/{upload.id}/results.csv").get_data(as_text=True))))
     assert rows[0] == ["\ufeffline", "error"] and rows[1][0] == "2"
     assert "starts with =" in rows[1][1] and not rows[1][1].startswith("=")

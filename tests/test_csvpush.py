@@ -153,8 +153,29 @@ def test_too_many_rows_are_refused_with_the_limit(monkeypatch):
     assert parse((HEADER + "\n" + "".join(f"{i},\n" for i in ids[:3])).encode()).ok
 
 
-def test_the_row_limit_is_twenty_thousand():
-    assert csvpush.MAX_ROWS == 20_000
+def test_the_row_limit_is_a_hundred_thousand():
+    assert csvpush.MAX_ROWS == 100_000
+
+
+def test_rows_are_read_in_chunks_in_line_order_with_the_count_so_far():
+    ids = [f"{n:024x}" for n in range(7)]
+    data = (HEADER + "\r\n" + "".join(f"{i},\r\n" for i in ids[:3]) + "nope,\r\n"
+            + "".join(f"{i},\r\n" for i in ids[3:])).encode()
+    result = csvpush.ParsedCsv()
+    seen = []
+    for chunk in csvpush.read_chunks(data, result, size=3):
+        seen.append(([row.line for row in chunk], result.row_count))
+    assert seen == [([2, 3, 4], 3), ([6, 7, 8], 7), ([9], 8)]
+    assert lines(result) == ['Line 5: id "nope" is not a Storeganise rental id (24 characters 0-9 and a-f, like '
+                             '64de6eebdd7adb0014825d1a).']
+
+
+def test_a_byte_that_is_not_utf8_is_found_across_the_pieces_checked(monkeypatch):
+    monkeypatch.setattr(csvpush, "DECODE_PIECE", 4)  # the two bytes of é straddle pieces: still valid
+    assert parse(f"{HEADER}\n{A},\n{B},\n# café\n".encode()).errors[0].line == 4  # read, then refused as an id
+    result = parse(f"{HEADER}\n{A},\n".encode() + b"caf\xe9,\n")
+    assert lines(result) == ['Line 3: this is not UTF-8 text (byte 4 of the line, 0xE9). Save the file as "CSV UTF-8" '
+                             'and upload it again.']
 
 
 def test_non_utf8_names_the_line_and_byte():

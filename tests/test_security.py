@@ -51,6 +51,8 @@ ACCESS = {
     "uploads.progress_status": {"admin", "manager", "support"},
     "uploads.export": {"admin", "manager", "support"},
     "uploads.create": {"admin", "support"},
+    "uploads.confirm": {"admin", "support"},
+    "uploads.retry": {"admin", "support"},
     "settings.index": {"admin"},
     "users.index": {"admin"},
     "users.create": {"admin"},
@@ -133,6 +135,8 @@ ACTION_SUCCESS = {
     "customers.separate_pti_user": (302, "/customers/{customer}", "queued"),
     "customers.reveal_code": (200, None, None),
     "uploads.create": (303, "/uploads/{upload}", None),
+    "uploads.confirm": (303, "/uploads/{upload}", "Confirmed: the rentals are being marked for a push."),
+    "uploads.retry": (303, "/uploads/{upload}", "Started again."),
     "users.create": (302, "/users/", "Account new@demo.test created (staff)."),
     "users.set_role": (302, "/users/", "target@demo.test is now support"),
     "users.disable": (302, "/users/", "target@demo.test is disabled"),
@@ -193,12 +197,34 @@ def _post_action(app, client, endpoint: str, rule, token: str):
         return client.post(_url_for(app, rule), data={"csrf_token": token}), {}
     if endpoint.startswith("users."):
         return _post_user_action(client, endpoint, token), {}
+    if endpoint in ("uploads.confirm", "uploads.retry"):
+        upload = _upload_to(endpoint.removeprefix("uploads."))
+        return client.post(f"/uploads/{upload}/{endpoint.removeprefix('uploads.')}", data={"csrf_token": token}), {
+            "upload": upload}
     if endpoint == "uploads.create":
         rental = db.session.get(Rental, 1)
         boundary, body = encode_multipart({"csrf_token": token, "file": FileStorage(
             io.BytesIO(f"id,customFields.pti_synced\n{rental.sg_id},\n".encode()), "p.csv", content_type="text/csv")})
         return client.post("/uploads/", data=body, content_type=f"multipart/form-data; boundary={boundary}"), {}
     return client.post(_url_for(app, rule), data={"csrf_token": token}), {}
+
+
+def _upload_to(action: str) -> int:
+    """An upload one row long that can be confirmed (ready), or retried (its check's job is gone)."""
+    from datetime import datetime
+
+    from dashboard.extensions import db
+    from dashboard.models import Upload, UploadRow
+
+    ready = action == "confirm"
+    upload = Upload(filename="p.csv", uploaded_by="support@demo.test", status="ready" if ready else "checking",
+                    row_count=1, data=None if ready else b"id,customFields.pti_synced\n",
+                    progress_at=datetime(2020, 1, 1), preview={"totals": {}, "sites": []} if ready else None)
+    db.session.add(upload)
+    db.session.flush()
+    db.session.add(UploadRow(upload_id=upload.id, line=2, rental_id=1, action="push"))
+    db.session.commit()
+    return upload.id
 
 
 def _post_user_action(client, endpoint: str, token: str):

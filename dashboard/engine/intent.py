@@ -203,6 +203,20 @@ def request_reconcile(accounts: Iterable[PtiAccount | int], *, trigger: str, bul
         return 0
 
 
+def request_batches(site_accounts: Iterable[list[int]], *, trigger: str) -> int:
+    """After the commit: `request_reconcile` for many accounts that owe no lock or unlock (a confirmed CSV upload),
+    each site's list as `reconcile_batch` jobs of BATCH_SIZE on the bulk queue; an account a job already holds is
+    left to it. Returns how many were enqueued; a Redis failure is logged (the relay delivers the intent)."""
+    batches = [[(account_id, None) for account_id in ids] for ids in site_accounts if ids]
+    if not batches:
+        return 0
+    try:
+        return _hint(get_redis(), [], trigger, batches=batches)
+    except redis.RedisError as exc:
+        log.warning("could not enqueue reconcile batches (%s): the relay will pick them up", exc.__class__.__name__)
+        return 0
+
+
 @dataclass(frozen=True)
 class Hint:
     """What a pending key holds: the queue and the RQ job that hold the account, and since when (unix time)."""

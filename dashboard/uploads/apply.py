@@ -1,26 +1,39 @@
-"""Apply a bulk-push CSV (behaviour 10): all or nothing, in one transaction, recorded as an Upload and audited.
+"""Confirm a checked bulk-push CSV (behaviour 10): mark exactly the previewed rentals for a push, all or nothing.
 
-Every row is checked first (dashboard/csvpush.py, then against the mirror); one error and nothing changes.
-A valid file updates the mirror, marks each affected customer's PTI account dirty, commits, then enqueues the
-reconciles on the bulk queue (urgent when a row changes a lock), with the trigger "csv:<upload id>".
+`confirm` (in the request) moves the upload from ready to applying in one guarded UPDATE, so a double click or two
+people confirming apply it once, and enqueues `apply_upload`. The job does the marking with set-based statements
+over the upload's stored rows, in one transaction that also flips the upload to applied and writes the audit entry:
+killed half-way, it leaves nothing applied and the upload applying (shown as stopped, with Retry, once its job is
+gone). A second run finds the upload applied already and does nothing. After the commit, the accounts owing a lock
+or unlock are enqueued on the urgent queue, the others in batches per site on the bulk queue, with the trigger
+"csv:<upload id>".
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 
 from ..audit import record
-from ..engine.intent import mark_dirty, request_reconcile
+from ..engine.intent import mark_site_dirty, request_batches, request_reconcile
 from ..extensions import db
-from ..models import ACTIVE_RENTAL_STATES, Rental, StaffUser, SyncState, Upload, UploadRow, UploadStatus
-from . import parse as csvpush
+from ..models import (
+    ACTIVE_RENTAL_STATES,
+    PtiAccount,
+    Rental,
+    RowAction,
+    StaffUser,
+    SyncState,
+    Upload,
+    UploadRow,
+    UploadStatus,
+    utcnow,
+)
+from .check import start_job
 
-LOOKUP_CHUNK = 500  # ids per IN (...) query: well under every database's parameter limit
-FILENAME_CHARS = 255
-UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
+MARK_CHUNK = 500  # customer ids per IN (...) when flagging urgent accounts
+LOCK_ACTIONS = (RowAction.OVERLOCK, RowAction.UNLOCK)
 
 
 @dataclass(frozen=True)
@@ -38,54 +51,93 @@ class Progress:
         return self.pending == 0
 
 
-def apply_csv(data: bytes, filename: str, actor: StaffUser | str) -> Upload:
-    """Check the file; apply it only if every row is valid. Returns the recorded Upload (applied or rejected)."""
-    rentals: dict[str, Row] = {}
-
-    def against_the_mirror(rows: list[csvpush.CsvRow]) -> list[csvpush.CsvError]:
-        rentals.update(_rentals_by_sg_id([row.rental_id for row in rows]))
-        return [*csvpush.unknown_rental_errors(rows, set(rentals)), *_lock_errors(rows, rentals)]
-
-    parsed = csvpush.parse(data, check=against_the_mirror)
-    upload = Upload(filename=_clean(filename), uploaded_by_id=actor.id if isinstance(actor, StaffUser) else None,
-                    uploaded_by=actor.email if isinstance(actor, StaffUser) else actor,
-                    row_count=parsed.row_count, error_count=parsed.error_count,
-                    status=UploadStatus.APPLIED if parsed.ok else UploadStatus.REJECTED,
-                    errors=[{"line": e.line, "message": e.message} for e in parsed.errors] or None)
-    db.session.add(upload)
-    db.session.flush()
-    if not parsed.ok:
-        record("csv upload", actor=actor, target_type="upload", target_id=upload.id, outcome="rejected",
-               filename=upload.filename, rows=parsed.row_count, errors=parsed.error_count)
-        db.session.commit()
-        return upload
-
-    owed: dict[tuple[int, int], bool] = {}  # (customer, site) → a lock or unlock is owed
-    synced, locks = [], []
-    for row in parsed.rows:
-        rental = rentals[row.rental_id]
-        lock_changes = row.overlocked is not None and row.overlocked != rental.overlocked
-        if row.pti_synced is not None:  # Storeganise semantics: editing pti_synced asks for a push
-            synced.append({"id": rental.id, "pti_synced": row.pti_synced})
-        if lock_changes:  # a manual suspend or unsuspend (behaviour 6)
-            locks.append({"id": rental.id, "overlocked": row.overlocked})
-        key = (rental.customer_id, rental.site_id)
-        owed[key] = owed.get(key, False) or lock_changes
-    # Bulk updates by primary key, so no Rental object sits in the session: mark_dirty's update stays cheap.
-    for changes in (synced, locks):
-        if changes:
-            db.session.execute(update(Rental), changes)
-    with db.session.no_autoflush:  # the accounts are written in one batch at the commit, not one by one
-        accounts = [mark_dirty(c, s, urgent=urgent) for (c, s), urgent in owed.items()]
-    db.session.execute(UploadRow.__table__.insert(), [
-        {"upload_id": upload.id, "line": row.line, "rental_id": rentals[row.rental_id].id,
-         "pti_synced": row.pti_synced, "overlocked": row.overlocked} for row in parsed.rows])
-    record("csv upload", actor=actor, target_type="upload", target_id=upload.id, outcome="applied",
-           filename=upload.filename, rows=len(parsed.rows), accounts=len(accounts),
-           urgent=sum(1 for urgent in owed.values() if urgent))
+def confirm(upload: Upload, actor: StaffUser) -> bool:
+    """Ready → applying, once: True for the call that moved it (and enqueued the marking), False for any other."""
+    now = utcnow()
+    moved = db.session.execute(
+        update(Upload).where(Upload.id == upload.id, Upload.status == UploadStatus.READY)
+        .values(status=UploadStatus.APPLYING, confirmed_by=actor.email, confirmed_at=now, progress_at=now)
+    ).rowcount
     db.session.commit()
-    request_reconcile(accounts, trigger=f"csv:{upload.id}", bulk=True)
-    return upload
+    db.session.refresh(upload)
+    if moved:
+        start_job(upload)
+    return bool(moved)
+
+
+def apply_upload(upload_id: int, attempt: int | None = None) -> str:
+    """Mark the confirmed upload's rentals for a push in one transaction; nothing when it is not applying."""
+    try:
+        return _apply(upload_id)
+    except Exception as exc:
+        db.session.rollback()
+        db.session.execute(update(Upload).where(Upload.id == upload_id, Upload.status == UploadStatus.APPLYING)
+                           .values(problem=f"The marking stopped ({exc.__class__.__name__}); nothing was applied."))
+        db.session.commit()
+        raise
+
+
+def _apply(upload_id: int) -> str:
+    flipped = db.session.execute(
+        update(Upload).where(Upload.id == upload_id, Upload.status == UploadStatus.APPLYING)
+        .values(status=UploadStatus.APPLIED, progress_at=utcnow(), problem=None)
+    ).rowcount
+    if not flipped:  # applied already (a second run), or never confirmed
+        db.session.rollback()
+        return f"upload {upload_id}: nothing to apply"
+    upload = db.session.get(Upload, upload_id)
+    rows = UploadRow.__table__
+    rentals = Rental.__table__
+    mine = rows.c.upload_id == upload_id
+    pairs = select(rentals.c.site_id, rentals.c.customer_id).join(rows, rows.c.rental_id == rentals.c.id).where(mine)
+    # The lock changes still owed (the mirror may have moved since the preview), read before they are written.
+    urgent = set(db.session.execute(pairs.where(
+        rows.c.action.in_(LOCK_ACTIONS), rows.c.overlocked.is_not(None), rows.c.overlocked != rentals.c.overlocked,
+        rentals.c.state.in_(ACTIVE_RENTAL_STATES))).all())
+    owed = set(db.session.execute(pairs).all())
+    # Storeganise semantics: editing pti_synced asks for a push; the file's value is kept on the mirror.
+    db.session.execute(rentals.update().where(rentals.c.id.in_(
+        select(rows.c.rental_id).where(mine, rows.c.pti_synced.is_not(None)))).values(
+        pti_synced=select(rows.c.pti_synced).where(mine, rows.c.rental_id == rentals.c.id).scalar_subquery()))
+    db.session.execute(rentals.update().where(
+        rentals.c.state.in_(ACTIVE_RENTAL_STATES),
+        rentals.c.id.in_(select(rows.c.rental_id).where(mine, rows.c.action.in_(LOCK_ACTIONS),
+                                                        rows.c.overlocked.is_not(None)))).values(
+        overlocked=select(rows.c.overlocked).where(mine, rows.c.rental_id == rentals.c.id).scalar_subquery()))
+    by_site: dict[int, set[int]] = {}
+    for site_id, customer_id in owed:
+        by_site.setdefault(site_id, set()).add(customer_id)
+    accounts = {site_id: mark_site_dirty(site_id, customers) for site_id, customers in sorted(by_site.items())}
+    urgent_ids = _flag_urgent(urgent)
+    marked = sum(len(ids) for ids in accounts.values())
+    record("csv confirm", actor=_staff(upload.confirmed_by), target_type="upload", target_id=upload_id,
+           outcome="applied", filename=upload.filename, accounts=marked, urgent=len(urgent_ids),
+           rows=db.session.scalar(select(func.count()).select_from(rows).where(mine)))
+    db.session.commit()
+    trigger = f"csv:{upload_id}"
+    request_reconcile(urgent_ids, trigger=trigger, bulk=True)
+    request_batches([[a for a in ids if a not in urgent_ids] for ids in accounts.values()], trigger=trigger)
+    return f"upload {upload_id}: {marked} accounts marked, {len(urgent_ids)} urgent"
+
+
+def _flag_urgent(pairs: set[tuple[int, int]]) -> set[int]:
+    """The accounts that owe a lock or unlock go to the urgent queue (never written False: see mark_dirty)."""
+    by_site: dict[int, list[int]] = {}
+    for site_id, customer_id in pairs:
+        by_site.setdefault(site_id, []).append(customer_id)
+    ids: set[int] = set()
+    for site_id, customers in by_site.items():
+        for start in range(0, len(customers), MARK_CHUNK):
+            where = (PtiAccount.site_id == site_id, PtiAccount.customer_id.in_(customers[start:start + MARK_CHUNK]))
+            db.session.execute(PtiAccount.__table__.update().where(*where).values(urgent=True))
+            ids.update(db.session.scalars(select(PtiAccount.id).where(*where)))
+    return ids
+
+
+def _staff(email: str | None) -> StaffUser | str:
+    """The confirming staff user for the audit entry (by e-mail: the job runs outside the request)."""
+    found = db.session.scalar(select(StaffUser).where(StaffUser.email == email)) if email else None
+    return found or email or "system"
 
 
 def progress(upload: Upload) -> Progress:
@@ -100,28 +152,3 @@ def progress(upload: Upload) -> Progress:
         failed=counts.get(SyncState.FAILED, 0),
         not_synced=counts.get(SyncState.UNMAPPED, 0) + counts.get(SyncState.DISABLED, 0),
     )
-
-
-def _rentals_by_sg_id(sg_ids: list[str]) -> dict[str, Row]:
-    """The few columns a push needs, as plain rows (a 20,000-row file must not fill the session with objects)."""
-    columns = (Rental.id, Rental.sg_id, Rental.customer_id, Rental.site_id, Rental.state, Rental.overlocked)
-    found: dict[str, Row] = {}
-    for start in range(0, len(sg_ids), LOOKUP_CHUNK):
-        chunk = sg_ids[start:start + LOOKUP_CHUNK]
-        found.update((r.sg_id, r) for r in db.session.execute(select(*columns).where(Rental.sg_id.in_(chunk))))
-    return found
-
-
-def _lock_errors(rows: list[csvpush.CsvRow], rentals: dict[str, Row]) -> list[csvpush.CsvError]:
-    """A lock change on an ended rental cannot be pushed: refuse it like the Suspend button does."""
-    return [csvpush.CsvError(row.line, f"rental {row.rental_id} is {rental.state}; only a reserved or occupied "
-                                       f"rental can be suspended or unsuspended, so leave "
-                                       f"{csvpush.OVERLOCKED_COLUMN} empty or as it is.")
-            for row in rows
-            if (rental := rentals.get(row.rental_id)) is not None and rental.state not in ACTIVE_RENTAL_STATES
-            and row.overlocked is not None and row.overlocked != rental.overlocked]
-
-
-def _clean(filename: str) -> str:
-    name = UNSAFE_FILENAME.sub("", re.split(r"[\\/]", filename or "")[-1]).strip()
-    return (name or "upload.csv")[:FILENAME_CHARS]

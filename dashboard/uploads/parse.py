@@ -6,10 +6,11 @@ The columns are Storeganise's own export/update names, so a file exported from S
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,7 +21,9 @@ SYNCED_COLUMN = "customFields.pti_synced"
 OVERLOCKED_COLUMN = "customFields.pti_overlocked"
 REQUIRED_COLUMNS = (ID_COLUMN, SYNCED_COLUMN)
 
-MAX_ROWS = 20_000  # one upload; a whole business is split into several files
+MAX_ROWS = 100_000  # one upload; a bigger business is split into several files
+CHUNK_ROWS = 2_000  # rows checked against the mirror, stored and reported as progress at a time
+DECODE_PIECE = 1 << 20  # bytes checked as UTF-8 at a time
 MAX_ERRORS = 500  # errors kept and listed; the count of the rest is still reported
 FORMULA_PREFIXES = ("=", "+", "-", "@")  # what spreadsheet programs run as a formula
 ECHO_CHARS = 40  # how much of a bad value an error message quotes
@@ -74,46 +77,69 @@ def parse(data: bytes, check: Callable[[list[CsvRow]], list[CsvError]] | None = 
 
     `check` is the caller's own test of the rows that are valid on their own (e.g. unknown rental ids); its
     errors join the others in line order, so one upload lists every problem of the file at once.
+    The whole file at once, for small files and tests; the upload job reads `read_chunks` itself.
     """
     result = ParsedCsv()
-    text = _decode(data, result)
-    if text is None:
-        return result
-    if not text.strip():
-        result.add_error(None, "The file is empty. Upload a CSV whose first line is the header "
-                               f"{ID_COLUMN},{SYNCED_COLUMN}.")
-        return result
-
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header, header_line = _header(reader)
-        if not _check_header(header, header_line, result):
-            return result
-        columns = {name: header.index(name) for name in (ID_COLUMN, SYNCED_COLUMN, OVERLOCKED_COLUMN)
-                   if name in header}
-        seen: dict[str, int] = {}
-        data_rows = 0
-        line = reader.line_num + 1
-        for cells in reader:
-            if any(cell.strip() for cell in cells):
-                data_rows += 1
-                result.row_count = data_rows
-                if data_rows > MAX_ROWS:
-                    _too_many(reader, data_rows, result)
-                    return result
-                _row(cells, line, len(header), columns, seen, result)
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        result.add_error(reader.line_num, f"the file cannot be read as CSV here ({exc}); check the quotes.")
-    if result.ok and not result.rows:
-        result.add_error(None, "The file has a header but no data rows: add one line per rental to push.")
-    if check is not None and result.rows:
-        for error in check(result.rows):
-            result.add_error(error.line, error.message)
-        result.errors.sort(key=lambda e: e.line or 0)
+    for rows in read_chunks(data, result):
+        result.rows.extend(rows)
+        if check is not None:
+            for error in check(rows):
+                result.add_error(error.line, error.message)
     if not result.ok:
         result.rows = []
     return result
+
+
+def read_chunks(data: bytes, result: ParsedCsv, size: int | None = None) -> Iterator[list[CsvRow]]:
+    """The rows valid on their own, `size` at a time in line order, while every error goes to `result`.
+
+    Streaming: the text is decoded a few kilobytes at a time and only one chunk of rows is held, so a 100,000-row
+    file costs little more than its bytes. `result.row_count` says how many data rows were read so far (a job's
+    progress). The caller adds its own errors about a chunk before asking for the next one; once the file is read,
+    the errors are put in line order.
+    """
+    if (bad := _utf8_error(data)) is not None:
+        line_start = data.rfind(b"\n", 0, bad) + 1
+        line = data.count(b"\n", 0, bad) + 1
+        result.add_error(line, f"this is not UTF-8 text (byte {bad - line_start + 1} of the line, "
+                               f"0x{data[bad]:02X}). Save the file as \"CSV UTF-8\" and upload it again.")
+        return
+    size = size or CHUNK_ROWS
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    reader = csv.reader(text, strict=True)
+    chunk: list[CsvRow] = []
+    try:
+        header, header_line = _header(reader)
+        if not header:
+            result.add_error(None, "The file is empty. Upload a CSV whose first line is the header "
+                                   f"{ID_COLUMN},{SYNCED_COLUMN}.")
+            return
+        if not _check_header(header, header_line, result):
+            return
+        columns = {name: header.index(name) for name in (ID_COLUMN, SYNCED_COLUMN, OVERLOCKED_COLUMN)
+                   if name in header}
+        seen: dict[str, int] = {}
+        line = reader.line_num + 1
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                result.row_count += 1
+                if result.row_count > MAX_ROWS:
+                    _too_many(reader, result.row_count, result)
+                    return
+                row = _row(cells, line, len(header), columns, seen, result)
+                if row is not None:
+                    chunk.append(row)
+                    if len(chunk) >= size:
+                        yield chunk
+                        chunk = []
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        result.add_error(reader.line_num, f"the file cannot be read as CSV here ({exc}); check the quotes.")
+    if chunk:
+        yield chunk
+    if result.ok and result.row_count == 0:
+        result.add_error(None, "The file has a header but no data rows: add one line per rental to push.")
+    result.errors.sort(key=lambda e: e.line or 0)
 
 
 def unknown_rental_errors(rows: list[CsvRow], known_ids: set[str]) -> list[CsvError]:
@@ -129,16 +155,19 @@ def escape_cell(value: object) -> str:
     return "'" + text if text.startswith((*FORMULA_PREFIXES, "\t", "\r")) else text
 
 
-def _decode(data: bytes, result: ParsedCsv) -> str | None:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        line = data.count(b"\n", 0, exc.start) + 1
-        result.add_error(line, f"this is not UTF-8 text (byte {exc.start - line_start + 1} of the line, "
-                               f"0x{data[exc.start]:02X}). Save the file as \"CSV UTF-8\" and upload it again.")
+def _utf8_error(data: bytes) -> int | None:
+    """Where the first byte that is not UTF-8 is, or None; checked a megabyte at a time (no copy of the whole text)."""
+    if data.isascii():
         return None
-    return text.removeprefix("\ufeff")
+    view, start = memoryview(data), 0
+    while start < len(data):
+        final = start + DECODE_PIECE >= len(data)
+        try:
+            _, used = codecs.utf_8_decode(view[start:start + DECODE_PIECE], "strict", final)
+        except UnicodeDecodeError as exc:
+            return start + exc.start
+        start += used
+    return None
 
 
 def _header(reader) -> tuple[list[str], int]:
@@ -166,18 +195,19 @@ def _check_header(header: list[str], line: int, result: ParsedCsv) -> bool:
 
 def _too_many(reader, data_rows: int, result: ParsedCsv) -> None:
     total = data_rows + sum(1 for cells in reader if any(cell.strip() for cell in cells))
-    result.rows, result.errors, result.error_count, result.row_count = [], [], 0, total
+    result.errors, result.error_count, result.row_count = [], 0, total
     result.add_error(None, f"The file has {total:,} rows; an upload takes at most {MAX_ROWS:,}. "
                            "Split it into several files.")
 
 
 def _row(cells: list[str], line: int, width: int, columns: dict[str, int], seen: dict[str, int],
-         result: ParsedCsv) -> None:
+         result: ParsedCsv) -> CsvRow | None:
+    """The row when it is valid on its own; else its errors go to `result`."""
     if len(cells) != width:
         values = f"{len(cells)} value" + ("" if len(cells) == 1 else "s")
         result.add_error(line, f"this line has {values} but the header has {width} columns; check for a missing or "
                                "extra comma.")
-        return
+        return None
     errors_before = result.error_count
     rental_id = _rental_id(cells[columns[ID_COLUMN]].strip(), line, result)
     synced = _cell(read_datetime, cells[columns[SYNCED_COLUMN]].strip(), SYNCED_COLUMN, SYNCED_FORMATS, line, result)
@@ -190,7 +220,8 @@ def _row(cells: list[str], line: int, width: int, columns: dict[str, int], seen:
         else:
             seen[rental_id] = line
     if result.error_count == errors_before and rental_id is not None:
-        result.rows.append(CsvRow(line, rental_id, synced, overlocked))
+        return CsvRow(line, rental_id, synced, overlocked)
+    return None
 
 
 def _rental_id(value: str, line: int, result: ParsedCsv) -> str | None:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..engine import lag
 from ..extensions import db, htmx, login_manager
-from ..models import utcnow
+from ..models import RowAction, utcnow
 from ..sync.errors import problem
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def init_app(app) -> None:
     app.add_template_filter(masked_code, "masked_code")
     app.add_template_filter(age, "age")
     app.add_template_filter(local_time, "local_time")
+    app.add_template_filter(lambda action: RowAction(action).label if action else "—", "row_action")
 
     @app.context_processor
     def sync_lag():

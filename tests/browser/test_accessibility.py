@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from dashboard import trends
 from dashboard.extensions import db
-from dashboard.models import Customer, Rental, Site, Upload
+from dashboard.models import Customer, Rental, Site, Upload, UploadRow
 from tests.browser.test_login_overview import log_in
 
 pytestmark = pytest.mark.browser
@@ -31,8 +31,33 @@ def _paths() -> list[str]:
     paths = ["/", "/failures/", "/work/", "/trends/", f"/trends/?site={site.id}&range=30d", "/sites/",
              f"/sites/{site.id}", "/rentals/", f"/rentals/{rental.id}",
              "/customers/", f"/customers/{customer.id}", "/activity/", "/uploads/", "/settings/", "/users/"]
-    upload = db.session.scalar(select(Upload).order_by(Upload.id))
-    return paths + ([f"/uploads/{upload.id}"] if upload else [])
+    return paths + [f"/uploads/{upload_id}" for upload_id in db.session.scalars(select(Upload.id).order_by(Upload.id))]
+
+
+def _uploads_in_every_state() -> None:
+    """An upload being checked, one whose check stopped, a preview, a rejected file, one being applied, one applied:
+    each state of the upload page is checked by axe, as every role that may see it."""
+    from datetime import datetime
+
+    from dashboard.uploads.check import preview
+
+    rental = db.session.scalar(select(Rental).where(Rental.state == "occupied").order_by(Rental.id))
+    common = dict(filename="pushes.csv", uploaded_by="support@demo.test", row_count=1)
+    uploads = [Upload(status="checking", checked=0, data=b"id\n", progress_at=datetime.now(), **common),
+               Upload(status="checking", data=b"id\n", problem="The check stopped (OperationalError).", **common),
+               Upload(status="ready", **common),
+               Upload(status="rejected", error_count=1, errors=[{"line": 2, "message": "bad id"}], **common),
+               Upload(status="applying", confirmed_by="support@demo.test", confirmed_at=datetime.now(),
+                      progress_at=datetime.now(), **common),
+               Upload(status="applied", confirmed_by="support@demo.test", confirmed_at=datetime.now(), **common)]
+    db.session.add_all(uploads)
+    db.session.flush()
+    for upload in uploads:
+        if upload.status in ("ready", "applying", "applied"):
+            db.session.add(UploadRow(upload_id=upload.id, line=2, rental_id=rental.id, action="push"))
+    db.session.flush()
+    uploads[2].preview = preview(uploads[2].id)
+    db.session.commit()
 
 
 def _violations(page: Page) -> list[str]:
@@ -48,6 +73,7 @@ def test_the_login_page_has_no_accessibility_violation(page: Page, url):
 
 @pytest.mark.parametrize("role", ["admin", "manager", "staff", "support"])
 def test_every_page_has_no_accessibility_violation(page: Page, url, role):
+    _uploads_in_every_state()
     log_in(page, url, f"{role}@demo.test")
     found = {}
     for path in _paths():
