@@ -245,6 +245,7 @@ class StackConfig:
     pti_threads: int = 64
     storeganise: bool = True  # the Storeganise simulator (write-backs and their echo webhooks go there)
     # the product
+    web: bool = True  # gunicorn serving the product (off: a benchmark that requests pages in-process)
     web_app: str = "dashboard:create_app()"  # gunicorn's entry point
     web_workers: int = 4
     access_log: bool = False  # gunicorn's access log on, as in the Procfile
@@ -254,8 +255,10 @@ class StackConfig:
     cron: bool = False  # the relay and the other periodic jobs
     extra_env: dict[str, str] = field(default_factory=dict)
     # "auto": a fresh database on the PostgreSQL at 127.0.0.1:5432 when it answers, else SQLite; "sqlite";
-    # "own-postgres": a PostgreSQL server of the stack's own (stack.postgres), which may be stopped and started
+    # "own-postgres": a PostgreSQL server of the stack's own (stack.postgres), which may be stopped and started;
+    # "postgres": the PostgreSQL at 127.0.0.1:5432, an error when it does not answer
     database: str = "auto"
+    database_prefix: str = "pti_bench"  # a fresh PostgreSQL database is named <prefix>_<random>
 
     @property
     def profile(self) -> str:
@@ -331,7 +334,8 @@ class Stack:
         self.start_simulators()
         self.wait_redis()
         self.flask("db", "upgrade")
-        self.start_web()
+        if cfg.web:
+            self.start_web()
         self._open_app()
         if cfg.business:
             self.load_business()
@@ -347,9 +351,9 @@ class Stack:
             self.postgres.init()
             self.postgres.start()
             return self.postgres.create_database("pti_sync")
-        if self.config.database == "sqlite" or not postgres_available():
+        if self.config.database == "sqlite" or (self.config.database == "auto" and not postgres_available()):
             return f"sqlite:///{self.tmp / 'bench.sqlite3'}"
-        self.pg_name = f"pti_bench_{uuid.uuid4().hex[:12]}"
+        self.pg_name = f"{self.config.database_prefix}_{uuid.uuid4().hex[:12]}"
         _pg_admin(f'CREATE DATABASE "{self.pg_name}"')
         return PG_URL.format(name=self.pg_name)
 
@@ -392,7 +396,8 @@ class Stack:
             self.wait_http(f"{self.pti_url}/_sim/faults", "PTI simulator")
         if self.config.storeganise:
             self.wait_http(f"{self.sg_url}/_sim/config", "Storeganise simulator")
-        self.wait_http(f"{self.web_url}/healthz", "web", any_status=True)
+        if self.config.web:
+            self.wait_http(f"{self.web_url}/healthz", "web", any_status=True)
         self.wait_workers(self.config.workers + self.config.urgent_workers)
 
     def cpu_seconds(self) -> dict[str, float]:

@@ -142,6 +142,11 @@ class Customer(db.Model):
 
 class Rental(db.Model):
     __tablename__ = "rentals"
+    __table_args__ = (
+        # The Overview's and the sites' health (views/overview.site_health): one grouped pass over this index alone,
+        # never the table's rows.
+        Index("ix_rentals_site_health", "site_id", "sync_state", "state", "overlocked", "pti_synced"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sg_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -179,6 +184,7 @@ class PtiAccount(db.Model):
         UniqueConstraint("customer_id", "site_id"),
         UniqueConstraint("site_id", "access_code", name="uq_pti_accounts_site_code"),
         Index("ix_pti_accounts_owed", "generation", "synced_generation"),
+        Index("ix_pti_accounts_state_error", "state", "last_error"),  # the Failures page's groups and retries
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -270,6 +276,8 @@ class WebhookDelivery(db.Model):
     """Each Storeganise delivery, by its id: a replay finds its row and does nothing."""
 
     __tablename__ = "webhook_deliveries"
+    # The oldest delivery still queued (the stale banner on every page, the Work page): a seek, not a scan.
+    __table_args__ = (Index("ix_webhook_deliveries_status_received", "status", "received_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))

@@ -21,8 +21,13 @@ bp = Blueprint("rentals", __name__, url_prefix="/rentals")
 PAGE_SIZE = 50
 
 
-def rental_query(q: str, site_id: int | None, state: str | None):
-    stmt = select(Rental).join(Rental.unit).join(Rental.customer)
+def rental_query(q: str, site_id: int | None, state: str | None, *, joined: bool = True):
+    """The rentals matching the filters. `joined=False` (for counting them) joins the unit and customer only when the
+    search needs them: each rental has exactly one of each, so the count is the same without a pass over two more
+    tables."""
+    stmt = select(Rental)
+    if joined or q:
+        stmt = stmt.join(Rental.unit).join(Rental.customer)
     if q:
         like = f"%{q.strip()}%"
         stmt = stmt.where(or_(Unit.name.ilike(like), Unit.pti_unit_name.ilike(like), Customer.email.ilike(like),
@@ -45,7 +50,7 @@ def index():
     state = request.args.get("state") or None
     page = max(1, request.args.get("page", 1, type=int))
     stmt = rental_query(q, site_id, state)
-    total = count(stmt)
+    total = count(rental_query(q, site_id, state, joined=False))
     rentals = db.session.scalars(
         stmt.options(joinedload(Rental.unit), joinedload(Rental.customer), joinedload(Rental.site))
         .order_by(Rental.site_id, Unit.name).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
