@@ -288,3 +288,37 @@ def test_the_cli_retries_one_cause_as_the_page_does(runner, demo_business):
     after = owed(before)
     assert {i for i in before if after[i] != before[i]} == {a.id for a in hilltop}
     assert runner.invoke(args=["sync", "requeue-failed", "--cause", "no_such_cause"]).exit_code == 2
+
+
+def test_each_cause_lists_its_own_rentals_in_as_many_statements_however_many_causes(client, auth, demo_business):
+    from sqlalchemy import event
+
+    def statements() -> int:
+        seen = []
+        listener = lambda *args: seen.append(1)  # noqa: E731 - counts every statement the page runs
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            assert client.get("/failures/").status_code == 200
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+        return len(seen)
+
+    park("hilltop", "invalid_credentials")
+    auth.login("staff")
+    one_cause = statements()
+    units = [fail_unit("northgate", reason) for reason in ("invalid_unit_name", "unit_not_found")]
+    park("riverside", "foreign_pti_user", limit=2)
+
+    assert statements() == one_cause
+    html = client.get("/failures/").get_data(as_text=True)
+    for rental in units:  # under its own cause, not another's
+        assert re.findall(r'data-rental-id="(\d+)"', section(html, rental.last_error)) == [str(rental.id)]
+    hilltop = re.findall(r'data-rental-id="(\d+)"', section(html, "invalid_credentials"))
+    assert len(hilltop) == min(50, failed_rentals(last_error="invalid_credentials"))
+
+
+def section(html: str, cause: str) -> str:
+    """The page from this cause's group to the next group."""
+    start = html.index(f'data-cause="{cause}"')
+    end = html.find('data-cause="', start + 1)
+    return html[start:end if end != -1 else len(html)]

@@ -98,6 +98,26 @@ def failure_groups(site: Site | None = None, cause: str | None = None) -> list[G
     return sorted(groups.values(), key=lambda g: (order[g.kind], -g.count, -g.rentless, g.cause))
 
 
+def _first_rentals(site: Site | None, cause: str | None, page: int) -> dict[str, list[Rental]]:
+    """Each cause's page of failed rentals (by site, then unit), in one query whatever the number of causes: each
+    failed rental is ranked within its cause, and only the ranks of the page are read."""
+    order = (Site.title, Unit.name, Rental.id)
+    ranked = (_failed_rentals(site, cause).join(Rental.unit).join(Rental.site)
+              .with_only_columns(Rental.id, func.row_number().over(partition_by=Rental.last_error,
+                                                                    order_by=order).label("rank"))
+              .subquery())
+    first = (page - 1) * PAGE_SIZE
+    rentals = db.session.scalars(
+        select(Rental).join(ranked, ranked.c.id == Rental.id).join(Rental.unit).join(Rental.site)
+        .where(ranked.c.rank > first, ranked.c.rank <= first + PAGE_SIZE)
+        .options(joinedload(Rental.unit), joinedload(Rental.customer), joinedload(Rental.site))
+        .order_by(*order)).all()
+    items: dict[str, list[Rental]] = {}
+    for rental in rentals:
+        items.setdefault(rental.last_error, []).append(rental)
+    return items
+
+
 def retrying() -> list[tuple[Problem, int]]:
     """Customers waiting for the product's own next attempt (pending, with the last attempt's cause): no one acts."""
     rows = db.session.execute(
@@ -144,12 +164,7 @@ def index():
     groups = failure_groups(site, cause)
     if cause and not groups:  # a known cause with nothing failed now: say so rather than show every cause
         groups = [Group(cause, problem(cause))]
-    items = {}
-    for g in groups:
-        items[g.cause] = db.session.scalars(
-            _failed_rentals(site, g.cause).join(Rental.unit).join(Rental.site)
-            .options(joinedload(Rental.unit), joinedload(Rental.customer), joinedload(Rental.site))
-            .order_by(Site.title, Unit.name, Rental.id).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
+    items = _first_rentals(site, cause, page)
     rentless = {}
     if any(g.rentless for g in groups):
         rentless = {g.cause: db.session.scalars(
