@@ -20,7 +20,8 @@ from .acting import act
 
 bp = Blueprint("failures", __name__, url_prefix="/failures")
 
-PAGE_SIZE = 50  # rentals listed per group and page
+PAGE_SIZE = 50  # rentals listed per page of one cause (`?cause=`)
+GLANCE = 10  # rentals listed per cause on the page of every cause, each linking to its own pages
 NO_ACTION = "Nothing to do"  # how the catalogue's fix begins for a warning that counts as success
 
 # The three kinds of cause, in the order the page shows them.
@@ -100,16 +101,18 @@ def failure_groups(site: Site | None = None, cause: str | None = None) -> list[G
 
 def _first_rentals(site: Site | None, cause: str | None, page: int) -> dict[str, list[Rental]]:
     """Each cause's page of failed rentals (by site, then unit), in one query whatever the number of causes: each
-    failed rental is ranked within its cause, and only the ranks of the page are read."""
+    failed rental is ranked within its cause, and only the ranks of the page are read. The page of every cause shows
+    a glance at each (GLANCE rentals); one cause's page shows PAGE_SIZE a page."""
     order = (Site.title, Unit.name, Rental.id)
     ranked = (_failed_rentals(site, cause).join(Rental.unit).join(Rental.site)
               .with_only_columns(Rental.id, func.row_number().over(partition_by=Rental.last_error,
                                                                     order_by=order).label("rank"))
               .subquery())
-    first = (page - 1) * PAGE_SIZE
+    size = PAGE_SIZE if cause else GLANCE
+    first = (page - 1) * size
     rentals = db.session.scalars(
         select(Rental).join(ranked, ranked.c.id == Rental.id).join(Rental.unit).join(Rental.site)
-        .where(ranked.c.rank > first, ranked.c.rank <= first + PAGE_SIZE)
+        .where(ranked.c.rank > first, ranked.c.rank <= first + size)
         .options(joinedload(Rental.unit), joinedload(Rental.customer), joinedload(Rental.site))
         .order_by(*order)).all()
     items: dict[str, list[Rental]] = {}
