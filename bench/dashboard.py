@@ -14,8 +14,9 @@ listener, per request. They must not grow with the mirror: each page's count on 
 rentals) is compared with its count on the full one, and the rentals list's first page with its 100th.
 
 Pages: Overview `/`, Failures `/failures/`, Work `/work/` (Redis of the stack's own, empty queues), Trends `/trends/`
-(every site, 24 h) and one site's 30 days (its rollup fed from the seeded journal), a site's rentals (`/rentals/?site=<id>`), the 100th page of
-the rentals in sync (`/rentals/?state=in_sync&page=100`), and a busy rental's page.
+(every site, 24 h) and one site's 30 days (its rollup fed from the seeded journal), a site's rentals
+(`/rentals/?site=<id>`), the 100th page of the rentals in sync (`/rentals/?state=in_sync&page=100`), and a busy
+rental's page.
 
 Target: p95 ≤ 80 ms on every page, on SQLite and on PostgreSQL; ratio = worst p95 / 80 (≤ 1 passes). One BENCH line
 per database. Environment: BENCH_DASHBOARD_SITES [200], BENCH_DASHBOARD_RENTALS a site [1000],
