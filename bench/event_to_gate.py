@@ -11,6 +11,9 @@ event overlaps a push). Targets: p95 ≤ 250 ms idle, p95 ≤ 1 s during the bul
 p95_bulk / 1). The floor printed beside them is PTI's own share: the simulator's latency × the one call a lock or
 unlock needs.
 
+Each phase also prints where its events' time went (p50 / p95), from what the product recorded of each delivery:
+Storeganise to our receiver, the receiver to the handler done, the handler done to the gate.
+
 Environment (defaults in brackets): BENCH_SITES [10], BENCH_RENTALS per site [1000], BENCH_EVENTS per phase [200],
 BENCH_EVENT_CONCURRENCY events in flight [4], BENCH_LATENCY_MS [20], BENCH_SITE_CONCURRENCY [4], BENCH_WORKERS
 [sites + 2], BENCH_EVENT_TIMEOUT_S [30], BENCH_CRON [0].
@@ -23,13 +26,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import select
 
 from bench.stack import Stack, business_config, env_flag, env_float, env_int, percentile, report, say, signed_webhook
 from dashboard.extensions import db
-from dashboard.models import Rental, Site, SyncState, Unit
+from dashboard.models import Rental, Site, SyncState, Unit, WebhookDelivery, utcnow
 from dashboard.storeganise import SIGNATURE_HEADER
 
 TARGET_P95_IDLE_S = 0.25
@@ -80,6 +84,44 @@ def targets(stack: Stack, count: int) -> list[Target]:
     return chosen
 
 
+@dataclass(frozen=True)
+class Sent:
+    rental_id: str
+    overdue: bool
+    at: datetime  # naive UTC, as the database keeps times
+    took_s: float
+
+
+def stages(sent: list[Sent]) -> dict[str, tuple[float, float]]:
+    """Where an event's time went, p50 and p95 of each stage, from what the product recorded of each delivery:
+    Storeganise (the simulator) to our receiver, the receiver to the handler done (its job queued, run, and the
+    lock or unlock pushed by the handler itself), and the handler done to the gate seen by the poll."""
+    names = {True: "unitRental.markOverdue", False: "unitRental.unmarkOverdue"}
+    found = {(d.rental_sg_id, d.type): d for d in db.session.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.rental_sg_id.in_({e.rental_id for e in sent}),
+                                      WebhookDelivery.type.in_(names.values()))
+        .order_by(WebhookDelivery.received_at))}
+    db.session.rollback()
+    spans: dict[str, list[float]] = {"to_receiver": [], "to_handled": [], "to_gate": []}
+    for event in sent:
+        delivery = found.get((event.rental_id, names[event.overdue]))
+        if delivery is None or delivery.handled_at is None or delivery.received_at < event.at - timedelta(seconds=1):
+            continue
+        received = (delivery.received_at - event.at).total_seconds()
+        handled = (delivery.handled_at - delivery.received_at).total_seconds()
+        spans["to_receiver"].append(received)
+        spans["to_handled"].append(handled)
+        spans["to_gate"].append(event.took_s - received - handled)
+    return {name: (percentile(v, 50), percentile(v, 95)) for name, v in spans.items() if v}
+
+
+def say_stages(phase: str, sent: list[Sent]) -> None:
+    found = stages(sent)
+    if found:
+        say(f"{phase} stages (p50 / p95, {len(sent)} events): " + ", ".join(
+            f"{name} {p50:.3f} / {p95:.3f} s" for name, (p50, p95) in found.items()))
+
+
 class Events:
     """Fire overdue events and time each until the gate agrees."""
 
@@ -88,6 +130,7 @@ class Events:
         self.http = httpx.Client(timeout=EVENT_HTTP_TIMEOUT_S,
                                  limits=httpx.Limits(max_connections=EVENT_HTTP_CONNECTIONS))
         self.failures = 0
+        self.sent: list[Sent] = []  # the events that reached the gate, for the stages
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -105,13 +148,17 @@ class Events:
     def one(self, target: Target, overdue: bool) -> float | None:
         """Seconds from the event until the PTI simulator shows the unit locked == overdue; None on time-out."""
         url = f"{self.stack.pti_url}/_sim/units/{target.site_code}/{target.unit_name}"
+        sent_at = utcnow()
         started = time.monotonic()
         self._send(target, overdue)
         deadline = started + self.timeout_s
         while time.monotonic() < deadline:
             try:
                 if self.http.get(url).json().get("locked") is overdue:
-                    return time.monotonic() - started
+                    took = time.monotonic() - started
+                    with self._lock:
+                        self.sent.append(Sent(target.rental_id, overdue, sent_at, took))
+                    return took
             except httpx.TransportError:  # one lost poll on a machine under load: poll again, the clock runs on
                 pass
             time.sleep(POLL_S)
@@ -195,11 +242,14 @@ def main() -> str:
         try:
             say(f"idle: {events} events, {concurrency} in flight ...")
             idle = runner.run(idle_targets, events, concurrency)
+            say_stages("idle", runner.sent)
+            runner.sent = []
             stack.wait_idle(IDLE_DRAIN_TIMEOUT_S)
             say(f"bulk: push_site for every site, then {events} events, {concurrency} in flight ...")
             bulk = BulkPush(stack)
             bulk.start()
             busy = runner.run(bulk_targets, events, concurrency, keep_going=bulk.keep_going)
+            say_stages("bulk", runner.sent)
             owed, _ = stack.owed()
             say(f"bulk: {bulk.rounds} push rounds; {owed} accounts still owed when the last event landed")
         finally:
