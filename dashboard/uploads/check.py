@@ -23,7 +23,8 @@ from datetime import timedelta
 import redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, String, any_, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..audit import record
 from ..extensions import db
@@ -44,7 +45,7 @@ from . import parse as csvpush
 
 log = logging.getLogger(__name__)
 
-LOOKUP_CHUNK = 500  # ids per IN (...) query: well under every database's parameter limit
+LOOKUP_CHUNK = 500  # ids per IN (...) query on SQLite: well under its parameter limit (PostgreSQL: one array)
 FILENAME_CHARS = 255
 UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
 STALL_AFTER_S = 120  # a working upload whose job gave no sign of life this long, and is not waiting in a queue
@@ -173,13 +174,27 @@ def _check(upload_id: int, attempt: int) -> csvpush.ParsedCsv:
         for error in (*csvpush.unknown_rental_errors(chunk, set(rentals)), *_lock_errors(chunk, rentals)):
             result.add_error(error.line, error.message)
         if result.ok:  # after the first error rows are only checked: a rejected upload keeps none
-            db.session.execute(rows.insert(), [
-                {"upload_id": upload_id, "line": row.line, "rental_id": rentals[row.rental_id].id,
-                 "pti_synced": row.pti_synced, "overlocked": row.overlocked,
-                 "action": _action(row, rentals[row.rental_id])} for row in chunk])
+            _insert(rows, [(upload_id, row.line, rentals[row.rental_id].id, row.pti_synced, row.overlocked,
+                            str(_action(row, rentals[row.rental_id]))) for row in chunk])
         _beat(upload_id, attempt, checked=result.row_count)
         db.session.commit()
     return result
+
+
+ROW_COLUMNS = ("upload_id", "line", "rental_id", "pti_synced", "overlocked", "action")
+
+
+def _insert(table, values: list[tuple]) -> None:
+    """A chunk's rows, in the job's transaction: PostgreSQL's COPY (one stream, no statement per row), else one
+    executemany. On 100,000 rows COPY is several times faster than the pipelined INSERTs it replaces."""
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql":
+        db.session.execute(table.insert(), [dict(zip(ROW_COLUMNS, row, strict=True)) for row in values])
+        return
+    with connection.connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table.name} ({', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
+            for row in values:
+                copy.write_row(row)
 
 
 def _beat(upload_id: int, attempt: int, **values) -> None:
@@ -227,6 +242,10 @@ def _rentals_by_sg_id(sg_ids: list[str]) -> dict[str, Row]:
     columns = (Rental.id, Rental.sg_id, Rental.customer_id, Rental.site_id, Rental.state, Rental.overlocked,
                Rental.sync_state)
     found: dict[str, Row] = {}
+    if db.session.connection().dialect.name == "postgresql":  # one array parameter: one short statement a chunk
+        ids = bindparam("ids", sg_ids, type_=ARRAY(String))
+        found.update((r.sg_id, r) for r in db.session.execute(select(*columns).where(Rental.sg_id == any_(ids))))
+        return found
     for start in range(0, len(sg_ids), LOOKUP_CHUNK):
         chunk = sg_ids[start:start + LOOKUP_CHUNK]
         found.update((r.sg_id, r) for r in db.session.execute(select(*columns).where(Rental.sg_id.in_(chunk))))
