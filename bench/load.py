@@ -6,7 +6,7 @@ call) and the Storeganise simulator with webhook delivery on, so the echoes of o
 in production. Set-up, not measured: the business (LOAD_SITES × LOAD_RENTALS) is pushed to PTI until every customer
 is in sync, and one staff account per operator is created.
 
-The traffic is locust's (bench/_locustfile.py, in a process of its own):
+The traffic is locust's (bench/traffic/locustfile.py, in a process of its own):
 - operators log in through the real form, look at every page once, then browse overview, sites, a site,
   customers (pages and the search partial), a customer, rentals (the filter partial), a rental and activity at
   random, with 1–4 s of think time, and poll a customer's access or a rental's sync region every second while a
@@ -242,7 +242,8 @@ def run_locust(s: Settings, stack: Stack, plan: dict) -> tuple[dict, float]:
     """Run the traffic in a locust process; its measurements, and the CPU seconds locust itself used."""
     plan_path, out_path = stack.tmp / "load-plan.json", stack.tmp / "load-out.json"
     plan_path.write_text(json.dumps(plan))
-    argv = [str(BIN / "locust"), "-f", str(ROOT / "bench" / "_locustfile.py"), "--headless", "--host", stack.web_url,
+    argv = [str(BIN / "locust"), "-f", str(ROOT / "bench" / "traffic" / "locustfile.py"), "--headless",
+            "--host", stack.web_url,
             "--users", str(s.users + 1), "--spawn-rate", str(s.spawn_rate),
             "--stop-timeout", str(LOCUST_STOP_TIMEOUT_S), "--only-summary", "--loglevel", "WARNING",
             "--csv", str(stack.tmp / "locust")]

@@ -1,10 +1,11 @@
-"""The traffic of `bench/load.py`, run by locust in a process of its own (`locust -f bench/_locustfile.py`).
+"""The traffic of `bench/load.py`, run by locust in a process of its own (`locust -f bench/traffic/locustfile.py`).
 
 Locust patches the standard library with gevent when it starts, so this file is never imported by the benchmark
-itself (the leading underscore keeps `python -m bench` from importing it). Everything it needs comes in the plan
-file (`LOAD_PLAN`, written by bench/load.py), and everything it measured goes out to `LOAD_OUT` as JSON when locust
-quits: the time of every request by kind (page, partial, login, webhook, sim), its failures, and which webhooks
-were delivered.
+itself: it lives in a folder of its own, which `python -m bench` does not list, and which locust puts first on the
+import path without a benchmark module beside it (bench/dashboard.py would stand in for the product's `dashboard`).
+Everything it needs comes in the plan file (`LOAD_PLAN`, written by bench/load.py), and everything it measured goes
+out to `LOAD_OUT` as JSON when locust quits: the time of every request by kind (page, partial, login, webhook, sim),
+its failures, and which webhooks were delivered.
 
 - `Operator`: a member of staff. Logs in through the real form (its CSRF token), then browses what an operator
   looks at (overview, sites, a site, customers, a customer, rentals, a rental, activity) with think time between
