@@ -120,11 +120,14 @@ def main() -> str:
         client = stack.dashboard("support")
         token = TOKEN.search(client.get("/uploads/").text).group(1)
         requests: list[float] = []
+        slowest_path = [""]
 
         def timed(method: str, path: str, **options):
             started = time.monotonic()
             response = client.request(method, path, **options)
             requests.append(time.monotonic() - started)
+            if requests[-1] >= max(requests):
+                slowest_path[0] = f"{method} {path}"
             response.raise_for_status()
             return response
 
@@ -149,7 +152,7 @@ def main() -> str:
         status = wait(timed, upload_id, {"applying"}, started, timeout_s, poll_s)
         apply_s = time.monotonic() - started
         say(f"csv: confirmed and {status} in {apply_s:.2f} s; {len(requests)} requests, slowest "
-            f"{max(requests):.2f} s")
+            f"{max(requests):.2f} s ({slowest_path[0]})")
     module_s = csv_module_seconds(data)
     slowest = max(requests)
     target_ratio = max(preview_s / TARGET_PREVIEW_S, peak_mb / TARGET_PEAK_MB, slowest / TARGET_REQUEST_S)
