@@ -250,7 +250,7 @@ class StackConfig:
     web_workers: int = 4
     access_log: bool = False  # gunicorn's access log on, as in the Procfile
     workers: int = 4  # RQ workers on every queue (a fork per job)
-    urgent_workers: int = 1  # RQ workers on the urgent queue alone, warm (as the Procfile's `urgent`)
+    urgent_workers: int = 2  # RQ workers on the urgent queue alone, warm (the Procfile's `urgent`, two as README says)
     site_concurrency: int = 4
     cron: bool = False  # the relay and the other periodic jobs
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -267,13 +267,15 @@ class StackConfig:
 
 def business_config(**options) -> StackConfig:
     """The stack for BENCH_SITES sites × BENCH_RENTALS rentals (BENCH_UNITS units a site), pushed by BENCH_WORKERS RQ
-    workers with BENCH_SITE_CONCURRENCY PTI calls a site at once; BENCH_CRON=1 adds the cron. `options`: the rest."""
+    workers with BENCH_SITE_CONCURRENCY PTI calls a site at once, and BENCH_URGENT_WORKERS on the urgent lane (2, or
+    the `urgent_workers` a benchmark asks for); BENCH_CRON=1 adds the cron. `options`: the rest."""
     sites = env_int("BENCH_SITES", 10)
+    urgent = env_int("BENCH_URGENT_WORKERS", options.pop("urgent_workers", StackConfig.urgent_workers))
     rented = env_int("BENCH_RENTALS", 1000)
     return StackConfig(sites=sites, rented=rented,
                        units=env_int("BENCH_UNITS", rented + max(SPARE_UNITS, rented // 10)),
                        site_concurrency=env_int("BENCH_SITE_CONCURRENCY", 4),
-                       workers=env_int("BENCH_WORKERS", sites + 2), urgent_workers=env_int("BENCH_URGENT_WORKERS", 1),
+                       workers=env_int("BENCH_WORKERS", sites + 2), urgent_workers=urgent,
                        cron=env_flag("BENCH_CRON", False), **options)
 
 
