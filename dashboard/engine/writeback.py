@@ -99,19 +99,24 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
 
     by_sg_id = {rental.sg_id: rental for rental in rentals}
     try:
-        for rental_sg_id, fields in puts:
-            answer = put_fields(client, "unitRental", rental_sg_id, fields)
-            _remember(MEMO_KEY.format(rental=rental_sg_id), fields)
-            _landed(by_sg_id[rental_sg_id], answer)
-        if user_fields:
-            put_fields(client, "user", customer.sg_id, user_fields)
-            _remember(USER_MEMO_KEY.format(user=customer.sg_id), user_fields)
+        # What `_landed` notes on the rentals is written after the PUTs, under the account's lock: never a row lock
+        # held across a PUT, nor a rental locked before its account.
+        with db.session.no_autoflush:
+            for rental_sg_id, fields in puts:
+                answer = put_fields(client, "unitRental", rental_sg_id, fields)
+                _remember(MEMO_KEY.format(rental=rental_sg_id), fields)
+                _landed(by_sg_id[rental_sg_id], answer)
+            if user_fields:
+                put_fields(client, "user", customer.sg_id, user_fields)
+                _remember(USER_MEMO_KEY.format(user=customer.sg_id), user_fields)
     except StoreganiseError:
         if user_fields:  # Storeganise still holds the old values: so must the mirror, or the retry sends nothing
+            _account_first(account_id)
             customer.pti_access_code, customer.pti_user_id = previous
             db.session.commit()
         raise
     # Storeganise holds this push's results: no longer owed, unless a newer push finished meanwhile.
+    _account_first(account_id)
     db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id, PtiAccount.write_back_owed.is_(True),
                                                 PtiAccount.last_synced_at == pushed_at)
                        .values(write_back_owed=False).execution_options(synchronize_session=False))
@@ -120,6 +125,15 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
         problems.close_causes(refusal_cause(customer, account.site.sg_id, "%"))
     db.session.commit()
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
+
+
+def _account_first(account_id: int) -> None:
+    """Lock the account's row before this transaction writes any of its rentals: every writer of a customer takes the
+    account first, then its rentals (mark_dirty, a push's finish), so two of them queue instead of deadlocking. A
+    write-back that wrote the rentals first deadlocked with an overdue event's handler on PostgreSQL during a bulk
+    push (the event waited for RQ's retry, ten seconds)."""
+    with db.session.no_autoflush:
+        db.session.execute(select(PtiAccount.id).where(PtiAccount.id == account_id).with_for_update())
 
 
 def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict) -> dict:

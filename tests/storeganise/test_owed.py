@@ -244,3 +244,30 @@ def test_a_worker_killed_between_saving_the_customers_code_and_sending_it_still_
     assert sim.users[owner]["customFields"]["pti_access_code"] == str(account.access_code)
     db.session.expire_all()
     assert db.session.get(PtiAccount, account.id).write_back_owed is False
+
+
+
+def test_a_write_back_takes_the_account_before_its_rentals_as_every_writer_does(business, sim):
+    """A write-back that wrote its rentals (Storeganise's answer to each PUT, flushed while the next PUT was on its
+    way) before the account deadlocked on PostgreSQL with an overdue event's handler, which takes the account and
+    then the rentals: the payment's unlock waited out RQ's retry. Every writer of a customer takes the account's row
+    first."""
+    from sqlalchemy import event
+
+    account = pushable_account(sim)
+    assert reconcile(account.id, "test").outcome == "ok"
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        write_back_account(account.id)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    rental_writes = [i for i, s in enumerate(statements) if s.startswith("update rentals")]
+    account_locks = [i for i, s in enumerate(statements)
+                     if s.startswith("select pti_accounts.id from pti_accounts where pti_accounts.id =")]
+    assert rental_writes, "the write-back records Storeganise's answer on the rentals"
+    assert account_locks and account_locks[0] < rental_writes[0]  # every rental written after the account's lock
