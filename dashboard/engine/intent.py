@@ -95,6 +95,19 @@ def account_for(customer: Customer | int, site_id: int) -> PtiAccount:
     return account
 
 
+def lock_accounts(owners: Iterable[tuple[int, int]]) -> None:
+    """Lock the existing accounts of these (customer id, site id) pairs, in id order, before the caller changes any
+    of their rentals: the order every writer of a customer keeps (the account, then its rentals). A handler that
+    wrote the rental first deadlocked on PostgreSQL with a push finishing the same customer during a bulk push."""
+    pairs = sorted({(c, s) for c, s in owners if c is not None and s is not None})
+    if not pairs:
+        return
+    with db.session.no_autoflush:
+        db.session.execute(select(PtiAccount.id).where(or_(*(
+            (PtiAccount.customer_id == customer_id) & (PtiAccount.site_id == site_id)
+            for customer_id, site_id in pairs))).order_by(PtiAccount.id).with_for_update())
+
+
 def _insert_missing(site_id: int, customer_ids: list[int]) -> None:
     """Create the accounts (pending, generation 1) of these customers at the site that no one has created yet."""
     db.session.execute(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from ..clients import addon_id, site_credentials
 from ..crypto import PtiCredentials, seal
 from ..engine import problems, writeback
-from ..engine.intent import mark_dirty, request_reconcile
+from ..engine.intent import lock_accounts, mark_dirty, request_reconcile
 from ..engine.problems import BAD_VALUE
 from ..extensions import db, insert_or_skip
 from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, Site, Unit, utcnow
@@ -326,6 +326,8 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
     before = values(existing, RENTAL_INPUTS)
     was_active = existing is not None and existing.active
     old_owner = (existing.customer_id, existing.site_id) if existing is not None else None
+    if flush and existing is not None:  # one record at a time (an event, a pull): its accounts before the rental
+        lock_accounts([(customer.id, site.id)] + ([old_owner] if old_owner else []))
     overdue_before = existing.overdue if existing is not None else None
     rental = land_rental(data, site, unit, customer, existing, fields)
     fx.note_problems(fields, "rental", rental.sg_id, site, target=("unit", unit.sg_id),

@@ -17,7 +17,7 @@ from jobs.writeback import write_back_account, write_back_owed
 from tests.conftest import flush_redis
 from tests.engine.conftest import pti, pti_server  # noqa: F401 - the live PTI simulator, as the engine tests use it
 
-from .conftest import queued_jobs
+from .conftest import queued_jobs, sql_statements
 
 
 @pytest.fixture
@@ -252,20 +252,10 @@ def test_a_write_back_takes_the_account_before_its_rentals_as_every_writer_does(
     way) before the account deadlocked on PostgreSQL with an overdue event's handler, which takes the account and
     then the rentals: the payment's unlock waited out RQ's retry. Every writer of a customer takes the account's row
     first."""
-    from sqlalchemy import event
-
     account = pushable_account(sim)
     assert reconcile(account.id, "test").outcome == "ok"
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(" ".join(statement.split()).lower())
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with sql_statements() as statements:
         write_back_account(account.id)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
     rental_writes = [i for i, s in enumerate(statements) if s.startswith("update rentals")]
     account_locks = [i for i, s in enumerate(statements)
                      if s.startswith("select pti_accounts.id from pti_accounts where pti_accounts.id =")]
