@@ -58,8 +58,8 @@ def served_app():
 def config(web_workers: int) -> StackConfig:
     """Only the database, Redis and gunicorn as in production (Procfile: access log on): no RQ worker drains the
     queues, no simulator, no business."""
-    return StackConfig(web_app=ENTRY_POINT, web_workers=web_workers, access_log=True, workers=0, business=False,
-                       pti=False, storeganise=False)
+    return StackConfig(web_app=ENTRY_POINT, web_workers=web_workers, access_log=True, workers=0, urgent_workers=0,
+                       business=False, pti=False, storeganise=False)
 
 
 def bodies(count: int, seed: int = 4) -> list[tuple[bytes, str, str]]:
