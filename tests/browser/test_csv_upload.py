@@ -26,7 +26,9 @@ def upload(page: Page, url, text: str, who: str = "support@demo.test") -> None:
     page.get_by_role("link", name="Uploads").click()
     page.get_by_label("CSV file").set_input_files(
         files=[{"name": "pushes.csv", "mimeType": "text/csv", "buffer": text.encode()}])
-    page.get_by_role("button", name="Upload and check").click()
+    # Until the upload's answer is in: the job it enqueues must be in the queue before the test plays the worker.
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/uploads/")):
+        page.get_by_role("button", name="Upload and check").click()
 
 
 @pytest.mark.parametrize("role", ["support", "admin"])
