@@ -134,7 +134,6 @@ def test_overdue_locks_the_rental_urgently_and_writes_pti_overlocked_back(busine
     assert reconcile_requests() == [] and generation(rental(target["id"])) == before + 1
 
 
-
 def test_an_overdue_event_locks_the_account_before_it_writes_the_rental(business, sim, hooks):
     """The order every writer of a customer keeps, the account and then its rentals: a handler that wrote the rental
     first deadlocked on PostgreSQL with a push finishing the same customer, and the lock waited out RQ's retry."""
@@ -147,6 +146,7 @@ def test_an_overdue_event_locks_the_account_before_it_writes_the_rental(business
     account_locks = [i for i, s in enumerate(statements) if s.startswith("select pti_accounts.id from pti_accounts")]
     assert rental_writes and account_locks and account_locks[0] < rental_writes[0]
     assert rental(target["id"]).overlocked
+
 
 def test_payment_unlocks_the_rental_urgently(business, sim, hooks, redis_url):
     target = sole_rental(sim, overdue=True)
