@@ -209,6 +209,11 @@ class PtiAccount(db.Model):
     # compare them on the customer's page: [{"id", "first_name", "last_name", "email", "code" (masked, •••456),
     # "access_level", "time_zone", "units", "matched_by"}]. Never a full access code. Cleared on the next push.
     foreign_pti_users: Mapped[list | None] = mapped_column(JSON)
+    # What PTI holds for the account as its last successful push left it (engine/pti_reads.PushRecord):
+    # {"user": {"id", "email", "first_name", "last_name", "access_code", "access_level", "time_zone"},
+    #  "units": {name: locked}}. A lock or unlock is planned from it and costs one PTI call; None (never pushed,
+    # or the last push failed or left a unit in doubt) means the next push reads PTI.
+    pushed: Mapped[dict | None] = mapped_column(JSON)
     # Staff's decision about them: adopt this PTI user (our marker is written onto it), or create a separate one.
     adopt_pti_user_id: Mapped[str | None] = mapped_column(String(64))
     separate_from_foreign: Mapped[bool] = mapped_column(default=False, server_default=false())

@@ -1,4 +1,5 @@
-"""How a reconcile reads PTI: call by call, or from one listing of the site shared by a bulk batch.
+"""How a reconcile reads PTI: call by call, from one listing of the site shared by a bulk batch, or, for a lock or
+unlock, from what the customer's last push left there (`PushRecord`).
 
 A single reconcile (an event, a staff action, the relay) looks the customer up call by call (`LiveReads`). A bulk
 batch of a site's customers lists the site's users and units once (`BatchReads`) and plans every customer against
@@ -24,7 +25,7 @@ import time
 
 from ..jobqueue import get_redis
 from ..pti import PtiClient, PtiError, PtiPermanentError
-from ..sync import PtiUnit, PtiUser
+from ..sync import DesiredUnit, DesiredUser, PtiUnit, PtiUser, UnitStatus
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,52 @@ class SiteListing:
 
     def fresh(self) -> bool:
         return time.monotonic() - self.read_monotonic < LISTING_MAX_AGE_S
+
+
+class PushRecord(SiteListing):
+    """What the account's last successful push left in PTI (pti_accounts.pushed), read as a listing of that one
+    customer: their user and the units rented to it, locked or not.
+
+    A lock or unlock owed since is planned from it and costs one PTI call, the lock itself, whose answer (the unit as
+    PTI holds it after the call) must show the unit rented to the customer's user in the state asked for; any other
+    answer, a refusal, or a plan that is more than locks and unlocks sends the customer to live reads
+    (`reconcile._attempt` decides). What a change made by hand in PTI since that push can hide is what the hourly
+    drift sweep finds, as for a batch's listing."""
+
+    def __init__(self, user: PtiUser, units: list[PtiUnit]) -> None:
+        super().__init__([user], units, read_at=0)
+        self.user_id = user.id
+
+    @classmethod
+    def of(cls, pushed: dict | None, user_id: str | None, access_code: int | None, marker: str) -> PushRecord | None:
+        """The record, when it still speaks for the account's user and code; None when it does not (or is unreadable:
+        the record is ours, but a push must never fail over it)."""
+        try:
+            held = pushed["user"]
+            if not user_id or held["id"] != user_id or held["access_code"] != access_code:
+                return None
+            names = tuple(sorted(pushed["units"]))
+            user = PtiUser(id=user_id, email=held["email"], access_code=access_code,
+                           access_level=held["access_level"], time_zone=held["time_zone"],
+                           first_name=held["first_name"], last_name=held["last_name"], marker=marker, units=names)
+            units = [PtiUnit(name, UnitStatus.RENTED, pushed["units"][name] is True, user_id) for name in names]
+        except (KeyError, TypeError, AttributeError):
+            return None
+        return cls(user, units)
+
+    def holds(self, answer: PtiUnit | None, locked: bool) -> bool:
+        """Whether a lock or unlock's answer shows the unit rented to this user, locked as asked."""
+        return (answer is not None and answer.status is UnitStatus.RENTED and answer.user_id == self.user_id
+                and answer.locked is locked)
+
+
+def push_record(user_id: str | None, user: DesiredUser | None, units: tuple[DesiredUnit, ...]) -> dict | None:
+    """What a push that applied its whole plan left in PTI, for `pti_accounts.pushed` (see PushRecord)."""
+    if user_id is None or user is None:
+        return None
+    return {"user": {"id": user_id, "email": user.email, "first_name": user.first_name, "last_name": user.last_name,
+                     "access_code": user.access_code, "access_level": user.access_level, "time_zone": user.time_zone},
+            "units": {unit.name: unit.locked for unit in units}}
 
 
 class BatchReads:

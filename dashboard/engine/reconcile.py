@@ -59,7 +59,7 @@ from ..sync import (
     resolve,
 )
 from . import problems, pti_lists
-from .pti_reads import BatchReads, LiveReads, SiteListing, touch
+from .pti_reads import BatchReads, LiveReads, PushRecord, SiteListing, push_record, touch
 from .site_guard import SiteGuard
 
 log = logging.getLogger(__name__)
@@ -310,11 +310,13 @@ def create_user(call: Caller, client: PtiClient, op: CreateUser, marker: str) ->
     raise Retry("pti_unreachable")
 
 
-def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker: str) -> tuple[list[str],
-                                                                                               dict[str, str]]:
+def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker: str,
+               record: PushRecord | None = None) -> tuple[list[str], dict[str, str]]:
     """Apply the operations in order. Returns what was done and the unit problems met (unit name → reason).
 
-    A unit PTI refuses (-3, -404) fails that unit's rentals and the rest goes on; anything else stops.
+    A unit PTI refuses (-3, -404) fails that unit's rentals and the rest goes on; anything else stops. A plan from
+    the last push's `record` also counts as a problem ("unit_not_held") a lock or unlock whose answer does not show
+    the unit rented to the customer's user, locked as asked: the record was wrong, and the caller reads PTI live.
     """
     done: list[str] = []
     unit_problems: dict[str, str] = {}
@@ -334,9 +336,12 @@ def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker
                 account.pti_user_id = user.id
                 db.session.commit()  # the PTI user id is never lost to a crash later in the plan
             else:
-                call(op.__class__.__name__, client.apply, op, new_user_id=new_user_id)
+                answer = call(op.__class__.__name__, client.apply, op, new_user_id=new_user_id)
                 if isinstance(op, RemoveUser):
                     account.pti_user_id = None
+                elif record is not None and not record.holds(answer, isinstance(op, LockUnit)):
+                    unit_problems[unit] = "unit_not_held"
+                    continue
         except PtiPermanentError as exc:
             if isinstance(op, RemoveUser) and exc.reason == "user_not_found":
                 account.pti_user_id = None  # already gone (a retry after PTI applied it)
@@ -471,20 +476,27 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
         if unknown is not None:
             raise Park(*unknown)  # before any PTI write: PTI would refuse it, or give the wrong hours
         live = LiveReads(call, client)
-        reads = batch.for_account(call, client, last_touched) if batch is not None else live
+        if batch is not None:
+            reads = batch.for_account(call, client, last_touched)
+        else:
+            reads = PushRecord.of(account.pushed, account.pti_user_id, account.access_code, desired.customer_id) or live
         listed = _listed_plan(reads, account, desired) if reads.listing else None
+        if listed is not None and isinstance(reads, PushRecord) and not _only_locks(listed[1]):
+            listed = None  # the record plans locks and unlocks alone; anything else (or nothing) is read live
         operations, unit_problems = [], {}
         if listed is not None:
             identity, the_plan = listed
             if identity.user is not None and account.pti_user_id != identity.user.id:
                 account.pti_user_id = identity.user.id
             try:
-                operations, unit_problems = apply_plan(call, client, account, the_plan.ops, desired.customer_id)
+                operations, unit_problems = apply_plan(call, client, account, the_plan.ops, desired.customer_id,
+                                                       record=reads if isinstance(reads, PushRecord) else None)
             except Park as exc:
                 unit_problems = {"": exc.reason}
             if unit_problems:  # PTI refused what the listing promised: read this customer live and push again
-                log.info("PTI refused a push of account %s planned from the batch's listing (%s): reading it live",
-                         account.id, ", ".join(sorted(set(unit_problems.values()))))
+                log.info("PTI refused a push of account %s planned from %s (%s): reading it live", account.id,
+                         "its last push" if isinstance(reads, PushRecord) else "the batch's listing",
+                         ", ".join(sorted(set(unit_problems.values()))))
                 listed = None
         if listed is None:
             rentals, desired, the_plan = _read_and_plan(live, account, rentals, desired)
@@ -531,6 +543,11 @@ def _listed_plan(listing: SiteListing, account: PtiAccount, desired: DesiredAcce
             issue.reason in LISTING_DOUBTS for issue in the_plan.issues):
         return None
     return identity, the_plan
+
+
+def _only_locks(the_plan: Plan) -> bool:
+    """A plan of locks and unlocks alone, at least one: what a push planned from the last push's record may run."""
+    return bool(the_plan.ops) and all(isinstance(op, (LockUnit, UnlockUnit)) for op in the_plan.ops)
 
 
 def _read_and_plan(reads: LiveReads, account: PtiAccount, rentals: list[Rental], desired: DesiredAccess,
@@ -608,6 +625,9 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     _journal(journal, outcome, operations, started)
     if outcome == "ok" and owed_since is not None:  # event to gate: from the oldest change's mark to PTI's answer
         journal.gate_ms = max(0, int((utcnow() - owed_since).total_seconds() * 1000))
+    # What PTI now holds, for the next lock or unlock to plan from: only after a push that left every unit as wanted.
+    account.pushed = None if disabled or unit_problems else push_record(account.pti_user_id, desired.user,
+                                                                         desired.units)
     if not disabled:
         account.write_back_owed = True  # the push's results are owed to Storeganise until it accepts them
     db.session.commit()
@@ -623,6 +643,7 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
 
 def _retry(account: PtiAccount, journal: SyncAttempt, exc: Retry, operations, started) -> Result:
     db.session.refresh(account)
+    account.pushed = None  # what PTI holds after a failed attempt is not known: the next push reads it
     if exc.counts:
         account.attempts += 1
     if account.attempts >= MAX_ATTEMPTS:
@@ -651,6 +672,7 @@ def _park(account: PtiAccount, journal: SyncAttempt, exc: Park, operations, star
     account.state = SyncState.FAILED
     account.last_error, account.last_error_detail = exc.reason, exc.detail
     account.foreign_pti_users = exc.foreign
+    account.pushed = None
     account.last_attempt_at = utcnow()
     account.next_attempt_at = None
     rentals = db.session.scalars(select(Rental).where(

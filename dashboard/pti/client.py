@@ -176,6 +176,15 @@ def _unit(data: Any, where: str = "data") -> PtiUnit:
                    user_id=_opt_id(data.get("user_id"), f"{where}.user_id"))
 
 
+def _answered_unit(data: Any) -> PtiUnit | None:
+    """The unit a lock or unlock answers, or None when the answer is not one: the write was applied either way, so
+    an answer we cannot read is no error, only no news (a push that relies on it reads the unit instead)."""
+    try:
+        return _unit(data)
+    except _Malformed:
+        return None
+
+
 def _user(data: Any, where: str = "data") -> PtiUser:
     data = _object(data, where)
     units = data.get("units") or []
@@ -425,13 +434,16 @@ class PtiClient(PooledClient):
         """Vacate the unit; "already vacant" (-22) counts as success."""
         self._call("vacate_unit", "POST", _unit_path(name, "vacate"), target=name, accept=frozenset({ALREADY_VACANT}))
 
-    def lock_unit(self, name: str) -> None:
-        """Overlock the unit: its keypad shows ACCESS SUSPENDED."""
-        self._call("lock_unit", "POST", _unit_path(name, "lock"), target=name)
+    def lock_unit(self, name: str) -> PtiUnit | None:
+        """Overlock the unit: its keypad shows ACCESS SUSPENDED. Answers the unit as PTI holds it now (None when
+        the answer does not say: the lock is applied all the same)."""
+        return _answered_unit(self._call("lock_unit", "POST", _unit_path(name, "lock"), target=name))
 
-    def unlock_unit(self, name: str) -> None:
-        """Remove the overlock; "already vacant" (-22) counts as success."""
-        self._call("unlock_unit", "POST", _unit_path(name, "unlock"), target=name, accept=frozenset({ALREADY_VACANT}))
+    def unlock_unit(self, name: str) -> PtiUnit | None:
+        """Remove the overlock; "already vacant" (-22) counts as success. Answers the unit as PTI holds it now, None
+        when the answer does not say (and always after a -22: the unit is vacant, rented to nobody)."""
+        return _answered_unit(self._call("unlock_unit", "POST", _unit_path(name, "unlock"), target=name,
+                                         accept=frozenset({ALREADY_VACANT})))
 
     # --- catalogues --------------------------------------------------------------------------------------
 
@@ -506,8 +518,9 @@ class PtiClient(PooledClient):
 
     # --- operations from the sync core -------------------------------------------------------------------
 
-    def apply(self, op: Operation, *, new_user_id: str | None = None) -> PtiUser | None:
-        """Run one operation of a plan. `new_user_id` stands in for NEW_USER (the user an earlier CreateUser made)."""
+    def apply(self, op: Operation, *, new_user_id: str | None = None) -> PtiUser | PtiUnit | None:
+        """Run one operation of a plan. `new_user_id` stands in for NEW_USER (the user an earlier CreateUser made).
+        Answers the user a create makes, and the unit a lock or unlock leaves (see `lock_unit`)."""
         match op:
             case CreateUser():
                 return self.create_user(email=op.email, first_name=op.first_name, last_name=op.last_name,
@@ -522,9 +535,9 @@ class PtiClient(PooledClient):
             case VacateUnit():
                 self.vacate_unit(op.unit_name)
             case LockUnit():
-                self.lock_unit(op.unit_name)
+                return self.lock_unit(op.unit_name)
             case UnlockUnit():
-                self.unlock_unit(op.unit_name)
+                return self.unlock_unit(op.unit_name)
             case _:
                 raise TypeError(f"not a PTI operation: {type(op).__name__}")
         return None

@@ -170,6 +170,17 @@ def test_an_unknown_negative_result_is_pti_rejected_with_its_code():
     assert (info.value.reason, info.value.result_code) == ("pti_rejected", -77)
 
 
+@pytest.mark.parametrize("answer", [None, {"name": "A101"}, {"name": "A101", "status": "let", "locked": True}, [1]])
+def test_a_lock_whose_answer_does_not_say_the_unit_is_applied_and_answers_none(answer):
+    """The write happened: an answer that is not a unit is no error (not a retry that would lock twice), only no news
+    for a push that wanted to check it (it then reads the unit)."""
+    router = logged_in_router()
+    lock = router.post("/units/A101/lock").mock(return_value=envelope(answer))
+    with routed(router) as client:
+        assert client.lock_unit("A101") is None
+    assert lock.call_count == 1
+
+
 def test_a_404_without_item_is_read_from_the_operation():
     router = logged_in_router()
     router.post("/units/A101/lock").mock(return_value=envelope(result=-404))

@@ -316,6 +316,16 @@ def test_vacate_and_unlock_of_an_already_vacant_unit_count_as_success(pti, clien
     assert client.get_unit("A102").status is UnitStatus.VACANT
 
 
+def test_lock_and_unlock_answer_the_unit_as_pti_holds_it_after_the_call(client):
+    user = new_user(client)
+    client.rent_unit("A101", user.id)
+    assert client.lock_unit("A101") == PtiUnit("A101", UnitStatus.RENTED, True, user.id)
+    assert client.apply(UnlockUnit("A101")) == PtiUnit("A101", UnitStatus.RENTED, False, user.id)
+    assert client.lock_unit("A102") == PtiUnit("A102", UnitStatus.VACANT, True, None)  # operators lock empty units
+    client.unlock_unit("A102")
+    assert client.unlock_unit("A102") is None  # -22: vacant, rented to nobody
+
+
 def test_vacate_of_an_unknown_unit_is_still_an_error(client):
     assert permanent(client.vacate_unit, "Z999").reason == "unit_not_found"
     assert permanent(client.unlock_unit, "LOCKER 12").reason == "invalid_unit_name"
