@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app
@@ -23,12 +24,13 @@ log = logging.getLogger(__name__)
 WRITER_JOIN_S = 120.0  # how long a batch waits for its last write-backs before leaving them to their own jobs
 
 
-def reconcile_account(account_id: int, trigger: str = "relay") -> str:
-    """Make PTI match Storeganise for one customer at one site (every trigger maps to this)."""
+def reconcile_account(account_id: int, trigger: str = "relay", write_back: Callable[[int], None] | None = None) -> str:
+    """Make PTI match Storeganise for one customer at one site (every trigger maps to this). The push's write-back
+    is a job of its own, or handed to `write_back` (a delivery's job writes it back itself)."""
     # First: from now on any newer intent enqueues a new job, which waits for this one's lock.
     job = get_current_job()
     release(get_redis(), account_id, job.id if job else None)
-    return reconcile(account_id, trigger, job.id if job else None).outcome
+    return reconcile(account_id, trigger, job.id if job else None, write_back=write_back).outcome
 
 
 def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, int]:

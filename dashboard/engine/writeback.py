@@ -49,7 +49,7 @@ class WriteBack:
     user_fields: tuple[str, ...] = ()
 
 
-def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
+def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, bool] | None = None) -> WriteBack:
     """PUT the push's results where Storeganise does not hold them yet: on each in-sync active rental of the account
     its pti_synced, pti_overlocked, and the access code and PTI user id it opens with; on the customer, the code and
     PTI user id of their first account (see `first_account_id`).
@@ -57,6 +57,9 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
     pti_synced is the rental's own push time, which the engine stores (in milliseconds) before it asks for this;
     a rental whose values were already written (remembered in Redis) is not written again, so a reconcile that
     changed nothing costs Storeganise nothing.
+
+    `overlocks` (a delivery's pti_overlocked flips still to PUT, see `write_overlocks`): a flip this write-back's PUT
+    carried lands with it and is taken out, so the delivery does not PUT it a second time.
     """
     account = db.session.get(PtiAccount, account_id)
     if account is None:
@@ -106,6 +109,8 @@ def write_back(account_id: int, client: StoreganiseClient) -> WriteBack:
                 answer = put_fields(client, "unitRental", rental_sg_id, fields)
                 _remember(MEMO_KEY.format(rental=rental_sg_id), fields)
                 _landed(by_sg_id[rental_sg_id], answer)
+                if overlocks is not None and overlocks.get(rental_sg_id) == fields[codes.rental_overlocked]:
+                    _flip_landed(rental_sg_id, overlocks.pop(rental_sg_id), answer)
             if user_fields:
                 put_fields(client, "user", customer.sg_id, user_fields)
                 _remember(USER_MEMO_KEY.format(user=customer.sg_id), user_fields)
@@ -288,6 +293,17 @@ def forget_overlock_on_its_way(rental_sg_id: str) -> None:
         pass
 
 
+def _flip_landed(rental_sg_id: str, overlocked: bool, answer: dict | None) -> datetime | None:
+    """A PUT carrying an overdue flip's pti_overlocked landed: while Storeganise's answer is still as overdue as the
+    flip (`agrees`' rule; the caller checks the state), remember when, so copies read before it are known as older.
+    Returns that `updated`, or None."""
+    updated = _time((answer or {}).get("updated"))
+    if updated and bool(answer.get("overdue")) == overlocked:
+        overlock_landed(rental_sg_id, updated)
+        return updated
+    return None
+
+
 def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> int:
     """After the commit (the mirror already holds these values, so the echo changes nothing): PUT them.
 
@@ -300,10 +316,7 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
         for rental_sg_id, overlocked in list(overlocks.items()):
             answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
             del overlocks[rental_sg_id]
-            updated = _time((answer or {}).get("updated"))
-            if updated and bool(answer.get("overdue")) == overlocked:
-                # Still as overdue as the flip we followed (`agrees`' rule); the mirror checks its state below.
-                overlock_landed(rental_sg_id, updated)
+            if updated := _flip_landed(rental_sg_id, overlocked, answer):  # the mirror checks its state below
                 landed.append({"key": rental_sg_id, "updated": updated, "answer_overdue": overlocked,
                                "answer_state": answer.get("state") or "occupied"})
             written += 1

@@ -37,11 +37,12 @@ log = logging.getLogger(__name__)
 
 
 class PushHere(Protocol):
-    """The job handling a delivery, pushing the urgent accounts it marked itself (jobs/events.py)."""
+    """The job handling a delivery, pushing the urgent accounts it marked itself and writing their results back
+    (jobs/events.py); a pti_overlocked flip its write-back carried is taken out of `overlocks`."""
 
     job_id: str
 
-    def __call__(self, account_ids: list[int], trigger: str) -> None: ...
+    def __call__(self, account_ids: list[int], trigger: str, overlocks: dict[str, bool]) -> None: ...
 
 
 def parse_time(value) -> datetime | None:
@@ -170,7 +171,8 @@ class Effects:
                 push_here: PushHere | None = None) -> tuple[int, int]:
         """After the commit: ask for the pushes and the new problems' report, then write the owed pti_overlocked
         values back to Storeganise. With `push_here` (a delivery's job), the urgent pushes (a lock or an unlock)
-        run in that job at once, before the write-back, instead of waiting for a job and a free worker of their own.
+        run in that job at once, before the write-back, instead of waiting for a job and a free worker of their own,
+        and that job writes their results back too: one PUT a rental carries the flip with them, not two.
 
         Returns (reconcile jobs enqueued or pushed here, pti_overlocked values written)."""
         held: list[int] = []
@@ -178,7 +180,7 @@ class Effects:
                                      hold=push_here.job_id if push_here else None, held=held)
         if held:
             try:
-                push_here(held, trigger)
+                push_here(held, trigger, self.overlocks)
             except Exception:  # noqa: BLE001 - the intent is committed: the relay pushes what this did not
                 log.exception("pushing accounts %s in the delivery's job failed; the relay takes them over", held)
         if self.new_problems:

@@ -87,3 +87,61 @@ def test_overdue_then_its_echo_over_http_locks_once_and_loops_never(live, redis_
     assert types == ["unitRental.markOverdue", "unitRental.updated"]
     state = control.get("/_sim/state").json()
     assert [w["fields"] for w in state["writes"]] == [{"pti_overlocked": True}]
+
+
+@pytest.fixture
+def live_with_pti(app, redis_url):
+    """`live`, with the sites' PTI a simulator of its own on a port, so the pushes succeed."""
+    from sim.pti import create_app as create_pti
+
+    pti_server = serve_in_thread(create_pti())
+    product = serve_in_thread(app)
+    sim_app = create_sim(webhook_url=product.url + "/webhooks/storeganise", pti_base_url=pti_server.url,
+                         webhook_secret=app.config["STOREGANISE_WEBHOOK_SECRET"])
+    sim_server = serve_in_thread(sim_app)
+    app.config.update(STOREGANISE_API_URL=sim_server.url + "/api/v1/admin", STOREGANISE_API_KEY=DEMO_API_KEY)
+    sim = sim_app.extensions["storeganise_sim"]
+    import_all()
+    flush_redis(redis_url)
+    with httpx.Client(base_url=sim_server.url, timeout=10) as control, \
+            httpx.Client(base_url=pti_server.url, timeout=10) as pti:
+        yield sim, control, pti
+    sim.close()
+    sim_server.stop()
+    product.stop()
+    pti_server.stop()
+
+
+def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a_rental(live_with_pti):
+    """The delivery's job lands the flag, locks the unit with one PTI call (planned from the customer's last push)
+    and writes the results back itself: the flip rides in the write-back's PUT, no second PUT, no other job."""
+    from dashboard.engine.reconcile import reconcile
+    from dashboard.models import PtiAccount
+    from jobs.writeback import write_back_account
+
+    sim, control, pti = live_with_pti
+    rental = db.session.scalars(select(Rental).where(Rental.state == "occupied", Rental.overdue.is_(False))).first()
+    account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental.customer_id,
+                                                         PtiAccount.site_id == rental.site_id))
+    assert reconcile(account.id, "first push").outcome == "ok"
+    write_back_account(account.id)
+    assert sim.wait_for_webhooks(10)
+    for _, job in queued_jobs():
+        job.delete()
+    site_code, unit = rental.site.pti_site_code, rental.unit.pti_unit_name
+    pti_calls = len(pti.get("/_sim/calls").json()["calls"])
+    writes = len(control.get("/_sim/state").json()["writes"])
+
+    control.post("/_sim/overdue", json={"unitRentalId": rental.sg_id, "overdue": True}).raise_for_status()
+    assert work(sim) == ["processed"]
+
+    calls = [c["operation"] for c in pti.get("/_sim/calls").json()["calls"][pti_calls:] if c["operation"] != "login"]
+    assert calls == ["lock_unit"]
+    assert pti.get(f"/_sim/units/{site_code}/{unit}").json()["locked"] is True
+    puts = [w for w in control.get("/_sim/state").json()["writes"][writes:] if w["id"] == rental.sg_id]
+    assert len(puts) == 1 and puts[0]["fields"]["pti_overlocked"] is True and "pti_synced" in puts[0]["fields"]
+    assert queued_jobs() == []  # no write-back job, no push job
+    db.session.expire_all()
+    account = db.session.get(PtiAccount, account.id)
+    assert account.write_back_owed is False and account.synced_generation == account.generation
+    assert work(sim) == []  # every echo of it recognised at the receiver
