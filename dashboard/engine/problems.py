@@ -9,6 +9,7 @@ and the row is deleted when the problem is gone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, or_, select
@@ -89,16 +90,20 @@ def close_causes(*patterns: str) -> None:
         db.session.execute(delete(OpenProblem).where(or_(*clauses)).execution_options(synchronize_session=False))
 
 
-def account_synced(account: PtiAccount, unit_reasons: dict[int, str]) -> int:
+def account_synced(account: PtiAccount, unit_reasons: dict[int, str],
+                   units: Iterable[tuple[int, str]] | None = None) -> int:
     """The account's push ended: its own problems and its site's connection problems are over, and its rentals'
-    units stand as `unit_reasons` says (unit id → reason; a unit not named there has no problem). Returns how many
-    problems are new.
+    units stand as `unit_reasons` says (unit id → reason; a unit not named there has no problem). `units`: the
+    (id, Storeganise id) of the units of the account's active rentals, when the caller has them (read otherwise).
+    Returns how many problems are new.
 
-    One look at what stands first: a push that ends well with nothing standing (nearly every push) costs two reads,
-    not a delete per cause."""
-    units = db.session.execute(select(Unit.id, Unit.sg_id).join(Rental, Rental.unit_id == Unit.id).where(
-        Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
-        Rental.state.in_(ACTIVE_RENTAL_STATES)).distinct()).all()
+    One look at what stands first: a push that ends well with nothing standing (nearly every push) costs one read
+    (two without `units`), not a delete per cause."""
+    if units is None:
+        units = db.session.execute(select(Unit.id, Unit.sg_id).join(Rental, Rental.unit_id == Unit.id).where(
+            Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
+            Rental.state.in_(ACTIVE_RENTAL_STATES)).distinct()).all()
+    units = sorted(set(units))
     site_prefix = f"site:{account.site.sg_id}:"
     standing = set(db.session.scalars(select(OpenProblem.cause).where(or_(
         and_(OpenProblem.account_id == account.id, OpenProblem.entity == "account"),

@@ -621,7 +621,8 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     account.foreign_pti_users = None  # a conflict, if there was one, is settled
     account.last_attempt_at = account.last_synced_at = utcnow()
     new_problems = problems.account_synced(account, {
-        r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS})
+        r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS},
+        [(r.unit_id, r.unit.sg_id) for r in rentals if r.active])
     _journal(journal, outcome, operations, started)
     if outcome == "ok" and owed_since is not None:  # event to gate: from the oldest change's mark to PTI's answer
         journal.gate_ms = max(0, int((utcnow() - owed_since).total_seconds() * 1000))

@@ -82,6 +82,7 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
         if account.pti_user_id:
             fields[codes.rental_pti_id] = account.pti_user_id
         puts.append((rental.sg_id, fields))
+    by_sg_id = {rental.sg_id: rental for rental in rentals}  # before the commit expires them (a read each after)
     puts = [put for put, known in zip(puts, _written([MEMO_KEY.format(rental=sg_id) for sg_id, _ in puts]),
                                       strict=True) if known != _fingerprint(put[1])]
 
@@ -100,7 +101,6 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
             user_fields = {}
     db.session.commit()
 
-    by_sg_id = {rental.sg_id: rental for rental in rentals}
     try:
         # What `_landed` notes on the rentals is written after the PUTs, under the account's lock: never a row lock
         # held across a PUT, nor a rental locked before its account.

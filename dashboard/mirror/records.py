@@ -116,6 +116,20 @@ class Effects:
     accounts: dict[tuple[int, int], PtiAccount] = field(default_factory=dict)
     overlocks: dict[str, bool] = field(default_factory=dict)  # rental sg_id -> pti_overlocked Storeganise lacks
     new_problems: int = 0  # values that cannot be read, now shown on their record and owed to Storeganise
+    # The unreadable values standing on records about to land, read for all of them at once (`read_standing`):
+    # (entity, record sg_id) -> rows. A record not in it is looked up on its own.
+    standing: dict[tuple[str, str], list[OpenProblem]] = field(default_factory=dict)
+
+    def read_standing(self, records: list[tuple[str, str]]) -> None:
+        """One read of the unreadable values standing on these (entity, sg_id) records, for `note_problems`: a
+        rental, its unit and its owner landing together cost one statement, not three."""
+        for key in records:
+            self.standing[key] = []
+        rows = db.session.scalars(select(OpenProblem).where(
+            OpenProblem.record_sg_id.in_({sg_id for _, sg_id in records}), OpenProblem.reason == BAD_VALUE))
+        for row in rows:
+            if (row.entity, row.record_sg_id) in self.standing:
+                self.standing[(row.entity, row.record_sg_id)].append(row)
 
     def mark(self, customer_id: int, site_id: int, *, urgent: bool = False) -> None:
         """Mark once per customer and site (a second mark only raises the urgency)."""
@@ -152,8 +166,10 @@ class Effects:
             target = ("addon", known) if known else ("site", site.sg_id)
         wanted = {f"value:{entity}:{sg_id}:{code}": f"{code} is {exc.value}: {exc.message} {exc.fix}"
                   for code, exc in fields.problems.items()}
-        standing = db.session.scalars(select(OpenProblem).where(
-            OpenProblem.record_sg_id == sg_id, OpenProblem.entity == entity, OpenProblem.reason == BAD_VALUE)).all()
+        standing = self.standing.pop((entity, sg_id), None)
+        if standing is None:
+            standing = db.session.scalars(select(OpenProblem).where(
+                OpenProblem.record_sg_id == sg_id, OpenProblem.entity == entity, OpenProblem.reason == BAD_VALUE)).all()
         for row in standing:
             if row.cause in wanted:
                 row.detail = wanted.pop(row.cause)
@@ -412,6 +428,9 @@ def refresh_rental(client: StoreganiseClient, rental_sg_id: str, fx: Effects, *,
     """Re-read one rental with its unit and owner, and land all three in the mirror."""
     data = client.get_unit_rental(rental_sg_id, include=("unit", "owner", "customFields"))
     site = ensure_site(client, data["siteId"], fx)
-    unit = apply_unit(data.get("unit") or client.get_unit(data["unitId"]), site, fx)
-    customer = apply_customer(data.get("owner") or client.get_user(data["ownerId"]), fx)
+    unit_data = data.get("unit") or client.get_unit(data["unitId"])
+    owner_data = data.get("owner") or client.get_user(data["ownerId"])
+    fx.read_standing([("unit", unit_data["id"]), ("customer", owner_data["id"]), ("rental", data["id"])])
+    unit = apply_unit(unit_data, site, fx)
+    customer = apply_customer(owner_data, fx)
     return apply_rental(data, site, unit, customer, fx, overdue_event=overdue_event)

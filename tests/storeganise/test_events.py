@@ -148,6 +148,30 @@ def test_an_overdue_event_locks_the_account_before_it_writes_the_rental(business
     assert rental(target["id"]).overlocked
 
 
+def test_an_overdue_event_reads_what_stands_on_its_three_records_at_once_and_closes_what_reads_well(
+        business, sim, hooks):
+    """The rental, its unit and its owner land together: the unreadable values standing on them are read in one
+    statement, and one that reads well now is closed as before."""
+    from dashboard.engine.problems import BAD_VALUE
+    from dashboard.models import OpenProblem, utcnow
+
+    target = sole_rental(sim, overdue=False)
+    unit = db.session.scalar(select(Unit).where(Unit.sg_id == target["unitId"]))
+    db.session.add(OpenProblem(cause=f"value:unit:{unit.sg_id}:pti_id", reason=BAD_VALUE, entity="unit",
+                               record_sg_id=unit.sg_id, target_type="unit", target_id=unit.sg_id,
+                               subject=f"unit {unit.name}", detail="pti_id is ?: unreadable.", site_id=unit.site_id,
+                               opened_at=utcnow()))
+    db.session.commit()
+    sim.set_overdue(target["id"], True)
+    [record] = hooks.deliver_new()
+    with sql_statements() as statements:
+        assert run([record]) == ["processed"]
+    reads = [s for s in statements if s.startswith("select") and " from problems " in s
+             and "problems.record_sg_id" in s]
+    assert len(reads) == 1, reads
+    assert db.session.scalar(select(OpenProblem).where(OpenProblem.record_sg_id == unit.sg_id)) is None
+
+
 def test_payment_unlocks_the_rental_urgently(business, sim, hooks, redis_url):
     target = sole_rental(sim, overdue=True)
     assert rental(target["id"]).overlocked
