@@ -273,6 +273,25 @@ def test_a_persons_edit_of_a_field_we_wrote_is_still_handled_once_our_echo_came_
     assert handle_delivery(edit["id"]) == "processed"
 
 
+def test_two_writes_of_one_rental_before_their_echoes_come_back_are_both_taken_for_echoes(business, sim, hooks, sg):
+    """An overdue flip's PUT and the push's write-back a moment later: each expects its own echo, so the second one
+    is not taken for a person's edit (which would re-read the rental and could ask for a push of its own)."""
+    from dashboard.engine.writeback import put_fields
+
+    account = pushed(multi_unit_customer(sim))
+    hooks.skip_new()
+    rental_id = next(r for r in sim.rentals.values() if r["ownerId"] == account.customer.sg_id
+                     and r["state"] == "occupied")["id"]
+    put_fields(sg, "unitRental", rental_id, {"pti_overlocked": True})
+    put_fields(sg, "unitRental", rental_id, {"pti_overlocked": True, "pti_synced": "2026-03-04T05:06:07.891Z"})
+    echoes = hooks.deliver_new()
+    assert len(echoes) == 2
+    assert [handle_delivery(e["id"]) for e in echoes] == ["echo", "echo"]
+    sim.edit("unitRental", rental_id, {"pti_overlocked": False})  # then staff unsuspend: that is no echo
+    [edit] = hooks.deliver_new()
+    assert handle_delivery(edit["id"]) == "processed"
+
+
 def test_without_redis_an_echo_takes_the_normal_path_and_changes_nothing(business, sim, hooks, monkeypatch):
     account = pushed(multi_unit_customer(sim))
     hooks.skip_new()
