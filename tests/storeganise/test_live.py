@@ -5,6 +5,8 @@ The worker's part runs in the test: each enqueued handle_delivery job is perform
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import httpx
 import pytest
 import redis as redis_lib
@@ -22,21 +24,30 @@ from tests.conftest import flush_redis
 from .conftest import queued_jobs, reconcile_requests
 
 
-@pytest.fixture
-def live(app, redis_url):
+@contextmanager
+def serving(app, redis_url, **sim_options):
+    """The product and the Storeganise simulator, each on a port, the business imported: (simulator, its control)."""
     product = serve_in_thread(app)
     sim_app = create_sim(webhook_url=product.url + "/webhooks/storeganise",
-                         webhook_secret=app.config["STOREGANISE_WEBHOOK_SECRET"])
+                         webhook_secret=app.config["STOREGANISE_WEBHOOK_SECRET"], **sim_options)
     sim_server = serve_in_thread(sim_app)
     app.config.update(STOREGANISE_API_URL=sim_server.url + "/api/v1/admin", STOREGANISE_API_KEY=DEMO_API_KEY)
     sim = sim_app.extensions["storeganise_sim"]
     import_all()
     flush_redis(redis_url)
-    with httpx.Client(base_url=sim_server.url, timeout=10) as control:
-        yield sim, control
-    sim.close()
-    sim_server.stop()
-    product.stop()
+    try:
+        with httpx.Client(base_url=sim_server.url, timeout=10) as control:
+            yield sim, control
+    finally:
+        sim.close()
+        sim_server.stop()
+        product.stop()
+
+
+@pytest.fixture
+def live(app, redis_url):
+    with serving(app, redis_url) as both:
+        yield both
 
 
 def work(sim) -> list[str]:
@@ -95,21 +106,12 @@ def live_with_pti(app, redis_url):
     from sim.pti import create_app as create_pti
 
     pti_server = serve_in_thread(create_pti())
-    product = serve_in_thread(app)
-    sim_app = create_sim(webhook_url=product.url + "/webhooks/storeganise", pti_base_url=pti_server.url,
-                         webhook_secret=app.config["STOREGANISE_WEBHOOK_SECRET"])
-    sim_server = serve_in_thread(sim_app)
-    app.config.update(STOREGANISE_API_URL=sim_server.url + "/api/v1/admin", STOREGANISE_API_KEY=DEMO_API_KEY)
-    sim = sim_app.extensions["storeganise_sim"]
-    import_all()
-    flush_redis(redis_url)
-    with httpx.Client(base_url=sim_server.url, timeout=10) as control, \
-            httpx.Client(base_url=pti_server.url, timeout=10) as pti:
-        yield sim, control, pti
-    sim.close()
-    sim_server.stop()
-    product.stop()
-    pti_server.stop()
+    try:
+        with serving(app, redis_url, pti_base_url=pti_server.url) as (sim, control), \
+                httpx.Client(base_url=pti_server.url, timeout=10) as pti:
+            yield sim, control, pti
+    finally:
+        pti_server.stop()
 
 
 def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a_rental(live_with_pti):
