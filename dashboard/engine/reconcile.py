@@ -476,12 +476,11 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
         if unknown is not None:
             raise Park(*unknown)  # before any PTI write: PTI would refuse it, or give the wrong hours
         live = LiveReads(call, client)
-        if batch is not None:
-            reads = batch.for_account(call, client, last_touched)
-        else:
-            reads = PushRecord.of(account.pushed, account.pti_user_id, account.access_code, desired.customer_id) or live
+        record = None if batch is not None else PushRecord.of(account.pushed, account.pti_user_id,
+                                                               account.access_code, desired.customer_id)
+        reads = batch.for_account(call, client, last_touched) if batch is not None else record or live
         listed = _listed_plan(reads, account, desired) if reads.listing else None
-        if listed is not None and isinstance(reads, PushRecord) and not _only_locks(listed[1]):
+        if listed is not None and record is not None and not _only_locks(listed[1]):
             listed = None  # the record plans locks and unlocks alone; anything else (or nothing) is read live
         operations, unit_problems = [], {}
         if listed is not None:
@@ -490,12 +489,12 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
                 account.pti_user_id = identity.user.id
             try:
                 operations, unit_problems = apply_plan(call, client, account, the_plan.ops, desired.customer_id,
-                                                       record=reads if isinstance(reads, PushRecord) else None)
+                                                       record=record)
             except Park as exc:
                 unit_problems = {"": exc.reason}
             if unit_problems:  # PTI refused what the listing promised: read this customer live and push again
                 log.info("PTI refused a push of account %s planned from %s (%s): reading it live", account.id,
-                         "its last push" if isinstance(reads, PushRecord) else "the batch's listing",
+                         "its last push" if record is not None else "the batch's listing",
                          ", ".join(sorted(set(unit_problems.values()))))
                 listed = None
         if listed is None:

@@ -82,7 +82,8 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
         if account.pti_user_id:
             fields[codes.rental_pti_id] = account.pti_user_id
         puts.append((rental.sg_id, fields))
-    by_sg_id = {rental.sg_id: rental for rental in rentals}  # before the commit expires them (a read each after)
+    # Keyed before the commit expires them: a rental that is not PUT is not read again.
+    by_sg_id = {rental.sg_id: rental for rental in rentals}
     puts = [put for put, known in zip(puts, _written([MEMO_KEY.format(rental=sg_id) for sg_id, _ in puts]),
                                       strict=True) if known != _fingerprint(put[1])]
 

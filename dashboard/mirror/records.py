@@ -117,7 +117,7 @@ class Effects:
     overlocks: dict[str, bool] = field(default_factory=dict)  # rental sg_id -> pti_overlocked Storeganise lacks
     new_problems: int = 0  # values that cannot be read, now shown on their record and owed to Storeganise
     # The unreadable values standing on records about to land, read for all of them at once (`read_standing`):
-    # (entity, record sg_id) -> rows. A record not in it is looked up on its own.
+    # (entity, record sg_id) -> rows. A record not in it is read on its own, by the same `read_standing`.
     standing: dict[tuple[str, str], list[OpenProblem]] = field(default_factory=dict)
 
     def read_standing(self, records: list[tuple[str, str]]) -> None:
@@ -166,10 +166,9 @@ class Effects:
             target = ("addon", known) if known else ("site", site.sg_id)
         wanted = {f"value:{entity}:{sg_id}:{code}": f"{code} is {exc.value}: {exc.message} {exc.fix}"
                   for code, exc in fields.problems.items()}
-        standing = self.standing.pop((entity, sg_id), None)
-        if standing is None:
-            standing = db.session.scalars(select(OpenProblem).where(
-                OpenProblem.record_sg_id == sg_id, OpenProblem.entity == entity, OpenProblem.reason == BAD_VALUE)).all()
+        if (entity, sg_id) not in self.standing:
+            self.read_standing([(entity, sg_id)])
+        standing = self.standing.pop((entity, sg_id))
         for row in standing:
             if row.cause in wanted:
                 row.detail = wanted.pop(row.cause)
