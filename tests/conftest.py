@@ -173,3 +173,29 @@ def demo_business(app):
     from sim.demo_data import build_demo_business
 
     return load_business(build_demo_business("http://127.0.0.1:1"))
+
+
+class Statements:
+    """The SQL statements the app's engine sends while in the `with` block (an executemany counts once)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def _seen(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        self.sent.append(statement)
+
+    def __enter__(self) -> Statements:
+        from sqlalchemy import event
+
+        from dashboard.extensions import db
+        event.listen(db.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from sqlalchemy import event
+
+        from dashboard.extensions import db
+        event.remove(db.engine, "before_cursor_execute", self._seen)
+
+    def __len__(self) -> int:
+        return len(self.sent)

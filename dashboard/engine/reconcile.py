@@ -26,7 +26,7 @@ from sqlalchemy import and_, case, select
 from sqlalchemy.orm import joinedload
 
 from ..clients import connection_problem, pti_client, pti_connection
-from ..extensions import db
+from ..extensions import commit_keeping_loaded, db
 from ..jobqueue import DEFAULT, RECONCILE, REPORT_PROBLEMS, URGENT, WRITE_BACK, beating, get_queue, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
 from ..pti import PtiClient, PtiError, PtiPermanentError, PtiRetryableError
@@ -184,12 +184,15 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None = N
 # --- reading the mirror ---------------------------------------------------------------------------------------
 
 
-def snapshot(account: PtiAccount) -> tuple[list[Rental], DesiredAccess]:
+def snapshot(account: PtiAccount, rentals: list[Rental] | None = None) -> tuple[list[Rental], DesiredAccess]:
+    """The account's rentals (read unless given: the same push's, after it chose a code) and the access they
+    want."""
     site, customer = account.site, account.customer
-    rentals = db.session.scalars(
-        select(Rental).where(Rental.customer_id == customer.id, Rental.site_id == site.id)
-        .options(joinedload(Rental.unit))
-    ).all()
+    if rentals is None:
+        rentals = db.session.scalars(
+            select(Rental).where(Rental.customer_id == customer.id, Rental.site_id == site.id)
+            .options(joinedload(Rental.unit))
+        ).all()
     desired = derive_desired(
         SiteSettings(site.sg_id, site.default_access_level, site.default_zone, site.code_length),
         CustomerSnapshot(customer.sg_id, customer.email, customer.first_name, customer.last_name,
@@ -334,7 +337,7 @@ def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker
                 user = create_user(call, client, op, marker)
                 new_user_id = user.id
                 account.pti_user_id = user.id
-                db.session.commit()  # the PTI user id is never lost to a crash later in the plan
+                commit_keeping_loaded()  # the PTI user id is never lost to a crash later in the plan
             else:
                 answer = call(op.__class__.__name__, client.apply, op, new_user_id=new_user_id)
                 if isinstance(op, RemoveUser):
@@ -460,14 +463,14 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
             raise Park(connection_problem(site))
         if desired.needs_access_code:
             account.access_code = choose_code(account)
-            db.session.commit()
-            rentals, desired = snapshot(account)
+            commit_keeping_loaded()
+            rentals, desired = snapshot(account, rentals)
         client = pti_client(site, connection)
         call = Caller(client, site_guard(site, urgent=account.urgent), lock=lock)
         if desired.user is not None and not pti_lists.known(site):
             try:
                 pti_lists.read(site, call, client)
-                db.session.commit()
+                commit_keeping_loaded()
             except PtiPermanentError as exc:  # the lists are a check, not a condition: push without it
                 log.warning("PTI's access levels and zones at %s cannot be read (%s): pushing unchecked",
                             site.code, exc.reason)
@@ -619,9 +622,10 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     account.last_error = account.last_error_detail = None
     account.foreign_pti_users = None  # a conflict, if there was one, is settled
     account.last_attempt_at = account.last_synced_at = utcnow()
-    new_problems = problems.account_synced(account, {
-        r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS},
-        [(r.unit_id, r.unit.sg_id) for r in rentals if r.active])
+    with db.session.no_autoflush:  # the account's and rentals' changes go in the commit's one flush
+        new_problems = problems.account_synced(account, {
+            r.unit_id: r.last_error for r in rentals if r.active and r.last_error in problems.UNIT_REASONS},
+            [(r.unit_id, r.unit.sg_id) for r in rentals if r.active])
     _journal(journal, outcome, operations, started)
     if outcome == "ok" and owed_since is not None:  # event to gate: from the oldest change's mark to PTI's answer
         journal.gate_ms = max(0, int((utcnow() - owed_since).total_seconds() * 1000))
@@ -630,14 +634,15 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
                                                                          desired.units)
     if not disabled:
         account.write_back_owed = True  # the push's results are owed to Storeganise until it accepts them
+    account_id = account.id
     db.session.commit()
     if new_problems:
         hint(REPORT_PROBLEMS, job_id=problems.REPORT_JOB_ID)
     if not disabled:
         if write_back is not None:
-            write_back(account.id)
+            write_back(account_id)
         else:
-            hint(WRITE_BACK, account.id)
+            hint(WRITE_BACK, account_id)
     return Result(outcome, operations=operations)
 
 

@@ -22,9 +22,10 @@ from datetime import UTC, datetime, timedelta
 import redis
 from flask import current_app
 from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.orm import joinedload
 
 from .. import echoes
-from ..extensions import db
+from ..extensions import commit_keeping_loaded, db
 from ..jobqueue import WRITE_BACK_OWED, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, SyncState, to_ms, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
@@ -56,12 +57,13 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
 
     pti_synced is the rental's own push time, which the engine stores (in milliseconds) before it asks for this;
     a rental whose values were already written (remembered in Redis) is not written again, so a reconcile that
-    changed nothing costs Storeganise nothing.
+    changed nothing costs Storeganise nothing. The database work is the same for one rental as for many: what is
+    read before the PUTs is kept, and what Storeganise answered is noted on every rental in one statement.
 
     `overlocks` (a delivery's pti_overlocked flips still to PUT, see `write_overlocks`): a flip this write-back's PUT
     carried lands with it and is taken out, so the delivery does not PUT it a second time.
     """
-    account = db.session.get(PtiAccount, account_id)
+    account = db.session.get(PtiAccount, account_id, options=[joinedload(PtiAccount.customer)])
     if account is None:
         return WriteBack()
     pushed_at = account.last_synced_at  # the push whose results these are: a newer one stays owed
@@ -82,10 +84,7 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
         if account.pti_user_id:
             fields[codes.rental_pti_id] = account.pti_user_id
         puts.append((rental.sg_id, fields))
-    # Keyed before the commit expires them: a rental that is not PUT is not read again.
-    by_sg_id = {rental.sg_id: rental for rental in rentals}
-    puts = [put for put, known in zip(puts, _written([MEMO_KEY.format(rental=sg_id) for sg_id, _ in puts]),
-                                      strict=True) if known != _fingerprint(put[1])]
+    held = {rental.sg_id: rental.sg_updated for rental in rentals}  # the copies we hold, before our PUTs
 
     previous = (customer.pti_access_code, customer.pti_user_id)
     user_fields: dict = {}
@@ -96,50 +95,62 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
         if account.pti_user_id:
             customer.pti_user_id = account.pti_user_id
             user_fields[codes.user_pti_id] = account.pti_user_id
-        # Written unless Redis remembers writing exactly these: the mirror already holding them proves nothing, as
-        # it is set before the PUT (for the echo), so a worker killed between the two must not make it look done.
-        if _written([USER_MEMO_KEY.format(user=customer.sg_id)]) == [_fingerprint(user_fields)]:
-            user_fields = {}
-    db.session.commit()
+    # Written unless Redis remembers writing exactly these: the mirror already holding the user's fields proves
+    # nothing, as it is set before the PUT (for the echo), so a worker killed between the two must not make it look
+    # done.
+    memos = [MEMO_KEY.format(rental=sg_id) for sg_id, _ in puts]
+    known = _written(memos + ([USER_MEMO_KEY.format(user=customer.sg_id)] if user_fields else []))
+    puts = [put for put, memo in zip(puts, known, strict=False) if memo != _fingerprint(put[1])]
+    if user_fields and known[-1] == _fingerprint(user_fields):
+        user_fields = {}
+    commit_keeping_loaded()  # no transaction held open across the PUTs
 
+    written: list[tuple[str, dict]] = []  # what Storeganise accepted, remembered in Redis in one round trip
+    landed: list[dict] = []  # what its answers say, noted on the rentals in one statement
     try:
-        # What `_landed` notes on the rentals is written after the PUTs, under the account's lock: never a row lock
-        # held across a PUT, nor a rental locked before its account.
-        with db.session.no_autoflush:
-            for rental_sg_id, fields in puts:
-                answer = put_fields(client, "unitRental", rental_sg_id, fields)
-                _remember(MEMO_KEY.format(rental=rental_sg_id), fields)
-                _landed(by_sg_id[rental_sg_id], answer)
-                if overlocks is not None and overlocks.get(rental_sg_id) == fields[codes.rental_overlocked]:
-                    _flip_landed(rental_sg_id, overlocks.pop(rental_sg_id), answer)
-            if user_fields:
-                put_fields(client, "user", customer.sg_id, user_fields)
-                _remember(USER_MEMO_KEY.format(user=customer.sg_id), user_fields)
+        for rental_sg_id, fields in puts:
+            answer = put_fields(client, "unitRental", rental_sg_id, fields)
+            written.append((MEMO_KEY.format(rental=rental_sg_id), fields))
+            landed += _answered(rental_sg_id, held[rental_sg_id], answer)
+            if overlocks is not None and overlocks.get(rental_sg_id) == fields[codes.rental_overlocked]:
+                _flip_landed(rental_sg_id, overlocks.pop(rental_sg_id), answer)
+        if user_fields:
+            put_fields(client, "user", customer.sg_id, user_fields)
+            written.append((USER_MEMO_KEY.format(user=customer.sg_id), user_fields))
     except StoreganiseError:
+        _account_first(account_id)
+        _note_landed(landed)
         if user_fields:  # Storeganise still holds the old values: so must the mirror, or the retry sends nothing
-            _account_first(account_id)
             customer.pti_access_code, customer.pti_user_id = previous
-            db.session.commit()
+        db.session.commit()
         raise
-    # Storeganise holds this push's results: no longer owed, unless a newer push finished meanwhile.
-    _account_first(account_id)
+    finally:
+        _remember(written)
+    # Storeganise holds this push's results: no longer owed, unless a newer push finished meanwhile. The account's
+    # row first, then its rentals (see `_account_first`).
+    refusals = _account_first(account_id)
+    _note_landed(landed)
     db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id, PtiAccount.write_back_owed.is_(True),
                                                 PtiAccount.last_synced_at == pushed_at)
                        .values(write_back_owed=False).execution_options(synchronize_session=False))
-    if account.write_back_refusals:
-        account.write_back_refusals, account.write_back_retry_at = 0, None
+    if refusals:
+        db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id)
+                           .values(write_back_refusals=0, write_back_retry_at=None)
+                           .execution_options(synchronize_session=False))
         problems.close_causes(refusal_cause(customer, account.site.sg_id, "%"))
     db.session.commit()
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
 
-def _account_first(account_id: int) -> None:
+def _account_first(account_id: int) -> int:
     """Lock the account's row before this transaction writes any of its rentals: every writer of a customer takes the
     account first, then its rentals (mark_dirty, a push's finish), so two of them queue instead of deadlocking. A
     write-back that wrote the rentals first deadlocked with an overdue event's handler on PostgreSQL during a bulk
-    push (the event waited for RQ's retry, ten seconds)."""
+    push (the event waited for RQ's retry, ten seconds). Returns the account's write-back refusals in a row, as the
+    locked row holds them."""
     with db.session.no_autoflush:
-        db.session.execute(select(PtiAccount.id).where(PtiAccount.id == account_id).with_for_update())
+        return db.session.scalar(select(PtiAccount.write_back_refusals).where(PtiAccount.id == account_id)
+                                 .with_for_update()) or 0
 
 
 def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict) -> dict:
@@ -154,26 +165,36 @@ def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields
         raise
 
 
-def _landed(rental: Rental, answer: dict | None) -> None:
-    """After a rental's PUT: the mirror's copy is now as new as Storeganise's answer. A PUT that changed nothing
-    (the answer's `updated` did not move past the copy we hold, e.g. values rewritten after Redis forgot the memo)
-    sends no echo, so its expectation is withdrawn: left, it would take a person's next edit of the same fields
-    (a manual suspend) for our echo and drop it."""
+def _answered(rental_sg_id: str, held: datetime | None, answer: dict | None) -> list[dict]:
+    """After a rental's PUT: what `_note_landed` notes of Storeganise's answer (none, or one row).
+
+    A PUT that changed nothing (the answer's `updated` did not move past the copy we held, e.g. values rewritten
+    after Redis forgot the memo) sends no echo, so its expectation is withdrawn: left, it would take a person's next
+    edit of the same fields (a manual suspend) for our echo and drop it."""
     updated = _time((answer or {}).get("updated"))
     if updated is None:
+        return []
+    if held is not None and updated <= held:
+        echoes.withdraw("unitRental", rental_sg_id)
+        return []
+    return [{"key": rental_sg_id, "updated": updated, "answer_overdue": bool(answer.get("overdue")),
+             "answer_state": answer.get("state") or "occupied"}]
+
+
+def _note_landed(landed: list[dict]) -> None:
+    """The mirror's copies of these rentals are as new as Storeganise's answers to our PUTs (`_answered`'s rows), in
+    one statement for them all, checked by the database on each row as it is now: only where the copy is not newer
+    already, and still holds the rental's own state (`overdue`, `state`) as the answer does. Where it does not,
+    someone changed the rental between our read and our write (a payment a moment after an overdue): the mirror must
+    not count itself as new as the answer, or the copy that brings that change (read before our PUT, so stamped
+    older) would be dropped as stale, and the customer left locked out until the next pull."""
+    if not landed:
         return
-    if rental.sg_updated is not None and updated <= rental.sg_updated:
-        echoes.withdraw("unitRental", rental.sg_id)
-    elif agrees(answer, overdue=rental.overdue, state=rental.state):
-        rental.sg_updated = updated
-
-
-def agrees(answer: dict, *, overdue: bool, state: str) -> bool:
-    """Whether Storeganise's answer to our PUT still holds what the mirror holds of the rental's own state. When it
-    does not, someone changed the rental between our read and our write (a payment a moment after an overdue): the
-    mirror must not count itself as new as the answer, or the copy that brings that change (read before our PUT, so
-    stamped older) would be dropped as stale, and the customer left locked out until the next pull."""
-    return bool(answer.get("overdue")) == bool(overdue) and (answer.get("state") or "occupied") == state
+    rentals = Rental.__table__
+    newer = or_(rentals.c.sg_updated.is_(None), rentals.c.sg_updated < bindparam("updated"))
+    same = (rentals.c.overdue == bindparam("answer_overdue"), rentals.c.state == bindparam("answer_state"))
+    db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"), newer, *same)
+                       .values(sg_updated=bindparam("updated")), landed)
 
 
 def _time(value) -> datetime | None:
@@ -224,11 +245,15 @@ def _written(memo_keys: list[str]) -> list[str | None]:
     return [v.decode() if v is not None else None for v in values]
 
 
-def _remember(key: str, fields: dict) -> None:
+def _remember(written: list[tuple[str, dict]]) -> None:
+    """Remember what Storeganise accepted, by memo key, in one round trip."""
+    if not written:
+        return
     try:
         pipe = get_redis().pipeline()
-        pipe.hset(key, "written", _fingerprint(fields))
-        pipe.expire(key, MEMO_TTL_S)
+        for key, fields in written:
+            pipe.hset(key, "written", _fingerprint(fields))
+            pipe.expire(key, MEMO_TTL_S)
         pipe.execute()
     except redis.RedisError:
         pass  # only an optimisation: the next write-back writes again
@@ -296,8 +321,8 @@ def forget_overlock_on_its_way(rental_sg_id: str) -> None:
 
 def _flip_landed(rental_sg_id: str, overlocked: bool, answer: dict | None) -> datetime | None:
     """A PUT carrying an overdue flip's pti_overlocked landed: while Storeganise's answer is still as overdue as the
-    flip (`agrees`' rule; the caller checks the state), remember when, so copies read before it are known as older.
-    Returns that `updated`, or None."""
+    flip (`_note_landed`'s rule; the caller checks the state), remember when, so copies read before it are known as
+    older. Returns that `updated`, or None."""
     updated = _time((answer or {}).get("updated"))
     if updated and bool(answer.get("overdue")) == overlocked:
         overlock_landed(rental_sg_id, updated)
@@ -330,12 +355,8 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
         db.session.commit()
         raise
     finally:
-        if landed:  # the mirror's copies are as new as Storeganise's answers (see `_landed`)
-            rentals = Rental.__table__
-            newer = or_(rentals.c.sg_updated.is_(None), rentals.c.sg_updated < bindparam("updated"))
-            same = (rentals.c.overdue == bindparam("answer_overdue"), rentals.c.state == bindparam("answer_state"))
-            db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"), newer, *same)
-                               .values(sg_updated=bindparam("updated")), landed)
+        if landed:
+            _note_landed(landed)
             db.session.commit()
     return written
 

@@ -8,7 +8,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
-from dashboard.engine import problems
+from dashboard.engine import problems, writeback
 from dashboard.engine.intent import account_for
 from dashboard.extensions import db
 from dashboard.mirror.importer import import_business
@@ -17,7 +17,7 @@ from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from dashboard.sync.errors import problem
 from jobs.events import handle_delivery
 from jobs.writeback import report_problems, write_back_account
-from tests.conftest import flush_redis
+from tests.conftest import Statements, flush_redis
 
 from .conftest import queued_jobs, reconcile_requests
 
@@ -319,3 +319,22 @@ def test_a_write_back_storeganise_already_held_leaves_no_echo_to_swallow_a_manua
     [suspend] = hooks.deliver_new()
     assert handle_delivery(suspend["id"]) == "processed"
     assert db.session.scalar(select(Rental).where(Rental.sg_id == rental_id)).overlocked is True
+
+
+def test_a_write_back_costs_the_same_statements_for_one_rental_as_for_several(business, sim, sg):
+    """What Storeganise's answers say is noted on the rentals in one statement, and nothing is read again after the
+    commit before the PUTs: the database work does not grow with the customer's rentals."""
+    owners = [r["ownerId"] for r in sim.rentals.values() if r["state"] == "occupied"]
+    single = next(o for o in owners if owners.count(o) == 1)
+    counts, written = [], []
+    for code, owner in ((482913, single), (573921, multi_unit_customer(sim))):
+        account_id = pushed(owner, code=code).id
+        db.session.expire_all()
+        with Statements() as sent:
+            written.append(writeback.write_back(account_id, sg).rentals)
+        counts.append(len(sent))
+    assert written[0] == 1 and written[1] > 1
+    assert counts[0] == counts[1]
+    assert all(r.sg_updated is not None for r in db.session.scalars(
+        select(Rental).where(Rental.sg_id.in_([w["id"] for w in sim.snapshot()["writes"]
+                                               if w["entity"] == "unitRental"]))))
