@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -175,27 +177,22 @@ def demo_business(app):
     return load_business(build_demo_business("http://127.0.0.1:1"))
 
 
-class Statements:
-    """The SQL statements the app's engine sends while in the `with` block (an executemany counts once)."""
 
-    def __init__(self) -> None:
-        self.sent: list[str] = []
+@contextmanager
+def sql_statements() -> Iterator[list[str]]:
+    """Every SQL statement run inside the block, in order, lower-case and on one line (to check a lock order, or
+    count them: an executemany counts once)."""
+    from sqlalchemy import event
 
-    def _seen(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        self.sent.append(statement)
+    from dashboard.extensions import db
 
-    def __enter__(self) -> Statements:
-        from sqlalchemy import event
+    statements: list[str] = []
 
-        from dashboard.extensions import db
-        event.listen(db.engine, "before_cursor_execute", self._seen)
-        return self
+    def note(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()).lower())
 
-    def __exit__(self, *exc) -> None:
-        from sqlalchemy import event
-
-        from dashboard.extensions import db
-        event.remove(db.engine, "before_cursor_execute", self._seen)
-
-    def __len__(self) -> int:
-        return len(self.sent)
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)

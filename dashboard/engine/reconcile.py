@@ -28,7 +28,7 @@ from sqlalchemy.orm import joinedload
 from ..clients import connection_problem, pti_client, pti_connection
 from ..extensions import commit_keeping_loaded, db
 from ..jobqueue import DEFAULT, RECONCILE, REPORT_PROBLEMS, URGENT, WRITE_BACK, beating, get_queue, get_redis, hint
-from ..models import ACTIVE_RENTAL_STATES, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
+from ..models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, SyncAttempt, SyncState, to_ms, utcnow
 from ..pti import PtiClient, PtiError, PtiPermanentError, PtiRetryableError
 from ..sync import (
     ActualAccess,
@@ -391,7 +391,7 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
         last_touched = _touch(account_id)
         with kept_alive(lock):
             db.session.expire_all()
-            account = db.session.get(PtiAccount, account_id)
+            account = _account_site_and_customer(account_id)
             if account is None:
                 return Result("noop", "account_gone")
             return _attempt(account, trigger, job_id, write_back, lock, batch, last_touched)
@@ -401,6 +401,17 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
             lock.release()
         except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
             log.warning("reconcile lock of account %s expired before release", account_id)
+
+
+def _account_site_and_customer(account_id: int) -> PtiAccount | None:
+    """The account, read fresh with its site and its customer in one statement: `account.site` and `account.customer`
+    then come from the session without a statement each. (Read as three entities, not with joinedload, which the
+    account would keep for every refresh: a refresh FOR UPDATE over an outer join fails on PostgreSQL.)"""
+    row = db.session.execute(
+        select(PtiAccount, Site, Customer).join(Site, Site.id == PtiAccount.site_id)
+        .join(Customer, Customer.id == PtiAccount.customer_id).where(PtiAccount.id == account_id)
+        .execution_options(populate_existing=True)).first()
+    return row[0] if row is not None else None
 
 
 def _touch(account_id: int) -> int:

@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from flask import current_app
-from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from .. import echoes
 from ..extensions import commit_keeping_loaded, db
@@ -53,7 +53,7 @@ class WriteBack:
 def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, bool] | None = None) -> WriteBack:
     """PUT the push's results where Storeganise does not hold them yet: on each in-sync active rental of the account
     its pti_synced, pti_overlocked, and the access code and PTI user id it opens with; on the customer, the code and
-    PTI user id of their first account (see `first_account_id`).
+    PTI user id of their first account (`_first_account`).
 
     pti_synced is the rental's own push time, which the engine stores (in milliseconds) before it asks for this;
     a rental whose values were already written (remembered in Redis) is not written again, so a reconcile that
@@ -63,11 +63,15 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
     `overlocks` (a delivery's pti_overlocked flips still to PUT, see `write_overlocks`): a flip this write-back's PUT
     carried lands with it and is taken out, so the delivery does not PUT it a second time.
     """
-    account = db.session.get(PtiAccount, account_id, options=[joinedload(PtiAccount.customer)])
-    if account is None:
+    # The account, its customer, and the customer's first account, in one statement.
+    found = db.session.execute(select(PtiAccount, Customer, _first_account())
+                               .join(Customer, Customer.id == PtiAccount.customer_id).where(PtiAccount.id == account_id)
+                               .execution_options(populate_existing=True)).first()
+    if found is None:
         return WriteBack()
+    account, customer, first_account = found
     pushed_at = account.last_synced_at  # the push whose results these are: a newer one stays owed
-    customer, codes = account.customer, _codes()
+    codes = _codes()
     rentals = db.session.scalars(
         select(Rental).where(Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
                              Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state == SyncState.IN_SYNC)
@@ -88,7 +92,7 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
 
     previous = (customer.pti_access_code, customer.pti_user_id)
     user_fields: dict = {}
-    if account.id == first_account_id(customer.id):
+    if account.id == first_account:
         if account.access_code is not None:
             customer.pti_access_code = account.access_code
             user_fields[codes.user_access_code] = str(account.access_code)
@@ -127,12 +131,13 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
     finally:
         _remember(written)
     # Storeganise holds this push's results: no longer owed, unless a newer push finished meanwhile. The account's
-    # row first, then its rentals (see `_account_first`).
-    refusals = _account_first(account_id)
+    # row first (this UPDATE locks it, as `_account_first` does), then its rentals.
+    done = and_(PtiAccount.write_back_owed.is_(True), PtiAccount.last_synced_at == pushed_at)
+    refusals = db.session.execute(
+        update(PtiAccount).where(PtiAccount.id == account_id)
+        .values(write_back_owed=case((done, False), else_=PtiAccount.write_back_owed))
+        .returning(PtiAccount.write_back_refusals).execution_options(synchronize_session=False)).scalar()
     _note_landed(landed)
-    db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id, PtiAccount.write_back_owed.is_(True),
-                                                PtiAccount.last_synced_at == pushed_at)
-                       .values(write_back_owed=False).execution_options(synchronize_session=False))
     if refusals:
         db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id)
                            .values(write_back_refusals=0, write_back_retry_at=None)
@@ -142,15 +147,24 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
 
-def _account_first(account_id: int) -> int:
+def _first_account():
+    """The id of the customer's account whose code and PTI user id the Storeganise user carries: their first one with
+    a code (a column of a statement on PtiAccount).
+
+    A customer with rentals at several sites usually has one code everywhere (choose_code reuses it where free); the
+    user-level fields name the first site's, and every rental carries its own site's code and PTI user id."""
+    other = aliased(PtiAccount)
+    return select(func.min(other.id)).where(other.customer_id == PtiAccount.customer_id,
+                                            other.access_code.is_not(None)).scalar_subquery()
+
+
+def _account_first(account_id: int) -> None:
     """Lock the account's row before this transaction writes any of its rentals: every writer of a customer takes the
     account first, then its rentals (mark_dirty, a push's finish), so two of them queue instead of deadlocking. A
     write-back that wrote the rentals first deadlocked with an overdue event's handler on PostgreSQL during a bulk
-    push (the event waited for RQ's retry, ten seconds). Returns the account's write-back refusals in a row, as the
-    locked row holds them."""
+    push (the event waited for RQ's retry, ten seconds)."""
     with db.session.no_autoflush:
-        return db.session.scalar(select(PtiAccount.write_back_refusals).where(PtiAccount.id == account_id)
-                                 .with_for_update()) or 0
+        db.session.execute(select(PtiAccount.id).where(PtiAccount.id == account_id).with_for_update())
 
 
 def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict) -> dict:
@@ -211,16 +225,6 @@ def _time(value) -> datetime | None:
     except ValueError:
         return None
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-def first_account_id(customer_id: int) -> int | None:
-    """The customer's account whose code and PTI user id the Storeganise user carries: their first one with a code.
-
-    A customer with rentals at several sites usually has one code everywhere (choose_code reuses it where free); the
-    user-level fields name the first site's, and every rental carries its own site's code and PTI user id."""
-    return db.session.scalar(select(PtiAccount.id).where(PtiAccount.customer_id == customer_id,
-                                                         PtiAccount.access_code.is_not(None))
-                             .order_by(PtiAccount.id).limit(1))
 
 
 def _codes() -> FieldCodes:

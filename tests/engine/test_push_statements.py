@@ -6,15 +6,15 @@ from __future__ import annotations
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
-from tests.conftest import Statements
+from tests.conftest import sql_statements
 from tests.engine.conftest import customer_with, pushed, site
 
 
-def first_push(customer) -> Statements:
+def first_push(customer) -> list[str]:
     account = mark_dirty(customer, site("northgate").id)
     db.session.commit()
     db.session.expire_all()
-    with Statements() as sent:
+    with sql_statements() as sent:
         assert reconcile(account.id, "test").outcome == "ok"
     return sent
 

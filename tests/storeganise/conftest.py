@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from rq import Queue
-from sqlalchemy import event
 
 from dashboard.clients import TRANSPORT_EXTENSION
-from dashboard.extensions import db
 from dashboard.jobqueue import QUEUE_NAMES, RECONCILE, get_redis
 from dashboard.storeganise import StoreganiseClient, compact_json, sign
 from sim.storeganise import DEMO_API_KEY
@@ -208,18 +204,3 @@ def storeganise(request) -> SgBackend:
     if request.param == "respx":
         return RespxSgBackend()
     return request.getfixturevalue("sg_sim")
-
-
-@contextmanager
-def sql_statements() -> Iterator[list[str]]:
-    """Every SQL statement run inside the block, in order, lower-case and on one line (to check a lock order)."""
-    statements: list[str] = []
-
-    def note(conn, cursor, statement, parameters, context, executemany):
-        statements.append(" ".join(statement.split()).lower())
-
-    event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)

@@ -15,9 +15,9 @@ from dashboard.mirror.importer import import_business
 from dashboard.models import Customer, PtiAccount, Rental, Unit, WebhookDelivery
 from dashboard.storeganise import StoreganiseError, compact_json, sign
 from jobs.events import handle_delivery
-from tests.conftest import flush_redis
+from tests.conftest import flush_redis, sql_statements
 
-from .conftest import reconcile_requests, sql_statements
+from .conftest import reconcile_requests
 
 
 @pytest.fixture

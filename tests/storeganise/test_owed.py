@@ -14,10 +14,10 @@ from dashboard.mirror.importer import import_business
 from dashboard.models import Customer, PtiAccount, Rental, Site, utcnow
 from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from jobs.writeback import write_back_account, write_back_owed
-from tests.conftest import flush_redis
+from tests.conftest import flush_redis, sql_statements
 from tests.engine.conftest import pti, pti_server  # noqa: F401 - the live PTI simulator, as the engine tests use it
 
-from .conftest import queued_jobs, sql_statements
+from .conftest import queued_jobs
 
 
 @pytest.fixture
@@ -257,7 +257,8 @@ def test_a_write_back_takes_the_account_before_its_rentals_as_every_writer_does(
     with sql_statements() as statements:
         write_back_account(account.id)
     rental_writes = [i for i, s in enumerate(statements) if s.startswith("update rentals")]
-    account_locks = [i for i, s in enumerate(statements)
-                     if s.startswith("select pti_accounts.id from pti_accounts where pti_accounts.id =")]
+    account_locks = [i for i, s in enumerate(statements)  # SELECT ... FOR UPDATE, or an UPDATE of the row
+                     if s.startswith(("select pti_accounts.id from pti_accounts where pti_accounts.id =",
+                                      "update pti_accounts"))]
     assert rental_writes, "the write-back records Storeganise's answer on the rentals"
     assert account_locks and account_locks[0] < rental_writes[0]  # every rental written after the account's lock

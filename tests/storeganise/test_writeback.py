@@ -17,7 +17,7 @@ from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from dashboard.sync.errors import problem
 from jobs.events import handle_delivery
 from jobs.writeback import report_problems, write_back_account
-from tests.conftest import Statements, flush_redis
+from tests.conftest import flush_redis, sql_statements
 
 from .conftest import queued_jobs, reconcile_requests
 
@@ -330,7 +330,7 @@ def test_a_write_back_costs_the_same_statements_for_one_rental_as_for_several(bu
     for code, owner in ((482913, single), (573921, multi_unit_customer(sim))):
         account_id = pushed(owner, code=code).id
         db.session.expire_all()
-        with Statements() as sent:
+        with sql_statements() as sent:
             written.append(writeback.write_back(account_id, sg).rentals)
         counts.append(len(sent))
     assert written[0] == 1 and written[1] > 1
