@@ -24,6 +24,7 @@ from redis.exceptions import LockError
 from rq import get_current_job
 from sqlalchemy import and_, case, select
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..clients import connection_problem, pti_client, pti_connection
 from ..extensions import commit_keeping_loaded, db
@@ -404,14 +405,20 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
 
 
 def _account_site_and_customer(account_id: int) -> PtiAccount | None:
-    """The account, read fresh with its site and its customer in one statement: `account.site` and `account.customer`
-    then come from the session without a statement each. (Read as three entities, not with joinedload, which the
-    account would keep for every refresh: a refresh FOR UPDATE over an outer join fails on PostgreSQL.)"""
+    """The account, read fresh with its site and its customer in one statement, and set as `account.site` and
+    `account.customer` (the session holds loaded objects weakly: left alone, the two would be forgotten and read
+    again). Read as three entities, not with joinedload, which the account would keep for every later refresh: a
+    refresh FOR UPDATE over an outer join fails on PostgreSQL."""
     row = db.session.execute(
         select(PtiAccount, Site, Customer).join(Site, Site.id == PtiAccount.site_id)
         .join(Customer, Customer.id == PtiAccount.customer_id).where(PtiAccount.id == account_id)
         .execution_options(populate_existing=True)).first()
-    return row[0] if row is not None else None
+    if row is None:
+        return None
+    account, site, customer = row
+    set_committed_value(account, "site", site)
+    set_committed_value(account, "customer", customer)
+    return account
 
 
 def _touch(account_id: int) -> int:

@@ -23,6 +23,7 @@ import redis
 from flask import current_app
 from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import echoes
 from ..extensions import commit_keeping_loaded, db
@@ -70,6 +71,7 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
     if found is None:
         return WriteBack()
     account, customer, first_account = found
+    set_committed_value(account, "customer", customer)
     pushed_at = account.last_synced_at  # the push whose results these are: a newer one stays owed
     codes = _codes()
     rentals = db.session.scalars(
