@@ -177,7 +177,6 @@ def demo_business(app):
     return load_business(build_demo_business("http://127.0.0.1:1"))
 
 
-
 @contextmanager
 def sql_statements() -> Iterator[list[str]]:
     """Every SQL statement run inside the block, in order, lower-case and on one line (to check a lock order, or
