@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import redis
 from flask import current_app
@@ -149,12 +150,16 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
     return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
 
 
+@cache
 def _first_account():
     """The id of the customer's account whose code and PTI user id the Storeganise user carries: their first one with
     a code (a column of a statement on PtiAccount).
 
     A customer with rentals at several sites usually has one code everywhere (choose_code reuses it where free); the
-    user-level fields name the first site's, and every rental carries its own site's code and PTI user id."""
+    user-level fields name the first site's, and every rental carries its own site's code and PTI user id.
+
+    Built once (an expression is immutable): building the aggregate over an alias cost a bulk push's write-backs a
+    fifth of their CPU."""
     other = aliased(PtiAccount)
     return select(func.min(other.id)).where(other.customer_id == PtiAccount.customer_id,
                                             other.access_code.is_not(None)).scalar_subquery()
