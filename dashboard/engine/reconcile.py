@@ -79,6 +79,7 @@ LOCK_TTL_S = 15
 LOCK_BEAT_S = 3
 LOCK_WAIT_S = 30
 TRIGGER_CHARS = 64  # the journal's trigger column
+LOOKED_UP_DRAWS = 3  # codes drawn and looked up one by one before a push reads every code of its site
 TOUCHED_UNKNOWN = 2**62  # when an account was last pushed could not be read: read it live
 # What a plan from a batch's listing reports that only a live read can confirm (another customer of the batch may
 # have moved in since the listing was read).
@@ -208,17 +209,35 @@ def snapshot(account: PtiAccount, rentals: list[Rental] | None = None) -> tuple[
 def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
     """A new access code for the account, unique at its site; stored (committed) before any PTI call uses it.
 
-    The customer's code at another site is reused when free here, so one customer keeps one code. NoFreeCode when
-    the site's code length has no free code left.
+    The customer's code at another site is reused when free here, so one customer keeps one code. Otherwise a code
+    is drawn and the site asked whether it holds it: a site's codes are few beside the code space (a thousand of
+    some nine hundred thousand 6-digit codes), so one look at one code nearly always settles it, and a push does
+    not read every code of its site (a thousand rows a customer, a million for a site's first push). After a few
+    taken draws (a crowded code space) the site's codes are read once and the draw made against them; NoFreeCode
+    when the site's code length has no free code left. The site's unique index on its codes is the last word: two
+    pushes drawing the same code at once, the second's commit fails and its push is tried again.
     """
-    taken = set(db.session.scalars(
-        select(PtiAccount.access_code).where(PtiAccount.site_id == account.site_id,
-                                             PtiAccount.access_code.is_not(None))
-    )) | set(exclude)
+    length = account.site.code_length
+    tried = set(exclude)
     preferred = account.customer.pti_access_code
-    if preferred and preferred not in taken and len(str(preferred)) == account.site.code_length:
-        return preferred
-    return generate_code(account.site.code_length, taken)
+    if preferred and preferred not in tried and len(str(preferred)) == length:
+        if not _taken_at(account.site_id, [preferred]):
+            return preferred
+        tried.add(preferred)
+    for _ in range(LOOKED_UP_DRAWS):
+        code = generate_code(length, tried)
+        if not _taken_at(account.site_id, [code]):
+            return code
+        tried.add(code)
+    return generate_code(length, tried | _taken_at(account.site_id))
+
+
+def _taken_at(site_id: int, codes: list[int] | None = None) -> set[int]:
+    """Which of these codes accounts at the site hold (every code they hold, without `codes`)."""
+    query = select(PtiAccount.access_code).where(PtiAccount.site_id == site_id, PtiAccount.access_code.is_not(None))
+    if codes is not None:
+        query = query.where(PtiAccount.access_code.in_(codes))
+    return set(db.session.scalars(query))
 
 
 # --- reading PTI ----------------------------------------------------------------------------------------------
