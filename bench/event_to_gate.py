@@ -26,13 +26,16 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
+from rq.job import Job
 from sqlalchemy import select
 
 from bench.stack import Stack, business_config, env_flag, env_float, env_int, percentile, report, say, signed_webhook
 from dashboard.extensions import db
+from dashboard.jobqueue import get_redis
+from dashboard.mirror.deliveries import job_id
 from dashboard.models import Rental, Site, SyncState, Unit, WebhookDelivery, utcnow
 from dashboard.storeganise import SIGNATURE_HEADER
 
@@ -95,14 +98,21 @@ class Sent:
 def stages(sent: list[Sent]) -> dict[str, tuple[float, float]]:
     """Where an event's time went, p50 and p95 of each stage, from what the product recorded of each delivery:
     Storeganise (the simulator) to our receiver, the receiver to the handler done (its job queued, run, and the
-    lock or unlock pushed by the handler itself), and the handler done to the gate seen by the poll."""
+    lock or unlock pushed by the handler itself), and the handler done to the gate seen by the poll. The second is
+    also split at the moment a worker started the delivery's job (RQ's `started_at`): `to_started` is the wait for a
+    free worker, `in_handler` the handler's own time."""
     names = {True: "unitRental.markOverdue", False: "unitRental.unmarkOverdue"}
     found = {(d.rental_sg_id, d.type): d for d in db.session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.rental_sg_id.in_({e.rental_id for e in sent}),
                                       WebhookDelivery.type.in_(names.values()))
         .order_by(WebhookDelivery.received_at))}
     db.session.rollback()
-    spans: dict[str, list[float]] = {"to_receiver": [], "to_handled": [], "to_gate": []}
+    ids = sorted(d.id for d in found.values())
+    started = {i: job.started_at for i, job in zip(ids, Job.fetch_many([job_id(i) for i in ids],
+                                                                        connection=get_redis()), strict=True)
+               if job is not None and job.started_at is not None}
+    spans: dict[str, list[float]] = {"to_receiver": [], "to_handled": [], "to_started": [], "in_handler": [],
+                                     "to_gate": []}
     for event in sent:
         delivery = found.get((event.rental_id, names[event.overdue]))
         if delivery is None or delivery.handled_at is None or delivery.received_at < event.at - timedelta(seconds=1):
@@ -111,6 +121,11 @@ def stages(sent: list[Sent]) -> dict[str, tuple[float, float]]:
         handled = (delivery.handled_at - delivery.received_at).total_seconds()
         spans["to_receiver"].append(received)
         spans["to_handled"].append(handled)
+        if delivery.id in started:
+            began = started[delivery.id].astimezone(UTC).replace(tzinfo=None) if started[delivery.id].tzinfo \
+                else started[delivery.id]
+            spans["to_started"].append((began - delivery.received_at).total_seconds())
+            spans["in_handler"].append((delivery.handled_at - began).total_seconds())
         spans["to_gate"].append(event.took_s - received - handled)
     return {name: (percentile(v, 50), percentile(v, 95)) for name, v in spans.items() if v}
 
