@@ -133,3 +133,18 @@ def test_a_worker_is_ready_for_its_first_event_before_it_takes_one(tmp_path, red
     states = json.loads(probe.stdout.strip().splitlines()[-1])
     assert not any(states["before"].values()), states  # a fresh process: none of it is done at import
     assert all(states["after"].values()), states
+
+
+def test_a_worker_starts_while_the_database_does_not_answer(app, monkeypatch, caplog):
+    """The warm-up is a head start, never a condition: a database not answering yet is logged and the worker starts."""
+    from sqlalchemy.exc import OperationalError
+
+    from dashboard.extensions import db
+    from jobs.worker import warm_up
+
+    def refused():
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(db.engine, "connect", refused)
+    warm_up()
+    assert "worker starting without a database connection (OperationalError)" in caplog.text
