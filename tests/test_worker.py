@@ -137,6 +137,8 @@ def test_a_worker_is_ready_for_its_first_event_before_it_takes_one(tmp_path, red
 
 def test_a_worker_starts_while_the_database_does_not_answer(app, monkeypatch, caplog):
     """The warm-up is a head start, never a condition: a database not answering yet is logged and the worker starts."""
+    import logging
+
     from sqlalchemy.exc import OperationalError
 
     from dashboard.extensions import db
@@ -146,5 +148,6 @@ def test_a_worker_starts_while_the_database_does_not_answer(app, monkeypatch, ca
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
     monkeypatch.setattr(db.engine, "connect", refused)
-    warm_up()
+    with caplog.at_level(logging.WARNING, logger="jobs.worker"):
+        warm_up()
     assert "worker starting without a database connection (OperationalError)" in caplog.text
