@@ -76,13 +76,13 @@ def step_back(niceness: int) -> int:
 
 
 def warm_up() -> None:
-    """Ready this process for its first job, so that the first payment after a (re)start unlocks as fast as the next:
-    the TLS context every client verifies with (built once here, used by every warm job and inherited by every forked
-    one); httpx's transport, which it imports on the first client it builds (httpcore and h11: 70-140 ms); the ORM's
-    mappers, configured on the first query; and a first database connection in the pool. On an idle stack a fresh
-    urgent process took 0.2-0.6 s over its first event against 0.08 s over the next (py-spy), and those first
-    events made the p95 of event_to_gate. Only ever a head start: a database that is not answering yet is logged,
-    and the worker starts anyway (its jobs meet the database as they would have)."""
+    """Ready this process for its first job, so that the first payment after a (re)start unlocks nearly as fast as
+    the next: the TLS context every client verifies with (built once here, used by every warm job and inherited by
+    every forked one); httpx's transport, which it imports on the first client it builds (httpcore and h11,
+    70-140 ms); the ORM's mappers, configured on the first query; and a first database connection in the pool. On an
+    idle stack a fresh urgent process took 0.2-0.6 s over its first event against 0.08 s over the next (py-spy), and
+    those first events made the p95 of event_to_gate. Only ever a head start: a database that is not answering yet
+    is logged, and the worker starts anyway (its jobs meet the database as they would have)."""
     httpx.Client(verify=tls_context()).close()
     configure_mappers()
     try:
