@@ -121,9 +121,8 @@ def stages(sent: list[Sent]) -> dict[str, tuple[float, float]]:
         handled = (delivery.handled_at - delivery.received_at).total_seconds()
         spans["to_receiver"].append(received)
         spans["to_handled"].append(handled)
-        if delivery.id in started:
-            began = started[delivery.id].astimezone(UTC).replace(tzinfo=None) if started[delivery.id].tzinfo \
-                else started[delivery.id]
+        if (began := started.get(delivery.id)) is not None:
+            began = began.astimezone(UTC).replace(tzinfo=None) if began.tzinfo else began  # naive UTC, as the rows
             spans["to_started"].append((began - delivery.received_at).total_seconds())
             spans["in_handler"].append((delivery.handled_at - began).total_seconds())
         spans["to_gate"].append(event.took_s - received - handled)

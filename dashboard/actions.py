@@ -14,7 +14,7 @@ from sqlalchemy import and_, or_, select
 from .audit import record
 from .engine import drift_fix, pti_lists
 from .engine.intent import mark_dirty, push_site, request_reconcile
-from .engine.reconcile import choose_code
+from .engine.reconcile import choose_code, codes_held
 from .extensions import db
 from .jobqueue import FIX_DRIFT, WRITE_BACK_OVERRIDES, enqueue, hint
 from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState
@@ -70,7 +70,7 @@ def regenerate_code(customer: Customer, actor: StaffUser | str) -> int:
     accounts = [mark_dirty(customer, site_id) for site_id in site_ids]
     old = {a.access_code for a in accounts}
     try:
-        code = choose_code(accounts[0], exclude=old | _codes_at(site_ids))
+        code = choose_code(accounts[0], exclude=old | codes_held(site_ids))
     except NoFreeCode as exc:
         raise ActionError("No free access code is left at this length: lengthen the site's codes.") from exc
     for account in accounts:
@@ -183,11 +183,6 @@ def requeue_failed(actor: StaffUser | str, site: Site | None = None, cause: str 
            target_id=site.sg_id if site else None, **detail)
     db.session.commit()
     return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
-
-
-def _codes_at(site_ids: list[int]) -> set[int]:
-    return set(db.session.scalars(select(PtiAccount.access_code).where(PtiAccount.site_id.in_(site_ids),
-                                                                       PtiAccount.access_code.is_not(None))))
 
 
 def _who(actor: StaffUser | str) -> str:

@@ -221,20 +221,21 @@ def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
     tried = set(exclude)
     preferred = account.customer.pti_access_code
     if preferred and preferred not in tried and len(str(preferred)) == length:
-        if not _taken_at(account.site_id, [preferred]):
+        if not codes_held([account.site_id], [preferred]):
             return preferred
         tried.add(preferred)
     for _ in range(LOOKED_UP_DRAWS):
         code = generate_code(length, tried)
-        if not _taken_at(account.site_id, [code]):
+        if not codes_held([account.site_id], [code]):
             return code
         tried.add(code)
-    return generate_code(length, tried | _taken_at(account.site_id))
+    return generate_code(length, tried | codes_held([account.site_id]))
 
 
-def _taken_at(site_id: int, codes: list[int] | None = None) -> set[int]:
-    """Which of these codes accounts at the site hold (every code they hold, without `codes`)."""
-    query = select(PtiAccount.access_code).where(PtiAccount.site_id == site_id, PtiAccount.access_code.is_not(None))
+def codes_held(site_ids: list[int], codes: list[int] | None = None) -> set[int]:
+    """Which of these codes accounts at these sites hold (every code they hold, without `codes`)."""
+    query = select(PtiAccount.access_code).where(PtiAccount.site_id.in_(site_ids),
+                                                 PtiAccount.access_code.is_not(None))
     if codes is not None:
         query = query.where(PtiAccount.access_code.in_(codes))
     return set(db.session.scalars(query))
