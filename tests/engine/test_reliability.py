@@ -14,6 +14,7 @@ import pytest
 from flask import current_app
 from sqlalchemy import select
 
+from dashboard.engine import reconcile as reconcile_module
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.engine.site_guard import URGENT_WAIT_MARK_S, SiteGuard
@@ -154,9 +155,22 @@ def test_r2_a_create_that_pti_applies_and_then_times_out_never_makes_a_second_us
 SITE_LEVEL = {"login", "list_access_levels", "list_time_zones", "list_units", "list_users"}
 
 
-def fifty_concurrent_requests(app, pti: PtiSim, customer) -> tuple[int, list[dict]]:
+def fifty_concurrent_requests(app, pti: PtiSim, customer, monkeypatch) -> tuple[int, list[dict]]:
     """50 threads each change one of the customer's two rentals (lock or unlock), ask for a push and run it at once;
-    returns the account id and every PTI call they made, each checked to be about this customer."""
+    returns the account id and every PTI call they made, each checked to be about this customer.
+
+    A call about the customer names its user, one of its units, its e-mail or a code drawn for it. Without the
+    account lock several pushes draw a code each and only the last one written stays on the account, so the codes
+    drawn are recorded as they are chosen."""
+    drawn: set[int] = set()
+    choose = reconcile_module.choose_code
+
+    def recording_choose(*args, **kwargs):
+        code = choose(*args, **kwargs)
+        drawn.add(code)
+        return code
+
+    monkeypatch.setattr(reconcile_module, "choose_code", recording_choose)
     account = mark_dirty(customer, site("northgate").id)
     db.session.commit()
     account_id, rental_ids = account.id, [r.id for r in customer.rentals]
@@ -180,7 +194,7 @@ def fifty_concurrent_requests(app, pti: PtiSim, customer) -> tuple[int, list[dic
         c["user_id"] for c in calls if c["operation"] == "create_user" and c["email"] == customer.email}
     for c in calls:  # only this customer's jobs ran: every call is about it (or is the site's own)
         about_it = (c["user_id"] in ours or c["unit_name"] in names or c["email"] == customer.email
-                    or c["access_code"] == account.access_code)
+                    or c["access_code"] in drawn | {account.access_code})
         assert about_it or c["operation"] in SITE_LEVEL, c
     return account_id, calls
 
@@ -196,13 +210,14 @@ def overlapping(calls: list[dict]) -> list[tuple[str, str]]:
     return found
 
 
-def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti):
+def test_r4_concurrent_pushes_for_one_customer_never_overlap_and_the_last_intent_wins(app, business, pti,
+                                                                                     monkeypatch):
     """R4: 50 concurrent requests for one customer, changing its lock state: PTI never sees two calls about that
     customer at once (look-ups and the create included), and PTI ends in the state last asked for, with no run
     after the 50."""
     pti.faults(latency_ms=15)
     customer = customer_with(2)
-    account_id, calls = fifty_concurrent_requests(app, pti, customer)
+    account_id, calls = fifty_concurrent_requests(app, pti, customer, monkeypatch)
 
     operations = Counter(c["operation"] for c in calls)
     # Each run talked to PTI, under the lock: a look-up first, or (a lock change planned from the last push) the
@@ -224,7 +239,7 @@ def test_r4_without_the_account_lock_the_same_requests_overlap_at_pti(app, busin
     counter = iter(range(10**6))
     monkeypatch.setattr("dashboard.engine.reconcile.lock_key", lambda account_id: f"r4-no-lock:{next(counter)}")
     pti.faults(latency_ms=15)
-    _, calls = fifty_concurrent_requests(app, pti, customer_with(2))
+    _, calls = fifty_concurrent_requests(app, pti, customer_with(2), monkeypatch)
     assert len(overlapping(calls)) > 0
 
 
