@@ -21,6 +21,7 @@ from dashboard.jobqueue import WRITE_BACK, get_redis, hint
 
 log = logging.getLogger(__name__)
 
+WRITE_BACK_CHUNK = 25  # the most accounts the batch's writer writes back together
 WRITER_JOIN_S = 120.0  # how long a batch waits for its last write-backs before leaving them to their own jobs
 
 
@@ -77,30 +78,56 @@ def _next(owed: queue.SimpleQueue) -> int | None:
         return None
 
 
+def _waiting(owed: queue.SimpleQueue) -> tuple[list[int], bool]:
+    """The accounts owed now, blocking for the first, at most WRITE_BACK_CHUNK; and whether the batch has ended
+    (its None read)."""
+    first = owed.get()
+    if first is None:
+        return [], True
+    chunk = [first]
+    while len(chunk) < WRITE_BACK_CHUNK:
+        try:
+            account_id = owed.get_nowait()
+        except queue.Empty:
+            break
+        if account_id is None:
+            return chunk, True
+        chunk.append(account_id)
+    return chunk, False
+
+
 def write_back_all(app, owed: queue.SimpleQueue) -> None:
-    """The batch's write-backs, as its accounts are pushed, in this process with one Storeganise client.
+    """The batch's write-backs, as its accounts are pushed, in this process with one Storeganise client, several at
+    a time: whatever accounts are owed when the writer comes back for more are written back together (the database
+    work of one, see `writeback.write_back_many`).
 
     One job per account would fork a work horse each, and those default-queue jobs come before the bulk queue:
     a 10,000-rental push then starves its own batches of workers. When Storeganise fails (or is not configured),
-    this account and every later one get their own job instead, which retries and reports as before. Each account
-    is owed in the database (`write_back_owed`) until Storeganise accepted it, so nothing is lost when Redis fails too.
+    the accounts not written back yet and every later one get their own job instead, which retries and reports as
+    before. Each account is owed in the database (`write_back_owed`) until Storeganise accepted it, so nothing is
+    lost when Redis fails too.
     """
     with app.app_context():
         client = None
         failed = False
         try:
-            while (account_id := owed.get()) is not None:
-                if not failed:
+            ended = False
+            while not ended:
+                chunk, ended = _waiting(owed)
+                if not failed and chunk:
                     try:
                         client = client or storeganise_client()
-                        writeback.write_back(account_id, client)
-                        continue
+                        result = writeback.write_back_many(chunk, client)
+                        chunk = result.not_done
+                        if result.error is not None:
+                            raise result.error
                     except Exception as exc:  # noqa: BLE001 - any failure: the per-account job takes over
                         db.session.rollback()
                         failed = True
                         log.warning("batch write-back stopped (%s): the rest go to their own jobs",
                                     exc.__class__.__name__)
-                hint(WRITE_BACK, account_id)  # owed in the database already: a Redis error leaves it to the relay
+                for account_id in chunk:
+                    hint(WRITE_BACK, account_id)  # owed in the database already: a Redis error leaves it to the relay
         finally:
             if client is not None:
                 client.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -55,7 +55,7 @@ class WriteBack:
 def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, bool] | None = None) -> WriteBack:
     """PUT the push's results where Storeganise does not hold them yet: on each in-sync active rental of the account
     its pti_synced, pti_overlocked, and the access code and PTI user id it opens with; on the customer, the code and
-    PTI user id of their first account (`_first_account`).
+    PTI user id of their first account (`_first_account`). Raises StoreganiseError once what landed is recorded.
 
     pti_synced is the rental's own push time, which the engine stores (in milliseconds) before it asks for this;
     a rental whose values were already written (remembered in Redis) is not written again, so a reconcile that
@@ -65,21 +65,101 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
     `overlocks` (a delivery's pti_overlocked flips still to PUT, see `write_overlocks`): a flip this write-back's PUT
     carried lands with it and is taken out, so the delivery does not PUT it a second time.
     """
-    # The account, its customer, and the customer's first account, in one statement.
+    result = write_back_many([account_id], client, overlocks)
+    if result.error is not None:
+        raise result.error
+    return result.done[0] if result.done else WriteBack()
+
+
+@dataclass
+class WriteBacks:
+    """What `write_back_many` did: the write-backs Storeganise accepted, in account order; where it stopped, the
+    error and the accounts it did not finish (still owed in the database)."""
+    done: list[WriteBack]
+    error: StoreganiseError | None = None
+    not_done: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """One account's write-back, planned from the mirror before any PUT."""
+    account: PtiAccount
+    customer: Customer
+    pushed_at: datetime | None  # the push whose results these are: a newer one stays owed
+    puts: list[tuple[str, dict]]
+    held: dict[str, datetime | None]  # the rentals' copies we hold, before our PUTs
+    user_fields: dict
+    previous: tuple[int | None, str | None]  # the customer's code and PTI user id before this write-back
+
+
+def write_back_many(account_ids: list[int], client: StoreganiseClient,
+                    overlocks: dict[str, bool] | None = None) -> WriteBacks:
+    """`write_back` for several accounts (a bulk batch's, as its pushes finish) with the database work of one: the
+    accounts, their customers and rentals read in two statements, one commit before the PUTs, and Storeganise's
+    answers recorded in two statements and one commit. The accounts go in id order, the order every writer takes
+    them in. It stops at the first StoreganiseError: what landed is recorded, the accounts before are done, that
+    one and the rest stay owed, and the error is returned with them."""
+    plans = _plans(account_ids)
+    if not plans:
+        return WriteBacks([])
+    commit_keeping_loaded()  # no transaction held open across the PUTs
+
+    written: list[tuple[str, dict]] = []  # what Storeganise accepted, remembered in Redis in one round trip
+    landed: list[dict] = []  # what its answers say, noted on the rentals in one statement
+    finished: list[_Plan] = []
+    try:
+        for plan in plans:
+            try:
+                _send(plan, client, overlocks, written, landed)
+            except StoreganiseError as exc:
+                _record(finished, landed, failed=plan)
+                return WriteBacks([_summary(p) for p in finished], exc,
+                                  [p.account.id for p in plans[len(finished):]])
+            finished.append(plan)
+    finally:
+        _remember(written)
+    _record(finished, landed)
+    return WriteBacks([_summary(p) for p in finished])
+
+
+def _plans(account_ids: list[int]) -> list[_Plan]:
+    """Each account's write-back, from the mirror: what each rental and the customer should carry in Storeganise,
+    less what Redis remembers writing already. Two statements for any number of accounts."""
+    # The accounts, their customers, and each customer's first account, in one statement.
     found = db.session.execute(select(PtiAccount, Customer, _first_account())
-                               .join(Customer, Customer.id == PtiAccount.customer_id).where(PtiAccount.id == account_id)
-                               .execution_options(populate_existing=True)).first()
-    if found is None:
-        return WriteBack()
-    account, customer, first_account = found
-    set_committed_value(account, "customer", customer)
-    pushed_at = account.last_synced_at  # the push whose results these are: a newer one stays owed
+                               .join(Customer, Customer.id == PtiAccount.customer_id)
+                               .where(PtiAccount.id.in_(account_ids)).order_by(PtiAccount.id)
+                               .execution_options(populate_existing=True)).all()
+    if not found:
+        return []
+    pairs = {(account.customer_id, account.site_id) for account, _, _ in found}
+    rentals_of: dict[tuple[int, int], list[Rental]] = {}
+    for rental in db.session.scalars(
+            select(Rental).where(Rental.customer_id.in_({customer_id for customer_id, _ in pairs}),
+                                 Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state == SyncState.IN_SYNC)
+            .order_by(Rental.id)):
+        if (rental.customer_id, rental.site_id) in pairs:
+            rentals_of.setdefault((rental.customer_id, rental.site_id), []).append(rental)
     codes = _codes()
-    rentals = db.session.scalars(
-        select(Rental).where(Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
-                             Rental.state.in_(ACTIVE_RENTAL_STATES), Rental.sync_state == SyncState.IN_SYNC)
-        .order_by(Rental.id)
-    ).all()
+    plans = [_plan(account, customer, first_account, rentals_of.get((account.customer_id, account.site_id), []),
+                   codes) for account, customer, first_account in found]
+    # Written unless Redis remembers writing exactly these: the mirror already holding the user's fields proves
+    # nothing, as it is set before the PUT (for the echo), so a worker killed between the two must not make it look
+    # done.
+    memos = [[MEMO_KEY.format(rental=sg_id) for sg_id, _ in plan.puts]
+             + ([USER_MEMO_KEY.format(user=plan.customer.sg_id)] if plan.user_fields else []) for plan in plans]
+    known = iter(_written([key for keys in memos for key in keys]))
+    for plan in plans:
+        plan_known = [next(known) for _ in range(len(plan.puts) + (1 if plan.user_fields else 0))]
+        plan.puts = [put for put, memo in zip(plan.puts, plan_known, strict=False) if memo != _fingerprint(put[1])]
+        if plan.user_fields and plan_known[-1] == _fingerprint(plan.user_fields):
+            plan.user_fields = {}
+    return plans
+
+
+def _plan(account: PtiAccount, customer: Customer, first_account: int | None, rentals: list[Rental],
+          codes: FieldCodes) -> _Plan:
+    set_committed_value(account, "customer", customer)
     puts: list[tuple[str, dict]] = []
     for rental in rentals:
         fields: dict = {codes.rental_overlocked: rental.overlocked}
@@ -91,8 +171,6 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
         if account.pti_user_id:
             fields[codes.rental_pti_id] = account.pti_user_id
         puts.append((rental.sg_id, fields))
-    held = {rental.sg_id: rental.sg_updated for rental in rentals}  # the copies we hold, before our PUTs
-
     previous = (customer.pti_access_code, customer.pti_user_id)
     user_fields: dict = {}
     if account.id == first_account:
@@ -102,52 +180,54 @@ def write_back(account_id: int, client: StoreganiseClient, overlocks: dict[str, 
         if account.pti_user_id:
             customer.pti_user_id = account.pti_user_id
             user_fields[codes.user_pti_id] = account.pti_user_id
-    # Written unless Redis remembers writing exactly these: the mirror already holding the user's fields proves
-    # nothing, as it is set before the PUT (for the echo), so a worker killed between the two must not make it look
-    # done.
-    memos = [MEMO_KEY.format(rental=sg_id) for sg_id, _ in puts]
-    known = _written(memos + ([USER_MEMO_KEY.format(user=customer.sg_id)] if user_fields else []))
-    puts = [put for put, memo in zip(puts, known, strict=False) if memo != _fingerprint(put[1])]
-    if user_fields and known[-1] == _fingerprint(user_fields):
-        user_fields = {}
-    commit_keeping_loaded()  # no transaction held open across the PUTs
+    return _Plan(account, customer, account.last_synced_at, puts,
+                 {rental.sg_id: rental.sg_updated for rental in rentals}, user_fields, previous)
 
-    written: list[tuple[str, dict]] = []  # what Storeganise accepted, remembered in Redis in one round trip
-    landed: list[dict] = []  # what its answers say, noted on the rentals in one statement
-    try:
-        for rental_sg_id, fields in puts:
-            answer = put_fields(client, "unitRental", rental_sg_id, fields)
-            written.append((MEMO_KEY.format(rental=rental_sg_id), fields))
-            landed += _answered(rental_sg_id, held[rental_sg_id], answer)
-            if overlocks is not None and overlocks.get(rental_sg_id) == fields[codes.rental_overlocked]:
-                _flip_landed(rental_sg_id, overlocks.pop(rental_sg_id), answer)
-        if user_fields:
-            put_fields(client, "user", customer.sg_id, user_fields)
-            written.append((USER_MEMO_KEY.format(user=customer.sg_id), user_fields))
-    except StoreganiseError:
-        _account_first(account_id)
-        _note_landed(landed)
-        if user_fields:  # Storeganise still holds the old values: so must the mirror, or the retry sends nothing
-            customer.pti_access_code, customer.pti_user_id = previous
-        db.session.commit()
-        raise
-    finally:
-        _remember(written)
-    # Storeganise holds this push's results: no longer owed, unless a newer push finished meanwhile. The account's
-    # row first (this UPDATE locks it, as `_account_first` does), then its rentals.
-    done = and_(PtiAccount.write_back_owed.is_(True), PtiAccount.last_synced_at == pushed_at)
-    refusals = db.session.execute(
-        update(PtiAccount).where(PtiAccount.id == account_id)
-        .values(write_back_owed=case((done, False), else_=PtiAccount.write_back_owed))
-        .returning(PtiAccount.write_back_refusals).execution_options(synchronize_session=False)).scalar()
+
+def _send(plan: _Plan, client: StoreganiseClient, overlocks: dict[str, bool] | None,
+          written: list[tuple[str, dict]], landed: list[dict]) -> None:
+    """The account's PUTs, each noted in `written` and `landed` as Storeganise accepts it."""
+    codes = _codes()
+    for rental_sg_id, fields in plan.puts:
+        answer = put_fields(client, "unitRental", rental_sg_id, fields)
+        written.append((MEMO_KEY.format(rental=rental_sg_id), fields))
+        landed += _answered(rental_sg_id, plan.held[rental_sg_id], answer)
+        if overlocks is not None and overlocks.get(rental_sg_id) == fields[codes.rental_overlocked]:
+            _flip_landed(rental_sg_id, overlocks.pop(rental_sg_id), answer)
+    if plan.user_fields:
+        put_fields(client, "user", plan.customer.sg_id, plan.user_fields)
+        written.append((USER_MEMO_KEY.format(user=plan.customer.sg_id), plan.user_fields))
+
+
+def _record(finished: list[_Plan], landed: list[dict], failed: _Plan | None = None) -> None:
+    """Storeganise holds these pushes' results: no longer owed, unless a newer push finished meanwhile. The
+    accounts' rows first, in id order (this UPDATE locks them, as `_account_first` does), then the rentals, then
+    one commit. A `failed` account keeps what is owed, and its customer the values Storeganise still holds, or the
+    retry would send nothing."""
+    if finished:
+        accounts = PtiAccount.__table__
+        done = and_(accounts.c.write_back_owed.is_(True),
+                    accounts.c.last_synced_at.is_not_distinct_from(bindparam("pushed_at")))
+        db.session.execute(update(accounts).where(accounts.c.id == bindparam("account_id"))
+                           .values(write_back_owed=case((done, False), else_=accounts.c.write_back_owed)),
+                           [{"account_id": p.account.id, "pushed_at": p.pushed_at} for p in finished])
+    if failed is not None:
+        _account_first(failed.account.id)
     _note_landed(landed)
-    if refusals:
-        db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id)
+    refused = [p for p in finished if p.account.write_back_refusals]
+    if refused:
+        db.session.execute(update(PtiAccount).where(PtiAccount.id.in_([p.account.id for p in refused]))
                            .values(write_back_refusals=0, write_back_retry_at=None)
                            .execution_options(synchronize_session=False))
-        problems.close_causes(refusal_cause(customer, account.site.sg_id, "%"))
+        for plan in refused:
+            problems.close_causes(refusal_cause(plan.customer, plan.account.site.sg_id, "%"))
+    if failed is not None and failed.user_fields:
+        failed.customer.pti_access_code, failed.customer.pti_user_id = failed.previous
     db.session.commit()
-    return WriteBack(rentals=len(puts), user_fields=tuple(sorted(user_fields)))
+
+
+def _summary(plan: _Plan) -> WriteBack:
+    return WriteBack(rentals=len(plan.puts), user_fields=tuple(sorted(plan.user_fields)))
 
 
 @cache

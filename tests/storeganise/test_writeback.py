@@ -338,3 +338,108 @@ def test_a_write_back_costs_the_same_statements_for_one_rental_as_for_several(bu
     assert all(r.sg_updated is not None for r in db.session.scalars(
         select(Rental).where(Rental.sg_id.in_([w["id"] for w in sim.snapshot()["writes"]
                                                if w["entity"] == "unitRental"]))))
+
+
+def owed_accounts(sim, count: int) -> list[int]:
+    """`count` customers pushed, each owed a write-back, with their own codes; their account ids in id order."""
+    owners = sorted({r["ownerId"] for r in sim.rentals.values() if r["state"] == "occupied"})
+    assert len(owners) >= count
+    ids = []
+    for i, owner in enumerate(owners[:count]):
+        account = pushed(owner, code=610000 + i, user_id=f"PTI-{900 + i}")
+        account.write_back_owed = True
+        db.session.commit()
+        ids.append(account.id)
+    db.session.expire_all()
+    return sorted(ids)
+
+
+def test_several_accounts_are_written_back_with_the_database_work_of_one(business, sim, sg):
+    """A bulk batch's writer hands over whatever accounts are owed at once: two reads, one commit before the PUTs
+    and the answers recorded together, the same statements for four accounts as for one, and each written in full."""
+    first, *rest = owed_accounts(sim, 5)
+    with sql_statements() as one:
+        assert writeback.write_back_many([first], sg).error is None
+    with sql_statements() as four:
+        result = writeback.write_back_many(rest, sg)
+    assert result.error is None and result.not_done == [] and len(result.done) == 4
+    assert len(four) == len(one), "\n".join(four)
+    db.session.expire_all()
+    for account in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_([first, *rest]))):
+        assert account.write_back_owed is False
+        user = sim.users[account.customer.sg_id]["customFields"]
+        assert (user["pti_access_code"], user["pti_user_id"]) == (str(account.access_code), account.pti_user_id)
+        for rental in account.customer.rentals:
+            if rental.state == "occupied":
+                assert sim.rentals[rental.sg_id]["customFields"]["pti_access_code"] == str(account.access_code)
+
+
+def test_a_write_back_of_several_stops_at_the_first_refusal_and_leaves_the_rest_owed(business, sim, sg, monkeypatch):
+    """Storeganise fails on the second account: the first is done, the second and third stay owed (the second's
+    customer keeps the values Storeganise still holds, so its retry sends them), and the error is handed back with
+    them; the retry then writes them."""
+    ids = owed_accounts(sim, 3)
+    failing = db.session.get(PtiAccount, ids[1]).customer.sg_id
+    real = StoreganiseClient.update_user_custom_fields
+
+    def refuse_one(self, user_id, fields):
+        if user_id == failing:
+            raise StoreganiseError("Storeganise timed out.", reason="storeganise_unreachable", retryable=True)
+        return real(self, user_id, fields)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreganiseClient, "update_user_custom_fields", refuse_one)
+        result = writeback.write_back_many(ids, sg)
+    assert isinstance(result.error, StoreganiseError)
+    assert len(result.done) == 1 and result.not_done == ids[1:]
+    db.session.expire_all()
+    owed = {a.id: a.write_back_owed for a in db.session.scalars(select(PtiAccount).where(PtiAccount.id.in_(ids)))}
+    assert owed == {ids[0]: False, ids[1]: True, ids[2]: True}
+    assert db.session.get(PtiAccount, ids[1]).customer.pti_access_code is None  # as Storeganise still holds
+    assert "pti_access_code" not in sim.users[db.session.get(PtiAccount, ids[2]).customer.sg_id]["customFields"]
+
+    assert writeback.write_back_many(result.not_done, sg).error is None
+    db.session.expire_all()
+    for account_id in ids[1:]:
+        account = db.session.get(PtiAccount, account_id)
+        assert account.write_back_owed is False
+        assert sim.users[account.customer.sg_id]["customFields"]["pti_access_code"] == str(account.access_code)
+
+
+def test_a_batch_writer_writes_back_what_is_owed_together_and_hands_the_rest_to_jobs_after_a_failure(
+        app, business, sim, sg, monkeypatch):
+    """The bulk batch's writer thread: the accounts waiting when it comes back for more go in one write-back (two at
+    most here); once Storeganise failed, the account it failed on and every later one get their own write-back job,
+    the later ones without being tried."""
+    import queue
+
+    from jobs import reconcile as batch_jobs
+
+    ids = owed_accounts(sim, 3)
+    calls = []
+    real = writeback.write_back_many
+
+    def counted(account_ids, client, overlocks=None):
+        calls.append(list(account_ids))
+        return real(account_ids, client, overlocks)
+
+    failing = db.session.get(PtiAccount, ids[1]).customer.sg_id
+    refuse_user = StoreganiseClient.update_user_custom_fields
+
+    def refuse_one(self, user_id, fields):
+        if user_id == failing:
+            raise StoreganiseError("Storeganise timed out.", reason="storeganise_unreachable", retryable=True)
+        return refuse_user(self, user_id, fields)
+
+    owed: queue.SimpleQueue = queue.SimpleQueue()
+    for account_id in [*ids, None]:
+        owed.put(account_id)
+    with monkeypatch.context() as patch:
+        patch.setattr(writeback, "write_back_many", counted)
+        patch.setattr(StoreganiseClient, "update_user_custom_fields", refuse_one)
+        patch.setattr(batch_jobs, "WRITE_BACK_CHUNK", 2)
+        batch_jobs.write_back_all(app, owed)
+    assert calls == [ids[:2]]  # two went together; the third came after the failure
+    assert sorted(job.args[0] for _, job in queued_jobs("jobs.writeback.write_back_account")) == ids[1:]
+    db.session.expire_all()
+    assert [db.session.get(PtiAccount, i).write_back_owed for i in ids] == [False, True, True]
