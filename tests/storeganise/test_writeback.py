@@ -354,6 +354,18 @@ def owed_accounts(sim, count: int) -> list[int]:
     return sorted(ids)
 
 
+def refusing_the_user(customer_sg_id: str):
+    """Storeganise's client, timing out on one customer's PUT and answering the others as usual."""
+    real = StoreganiseClient.update_user_custom_fields
+
+    def refuse_one(self, user_id, fields):
+        if user_id == customer_sg_id:
+            raise StoreganiseError("Storeganise timed out.", reason="storeganise_unreachable", retryable=True)
+        return real(self, user_id, fields)
+
+    return refuse_one
+
+
 def test_several_accounts_are_written_back_with_the_database_work_of_one(business, sim, sg):
     """A bulk batch's writer hands over whatever accounts are owed at once: two reads, one commit before the PUTs
     and the answers recorded together, the same statements for four accounts as for one, and each written in full."""
@@ -379,16 +391,9 @@ def test_a_write_back_of_several_stops_at_the_first_refusal_and_leaves_the_rest_
     customer keeps the values Storeganise still holds, so its retry sends them), and the error is handed back with
     them; the retry then writes them."""
     ids = owed_accounts(sim, 3)
-    failing = db.session.get(PtiAccount, ids[1]).customer.sg_id
-    real = StoreganiseClient.update_user_custom_fields
-
-    def refuse_one(self, user_id, fields):
-        if user_id == failing:
-            raise StoreganiseError("Storeganise timed out.", reason="storeganise_unreachable", retryable=True)
-        return real(self, user_id, fields)
-
     with monkeypatch.context() as patch:
-        patch.setattr(StoreganiseClient, "update_user_custom_fields", refuse_one)
+        patch.setattr(StoreganiseClient, "update_user_custom_fields",
+                      refusing_the_user(db.session.get(PtiAccount, ids[1]).customer.sg_id))
         result = writeback.write_back_many(ids, sg)
     assert isinstance(result.error, StoreganiseError)
     assert len(result.done) == 1 and result.not_done == ids[1:]
@@ -423,20 +428,13 @@ def test_a_batch_writer_writes_back_what_is_owed_together_and_hands_the_rest_to_
         calls.append(list(account_ids))
         return real(account_ids, client, overlocks)
 
-    failing = db.session.get(PtiAccount, ids[1]).customer.sg_id
-    refuse_user = StoreganiseClient.update_user_custom_fields
-
-    def refuse_one(self, user_id, fields):
-        if user_id == failing:
-            raise StoreganiseError("Storeganise timed out.", reason="storeganise_unreachable", retryable=True)
-        return refuse_user(self, user_id, fields)
-
     owed: queue.SimpleQueue = queue.SimpleQueue()
     for account_id in [*ids, None]:
         owed.put(account_id)
     with monkeypatch.context() as patch:
         patch.setattr(writeback, "write_back_many", counted)
-        patch.setattr(StoreganiseClient, "update_user_custom_fields", refuse_one)
+        patch.setattr(StoreganiseClient, "update_user_custom_fields",
+                      refusing_the_user(db.session.get(PtiAccount, ids[1]).customer.sg_id))
         patch.setattr(batch_jobs, "WRITE_BACK_CHUNK", 2)
         batch_jobs.write_back_all(app, owed)
     assert calls == [ids[:2]]  # two went together; the third came after the failure
