@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,7 @@ from dashboard.jobqueue import WRITE_BACK, get_redis, hint
 log = logging.getLogger(__name__)
 
 WRITE_BACK_CHUNK = 25  # the most accounts the batch's writer writes back together
+WRITE_BACK_GATHER_S = 0.5  # how long it gathers the accounts pushed after the first, before writing them back
 WRITER_JOIN_S = 120.0  # how long a batch waits for its last write-backs before leaving them to their own jobs
 
 
@@ -79,15 +81,16 @@ def _next(owed: queue.SimpleQueue) -> int | None:
 
 
 def _waiting(owed: queue.SimpleQueue) -> tuple[list[int], bool]:
-    """The accounts owed now, blocking for the first, at most WRITE_BACK_CHUNK; and whether the batch has ended
-    (its None read)."""
+    """The next accounts to write back together: blocking for the first, then what the pushes add within
+    WRITE_BACK_GATHER_S, at most WRITE_BACK_CHUNK; and whether the batch has ended (its None read)."""
     first = owed.get()
     if first is None:
         return [], True
     chunk = [first]
-    while len(chunk) < WRITE_BACK_CHUNK:
+    until = time.monotonic() + WRITE_BACK_GATHER_S
+    while len(chunk) < WRITE_BACK_CHUNK and (left := until - time.monotonic()) > 0:
         try:
-            account_id = owed.get_nowait()
+            account_id = owed.get(timeout=left)
         except queue.Empty:
             break
         if account_id is None:
