@@ -22,7 +22,7 @@ import redis
 from flask import current_app
 from redis.exceptions import LockError
 from rq import get_current_job
-from sqlalchemy import and_, case, select
+from sqlalchemy import and_, case, select, update
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -357,8 +357,7 @@ def apply_plan(call: Caller, client: PtiClient, account: PtiAccount, ops, marker
             if isinstance(op, CreateUser):
                 user = create_user(call, client, op, marker)
                 new_user_id = user.id
-                account.pti_user_id = user.id
-                commit_keeping_loaded()  # the PTI user id is never lost to a crash later in the plan
+                store(account, pti_user_id=user.id)  # the PTI user id is never lost to a crash later in the plan
             else:
                 answer = call(op.__class__.__name__, client.apply, op, new_user_id=new_user_id)
                 if isinstance(op, RemoveUser):
@@ -422,6 +421,18 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
             lock.release()
         except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
             log.warning("reconcile lock of account %s expired before release", account_id)
+
+
+def store(account: PtiAccount, **values) -> None:
+    """Make one fact of the account durable now, while its push goes on (the access code it chose, the PTI user it
+    created): one UPDATE of those columns and a commit that keeps what the session has loaded
+    (`commit_keeping_loaded`). Written as a statement, not through the session's unit of work, whose flush cost a
+    bulk push a tenth of its CPU for these one-column changes; the account is told the values as committed."""
+    accounts = PtiAccount.__table__
+    db.session.execute(update(accounts).where(accounts.c.id == account.id).values(**values))
+    for key, value in values.items():
+        set_committed_value(account, key, value)
+    commit_keeping_loaded()
 
 
 def _account_site_and_customer(account_id: int) -> PtiAccount | None:
@@ -500,8 +511,7 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
         if connection is None:
             raise Park(connection_problem(site))
         if desired.needs_access_code:
-            account.access_code = choose_code(account)
-            commit_keeping_loaded()
+            store(account, access_code=choose_code(account))
             rentals, desired = snapshot(account, rentals)
         client = pti_client(site, connection)
         call = Caller(client, site_guard(site, urgent=account.urgent), lock=lock)
