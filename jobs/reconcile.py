@@ -101,8 +101,8 @@ def _waiting(owed: queue.SimpleQueue) -> tuple[list[int], bool]:
 
 def write_back_all(app, owed: queue.SimpleQueue) -> None:
     """The batch's write-backs, as its accounts are pushed, in this process with one Storeganise client, several at
-    a time: whatever accounts are owed when the writer comes back for more are written back together (the database
-    work of one, see `writeback.write_back_many`).
+    a time: the first account handed over and those pushed within WRITE_BACK_GATHER_S after it are written back
+    together, with the database work of one (`_waiting`, `writeback.write_back_many`).
 
     One job per account would fork a work horse each, and those default-queue jobs come before the bulk queue:
     a 10,000-rental push then starves its own batches of workers. When Storeganise fails (or is not configured),
