@@ -149,8 +149,8 @@ def _plans(account_ids: list[int]) -> list[_Plan]:
     memos = [[MEMO_KEY.format(rental=sg_id) for sg_id, _ in plan.puts]
              + ([USER_MEMO_KEY.format(user=plan.customer.sg_id)] if plan.user_fields else []) for plan in plans]
     known = iter(_written([key for keys in memos for key in keys]))
-    for plan in plans:
-        plan_known = [next(known) for _ in range(len(plan.puts) + (1 if plan.user_fields else 0))]
+    for plan, keys in zip(plans, memos, strict=True):
+        plan_known = [next(known) for _ in keys]
         plan.puts = [put for put, memo in zip(plan.puts, plan_known, strict=False) if memo != _fingerprint(put[1])]
         if plan.user_fields and plan_known[-1] == _fingerprint(plan.user_fields):
             plan.user_fields = {}
