@@ -95,12 +95,14 @@ class Sent:
     took_s: float
 
 
-def stages(sent: list[Sent]) -> dict[str, tuple[float, float]]:
+def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int, int]]:
     """Where an event's time went, p50 and p95 of each stage, from what the product recorded of each delivery:
     Storeganise (the simulator) to our receiver, the receiver to the handler done (its job queued, run, and the
     lock or unlock pushed by the handler itself), and the handler done to the gate seen by the poll. The second is
     also split at the moment a worker started the delivery's job (RQ's `started_at`): `to_started` is the wait for a
-    free worker, `in_handler` the handler's own time."""
+    free worker, `in_handler` the handler's own time, itself split into each worker process's first event of the
+    phase and the rest. Also: how many events were a worker's first, and how many of those were at or over the
+    phase's p95."""
     names = {True: "unitRental.markOverdue", False: "unitRental.unmarkOverdue"}
     found = {(d.rental_sg_id, d.type): d for d in db.session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.rental_sg_id.in_({e.rental_id for e in sent}),
@@ -108,11 +110,12 @@ def stages(sent: list[Sent]) -> dict[str, tuple[float, float]]:
         .order_by(WebhookDelivery.received_at))}
     db.session.rollback()
     ids = sorted(d.id for d in found.values())
-    started = {i: job.started_at for i, job in zip(ids, Job.fetch_many([job_id(i) for i in ids],
-                                                                        connection=get_redis()), strict=True)
-               if job is not None and job.started_at is not None}
+    jobs = {i: job for i, job in zip(ids, Job.fetch_many([job_id(i) for i in ids], connection=get_redis()),
+                                     strict=True) if job is not None and job.started_at is not None}
+    firsts = first_of_each_worker(jobs)
+    first_took: list[float] = []
     spans: dict[str, list[float]] = {"to_receiver": [], "to_handled": [], "to_started": [], "in_handler": [],
-                                     "to_gate": []}
+                                     "in_handler_first": [], "in_handler_later": [], "to_gate": []}
     for event in sent:
         delivery = found.get((event.rental_id, names[event.overdue]))
         if delivery is None or delivery.handled_at is None or delivery.received_at < event.at - timedelta(seconds=1):
@@ -121,19 +124,43 @@ def stages(sent: list[Sent]) -> dict[str, tuple[float, float]]:
         handled = (delivery.handled_at - delivery.received_at).total_seconds()
         spans["to_receiver"].append(received)
         spans["to_handled"].append(handled)
-        if (began := started.get(delivery.id)) is not None:
+        if (job := jobs.get(delivery.id)) is not None:
+            began = job.started_at
             began = began.astimezone(UTC).replace(tzinfo=None) if began.tzinfo else began  # naive UTC, as the rows
             spans["to_started"].append((began - delivery.received_at).total_seconds())
-            spans["in_handler"].append((delivery.handled_at - began).total_seconds())
+            in_handler = (delivery.handled_at - began).total_seconds()
+            spans["in_handler"].append(in_handler)
+            spans["in_handler_first" if delivery.id in firsts else "in_handler_later"].append(in_handler)
         spans["to_gate"].append(event.took_s - received - handled)
-    return {name: (percentile(v, 50), percentile(v, 95)) for name, v in spans.items() if v}
+        if delivery.id in firsts:
+            first_took.append(event.took_s)
+    tail = percentile([event.took_s for event in sent], 95) if sent else 0.0
+    return ({name: (percentile(v, 50), percentile(v, 95)) for name, v in spans.items() if v},
+            (len(first_took), sum(took >= tail for took in first_took)))
+
+
+def say_calls(phase: str, before: dict, after: dict) -> None:
+    """The PTI calls a phase made, by operation (a lock or unlock needs one; the rest is what else the events cost)."""
+    by_op = {op: n - before["by_operation"].get(op, 0) for op, n in after["by_operation"].items()}
+    say(f"{phase}: PTI calls by operation: " + ", ".join(f"{op} {n}" for op, n in sorted(by_op.items()) if n))
+
+
+def first_of_each_worker(jobs: dict[str, Job]) -> set[str]:
+    """The deliveries that were the first of the phase's events each worker process ran: a process's first event
+    has paid for what the process had not done yet (the split shows whether those first events make the tail)."""
+    first: dict[str, tuple] = {}
+    for delivery_id, job in jobs.items():
+        if job.worker_name and (job.worker_name not in first or job.started_at < first[job.worker_name][0]):
+            first[job.worker_name] = (job.started_at, delivery_id)
+    return {delivery_id for _, delivery_id in first.values()}
 
 
 def say_stages(phase: str, sent: list[Sent]) -> None:
-    found = stages(sent)
+    found, (firsts, firsts_in_tail) = stages(sent)
     if found:
         say(f"{phase} stages (p50 / p95, {len(sent)} events): " + ", ".join(
-            f"{name} {p50:.3f} / {p95:.3f} s" for name, (p50, p95) in found.items()))
+            f"{name} {p50:.3f} / {p95:.3f} s" for name, (p50, p95) in found.items())
+            + f"; {firsts} events were a worker's first of the phase, {firsts_in_tail} of them at or over the p95")
 
 
 class Events:
@@ -257,8 +284,10 @@ def main() -> str:
         runner = Events(stack, direct, env_float("BENCH_EVENT_TIMEOUT_S", 30))
         try:
             say(f"idle: {events} events, {concurrency} in flight ...")
+            before = stack.pti_calls()
             idle = runner.run(idle_targets, events, concurrency)
             say_stages("idle", runner.sent)
+            say_calls("idle", before, stack.pti_calls())
             runner.sent = []
             stack.wait_idle(IDLE_DRAIN_TIMEOUT_S)
             say(f"bulk: push_site for every site, then {events} events, {concurrency} in flight ...")

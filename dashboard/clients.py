@@ -4,12 +4,15 @@ client with its credentials (decrypted only here, only when needed). Jobs, comma
 
 from __future__ import annotations
 
+import json
 import logging
 
+import redis
 from flask import current_app
 
-from .crypto import CredentialError, PtiCredentials, unseal
+from .crypto import CredentialError, PtiCredentials, seal_bytes, unseal, unseal_bytes
 from .extensions import db
+from .jobqueue import get_redis
 from .models import ProductSetting, Site
 from .pti import PtiClient, PtiClientRegistry, PtiConnection
 from .storeganise import StoreganiseClient
@@ -97,11 +100,84 @@ def close_pti_clients(app) -> None:
 
 
 def pti_client(site: Site, connection: PtiConnection) -> PtiClient:
-    """The site's PTI client in this process (one pool and token per site), with the configured time-outs."""
+    """The site's PTI client in this process (one pool per site, and one session token per site shared by every
+    process unless PTI_SHARED_SESSIONS is off), with the configured time-outs."""
     app = current_app._get_current_object()
     registry = app.extensions.get(PTI_CLIENTS_EXTENSION)
     if registry is None:
+        sessions = None
+        if app.config["PTI_SHARED_SESSIONS"]:
+            conn, keys = get_redis(), app.config["ENCRYPTION_KEYS"]
+
+            def sessions(key: str, connection: PtiConnection) -> SharedPtiSession:
+                return SharedPtiSession(conn, key, connection, keys)
+
         registry = app.extensions[PTI_CLIENTS_EXTENSION] = PtiClientRegistry(
-            connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"], read_timeout=app.config["PTI_READ_TIMEOUT_S"],
-            deadline=app.config["PTI_CALL_DEADLINE_S"])
+            sessions, connect_timeout=app.config["PTI_CONNECT_TIMEOUT_S"],
+            read_timeout=app.config["PTI_READ_TIMEOUT_S"], deadline=app.config["PTI_CALL_DEADLINE_S"])
     return registry.get(str(site.id), connection)
+
+
+class SharedPtiSession:
+    """A site's PTI session token in Redis, shared by the site's clients in every process (the PTI client's
+    `SessionStore`). Without it each process logged in to each site on its first call there: a worker's first
+    payment at a site paid a login before its unlock, and every bulk batch's forked work horse logged in again.
+
+    The token is a credential: it is kept sealed with ENCRYPTION_KEYS, with the fingerprint of the settings it was
+    opened with (a token opened before a password or user change is not taken), under the site's id, for as long as
+    it stays usable (Redis expires it then). Only a saving: a Redis that cannot answer, or a value the keys cannot
+    open, means "log in yourself", as before."""
+
+    def __init__(self, conn: redis.Redis, site_key: str, connection: PtiConnection, keys: str) -> None:
+        self.conn, self.keys = conn, keys
+        self.key = f"pti-sync:pti-session:{site_key}"
+        self.fingerprint = connection.fingerprint
+
+    def get(self) -> tuple[str, float] | None:
+        try:
+            with self.conn.pipeline(transaction=False) as pipe:
+                pipe.get(self.key)
+                pipe.pttl(self.key)
+                sealed, left_ms = pipe.execute()
+            token = self._token_of(sealed) if sealed is not None and left_ms and left_ms > 0 else None
+            return (token, left_ms / 1000) if token is not None else None
+        except redis.RedisError as exc:
+            log.info("no shared PTI session (%s): this process logs in", exc.__class__.__name__)
+            return None
+
+    def put(self, token: str, usable_s: float) -> None:
+        try:
+            sealed = seal_bytes(self.keys, json.dumps({"fingerprint": self.fingerprint, "token": token}).encode())
+            self.conn.set(self.key, sealed, px=max(1, int(usable_s * 1000)))
+        except (redis.RedisError, CredentialError) as exc:
+            log.info("the PTI session could not be shared (%s)", exc.__class__.__name__)
+
+    def drop(self, token: str) -> None:
+        """Forget the shared token if it is still `token`, or cannot be read as this site's (WATCH: a token another
+        process put since is kept)."""
+        try:
+            with self.conn.pipeline() as pipe:
+                pipe.watch(self.key)
+                sealed = pipe.get(self.key)
+                if sealed is None or self._token_of(sealed) not in (token, None):
+                    return
+                pipe.multi()
+                pipe.delete(self.key)
+                pipe.execute()
+        except redis.WatchError:
+            pass  # replaced meanwhile by a new session: that one stays
+        except redis.RedisError as exc:
+            log.info("the refused PTI session could not be forgotten (%s): it lapses", exc.__class__.__name__)
+
+    def _token_of(self, sealed: bytes) -> str | None:
+        """The token in a shared value when it was opened with this site's current settings; None when it was not,
+        or the value cannot be opened or read (a rotated key, another version's shape)."""
+        try:
+            value = json.loads(unseal_bytes(self.keys, sealed))
+        except (CredentialError, ValueError) as exc:
+            log.info("a shared PTI session cannot be read (%s): not taken", exc.__class__.__name__)
+            return None
+        if not isinstance(value, dict) or value.get("fingerprint") != self.fingerprint:
+            return None
+        token = value.get("token")
+        return token if isinstance(token, str) and token else None

@@ -55,3 +55,17 @@ def unseal(keys: str, site_sg_id: str, token: str) -> PtiCredentials:
 def rotate(keys: str, token: str) -> str:
     """Re-encrypt under the newest key."""
     return _fernet(keys).rotate(token.encode()).decode()
+
+
+def seal_bytes(keys: str, data: bytes) -> bytes:
+    """Encrypt something the product keeps outside the database for a while (a site's PTI listing in Redis: it holds
+    access codes)."""
+    return _fernet(keys).encrypt(data)
+
+
+def unseal_bytes(keys: str, token: bytes) -> bytes:
+    """Decrypt what `seal_bytes` sealed; CredentialError when the keys cannot."""
+    try:
+        return _fernet(keys).decrypt(token)
+    except InvalidToken as exc:
+        raise CredentialError("a sealed value cannot be decrypted with ENCRYPTION_KEYS") from exc

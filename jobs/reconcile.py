@@ -16,7 +16,7 @@ from dashboard.clients import storeganise_client
 from dashboard.engine import writeback
 from dashboard.engine.intent import holding, release
 from dashboard.engine.pti_reads import BatchReads
-from dashboard.engine.reconcile import reconcile
+from dashboard.engine.reconcile import give_codes, reconcile
 from dashboard.extensions import db
 from dashboard.jobqueue import WRITE_BACK, get_redis, hint
 
@@ -44,7 +44,7 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
     conn = get_redis()
     job = get_current_job()
 
-    listing = BatchReads()  # the site's PTI users and units, listed once for every account of the batch
+    listing = BatchReads(account_ids)  # the site's PTI users and units, listed once for the batch (or its site)
     owed: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # accounts pushed, to write back to Storeganise
     writer = threading.Thread(target=write_back_all, args=(app, owed), name="batch-write-back", daemon=True)
     writer.start()
@@ -61,6 +61,7 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
         # The heartbeat tells the relay this batch is alive: killed, its accounts not reached yet are re-driven.
         with holding(conn, job.id if job else None), \
                 ThreadPoolExecutor(max_workers=app.config["PTI_SITE_CONCURRENCY"]) as pool:
+            _give_codes(account_ids)
             for outcome in pool.map(one, account_ids):
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
     finally:
@@ -71,6 +72,17 @@ def reconcile_batch(account_ids: list[int], trigger: str = "bulk") -> dict[str, 
                 while (account_id := _next(owed)) is not None:
                     hint(WRITE_BACK, account_id)
     return outcomes
+
+
+def _give_codes(account_ids: list[int]) -> None:
+    """The batch's new customers' access codes, chosen and stored together before the pushes (`give_codes`). Only a
+    saving: should it fail, each push chooses its customer's code itself, as a single push does."""
+    try:
+        give_codes(account_ids)
+    except Exception as exc:  # noqa: BLE001 - a database error here costs only the saving
+        db.session.rollback()
+        log.warning("the batch's access codes could not be chosen together (%s): each push chooses its own",
+                    exc.__class__.__name__)
 
 
 def _next(owed: queue.SimpleQueue) -> int | None:

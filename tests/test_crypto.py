@@ -3,7 +3,7 @@
 import pytest
 from cryptography.fernet import Fernet
 
-from dashboard.crypto import CredentialError, PtiCredentials, rotate, seal, unseal
+from dashboard.crypto import CredentialError, PtiCredentials, rotate, seal, seal_bytes, unseal, unseal_bytes
 
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()
@@ -37,3 +37,13 @@ def test_credentials_never_show_in_repr():
 def test_a_malformed_key_is_a_clear_error():
     with pytest.raises(CredentialError, match="not a valid Fernet key"):
         seal("not-a-key", "site-1", CREDS)
+
+
+def test_a_sealed_listing_opens_with_any_configured_key_and_not_without_one():
+    """What the product keeps in Redis for a while (a site's PTI listing, with its access codes) is sealed the same
+    way: readable with the keys in ENCRYPTION_KEYS, during a rotation too, and with no other."""
+    sealed = seal_bytes(KEY_A, b'{"access_code": 482913}')
+    assert b"482913" not in sealed
+    assert unseal_bytes(f"{KEY_B},{KEY_A}", sealed) == b'{"access_code": 482913}'
+    with pytest.raises(CredentialError, match="cannot be decrypted"):
+        unseal_bytes(KEY_B, sealed)

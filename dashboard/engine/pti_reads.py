@@ -6,8 +6,9 @@ batch of a site's customers lists the site's users and units once (`BatchReads`)
 that listing (`SiteListing`), so a customer already in sync costs no PTI call at all and a first push costs its
 writes alone. The listing is trusted only where nothing can have changed it behind the batch's back:
 
-- **Our own pushes**: every reconcile stamps its account, with Redis's clock, when it takes the account's lock and
-  again when it lets go (`touch`). A customer pushed by anyone since the listing was read is read live.
+- **Our own pushes**: every reconcile marks its account as being pushed when it takes the account's lock and
+  stamps it with Redis's clock when it lets go (`touch`). A customer pushed by anyone since the listing was read,
+  or whose push was killed (marked, never stamped: its writes may have landed after the listing), is read live.
 - **Age**: a listing older than `LISTING_MAX_AGE_S` is read again, which bounds what a change made by hand in PTI
   can hide (the hourly drift sweep finds the rest, as it does today).
 - **Other customers of the batch**: a plan that vacates a unit, takes one from another user or removes a user is
@@ -19,10 +20,19 @@ Look-up-before-create stays live: after an uncertain create the user is looked u
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import threading
 import time
+import zlib
+from collections.abc import Callable
 
+import redis
+from flask import current_app
+
+from ..crypto import CredentialError, seal_bytes, unseal_bytes
 from ..jobqueue import get_redis
 from ..pti import PtiClient, PtiError, PtiPermanentError
 from ..sync import DesiredUnit, DesiredUser, PtiUnit, PtiUser, UnitStatus
@@ -30,17 +40,28 @@ from ..sync import DesiredUnit, DesiredUser, PtiUnit, PtiUser, UnitStatus
 log = logging.getLogger(__name__)
 
 LISTING_MAX_AGE_S = 60.0  # a batch reads its site again after this long
+READER_TTL_S = 30  # the batch reading a site's listing for the others holds the reader key this long at most
+READER_WAIT_S = 10.0  # how long a batch waits for another batch's reading of its site before reading it itself
+READER_POLL_S = 0.1
+SHARED_STALE_SHARE = 0.05  # a shared listing serves a batch when at most this share of its accounts was pushed since
 TOUCHED_TTL_S = 6 * 3600  # longer than any batch (BATCH_JOB_TIMEOUT_S) can run
 MISSING_UNIT = ("unit_not_found", "invalid_unit_name")
 
-# Stamps the account with Redis's clock (microseconds) and answers the stamp it held before: one round trip, and one
-# clock for every worker on every machine.
+# Stamps the account with Redis's clock (microseconds), or as being pushed (ARGV[2]), and answers the stamp it held
+# before: one round trip, and one clock for every worker on every machine.
 _TOUCH = """
-local now = redis.call('TIME')
 local before = redis.call('GET', KEYS[1])
-redis.call('SET', KEYS[1], now[1] * 1000000 + now[2], 'EX', ARGV[1])
+local stamp = ARGV[2]
+if stamp == '' then
+  local now = redis.call('TIME')
+  stamp = now[1] * 1000000 + now[2]
+end
+redis.call('SET', KEYS[1], stamp, 'EX', ARGV[1])
 return before
 """
+# The stamp of an account whose push has taken its lock and not let go (still running, or killed): later than any
+# listing, so a listing read meanwhile never speaks for it; a killed push's writes may land after such a listing.
+BEING_PUSHED = 2**62
 _NOW = "local now = redis.call('TIME') return now[1] * 1000000 + now[2]"
 
 
@@ -48,9 +69,11 @@ def touched_key(account_id: int) -> str:
     return f"pti-sync:pti-touched:{account_id}"
 
 
-def touch(account_id: int) -> int | None:
-    """Stamp the account as being pushed now; returns when it was last stamped (None: not in TOUCHED_TTL_S)."""
-    before = get_redis().eval(_TOUCH, 1, touched_key(account_id), TOUCHED_TTL_S)
+def touch(account_id: int, pushing: bool = False) -> int | None:
+    """Stamp the account: as being pushed (`pushing`: its push took the lock), else with the time now (its push let
+    go); returns the stamp it held before (None: not stamped in TOUCHED_TTL_S; BEING_PUSHED: a push took the lock and
+    never let go, so it was killed)."""
+    before = get_redis().eval(_TOUCH, 1, touched_key(account_id), TOUCHED_TTL_S, BEING_PUSHED if pushing else "")
     return int(before) if before is not None else None
 
 
@@ -165,13 +188,20 @@ class BatchReads:
     """One bulk batch's listing of its site, shared by the batch's threads; read on first use and when it ages.
 
     `for_account` answers the listing for an account nobody pushed since it was read, else live reads. A site whose
-    listing cannot be read (PTI down, a malformed page) is read live for the rest of the batch."""
+    listing cannot be read (PTI down, a malformed page) is read live for the rest of the batch.
 
-    def __init__(self) -> None:
+    The listing is shared with the site's other batches too, in every worker (`SharedListings`): a site's push runs
+    as several batches, and each listed its site (a page of users a hundred customers, and the units): a push of
+    customers already in sync cost 0.040 PTI calls a rental, most of it listing the same site again; shared, 0.010
+    (`bulk_push`, docs/benchmarks.md). A shared listing is trusted by the same rule as the batch's own, since every
+    push stamps its account with Redis's clock."""
+
+    def __init__(self, account_ids: list[int] = ()) -> None:
+        self._stamps = self._stamps_of(list(account_ids))  # before this batch pushes any of them
         self._lock = threading.Lock()
         self._listing: SiteListing | None = None
         self._unreadable = False
-        self.reads = 0  # listings read (for the journal and the benchmark)
+        self.reads = 0  # listings this batch read from PTI (for the journal and the benchmark)
 
     def for_account(self, call, client: PtiClient, last_touched: int | None) -> LiveReads | SiteListing:
         live = LiveReads(call, client)
@@ -179,18 +209,138 @@ class BatchReads:
             if self._unreadable:
                 return live
             if self._listing is None or not self._listing.fresh():
-                try:
-                    read_at = int(get_redis().eval(_NOW, 0))
-                    users = call("list_users", client.list_users)
-                    units = call("list_units", client.list_units)
-                except PtiError as exc:  # a malformed listing (a PTI that cannot answer raises Retry: next account)
-                    log.warning("PTI's users and units could not be listed (%s): this batch reads them one by one",
-                                exc.reason)
-                    self._unreadable = True
-                    return live
-                self._listing = SiteListing(users, units, read_at)
-                self.reads += 1
+                shared = SharedListings(get_redis(), call.guard.site_id, client.base_url)
+                listing = shared.take(self._speaks_for_batch)
+                if listing is None:
+                    try:
+                        listing = self._read(call, client)
+                    except PtiError as exc:  # a malformed listing (a PTI that cannot answer raises Retry: next
+                        log.warning("PTI's users and units could not be listed (%s): this batch reads them one by "
+                                    "one", exc.reason)  # account)
+                        self._unreadable = True
+                        return live
+                    finally:
+                        if listing is None:  # whatever stopped the reading: another batch may read at once
+                            shared.give_up()
+                    shared.keep(listing)
+                self._listing = listing
             listing = self._listing
         if last_touched is not None and last_touched >= listing.read_at:
             return live  # pushed since the listing was read: what PTI holds for it now is not in the listing
+        return listing
+
+    @staticmethod
+    def _stamps_of(account_ids: list[int]) -> list[int] | None:
+        """When each account was last pushed (0: not lately), read as the batch starts; None when Redis cannot say."""
+        if not account_ids:
+            return []
+        try:
+            return [int(stamp or 0) for stamp in get_redis().mget([touched_key(a) for a in account_ids])]
+        except redis.RedisError:
+            return None
+
+    def _speaks_for_batch(self, read_at: int) -> bool:
+        """Whether a listing another batch read at `read_at` speaks for most of this batch: of its accounts, at most
+        SHARED_STALE_SHARE were pushed after it was read and before this batch started (those would be read live in
+        any case). A listing from before an earlier push of these same accounts (a site pushed twice within a minute)
+        would send them all to live reads: this batch reads PTI again instead."""
+        if self._stamps is None:
+            return False
+        stale = sum(1 for stamp in self._stamps if stamp >= read_at)
+        return stale <= SHARED_STALE_SHARE * len(self._stamps)
+
+    def _read(self, call, client: PtiClient) -> SiteListing:
+        read_at = int(get_redis().eval(_NOW, 0))
+        users = call("list_users", client.list_users)
+        units = call("list_units", client.list_units)
+        self.reads += 1
+        return SiteListing(users, units, read_at)
+
+
+class SharedListings:
+    """A site's latest listing, kept in Redis for the site's other batches until it is LISTING_MAX_AGE_S old,
+    sealed with ENCRYPTION_KEYS (it holds every access code of the site) and compressed.
+
+    `take` answers a listing still fresh by Redis's clock; when there is none, one batch of the site reads PTI (it
+    holds the reader key) while the others wait up to READER_WAIT_S for what it keeps, then read for themselves. Only
+    a saving: a Redis that cannot answer, a listing the keys cannot open or one in a shape this version does not read
+    all mean "read PTI yourself"."""
+
+    def __init__(self, conn, site_id: int, pti_url: str) -> None:
+        self.conn, self.site_id = conn, site_id
+        where = hashlib.sha256(pti_url.encode()).hexdigest()[:12]  # a site moved to another PTI lists anew
+        self.key, self.reader_key = f"pti-sync:listing:{site_id}:{where}", f"pti-sync:listing-reader:{site_id}"
+        self.reading = False
+
+    def take(self, usable: Callable[[int], bool]) -> SiteListing | None:
+        """A fresh listing of the site from another batch, when `usable` (given when it was read) says it speaks for
+        the batch; None when this batch must read PTI itself (then it holds the reader key when nobody else did, and
+        must `keep` or `give_up`)."""
+        try:
+            deadline = time.monotonic() + READER_WAIT_S
+            judged: dict[int, bool] = {}  # read_at → usable: asked once a listing, opened only when usable
+
+            def once(read_at: int) -> bool:
+                if read_at not in judged:
+                    judged[read_at] = usable(read_at)
+                return judged[read_at]
+
+            while True:
+                listing = self._fresh(once)
+                if listing is not None:
+                    return listing
+                if self.conn.set(self.reader_key, 1, nx=True, ex=READER_TTL_S):
+                    self.reading = True
+                    return None
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(READER_POLL_S)
+        except (redis.RedisError, CredentialError, zlib.error, ValueError, KeyError, TypeError) as exc:
+            log.info("site %s: no shared PTI listing (%s): this batch reads PTI", self.site_id,
+                     exc.__class__.__name__)
+            return None
+
+    def keep(self, listing: SiteListing) -> None:
+        """Share what this batch read, until it is LISTING_MAX_AGE_S old."""
+        try:
+            body = json.dumps({"users": [dataclasses.asdict(u) for u in listing.by_id.values()],
+                               "units": [dataclasses.asdict(u) for u in listing.units.values()]},
+                              separators=(",", ":")).encode()
+            sealed = seal_bytes(current_app.config["ENCRYPTION_KEYS"], zlib.compress(body, 1))
+            with self.conn.pipeline() as pipe:  # when it was read, in clear before the sealed listing
+                pipe.set(self.key, b"%d:%s" % (listing.read_at, sealed), px=int(LISTING_MAX_AGE_S * 1000))
+                if self.reading:
+                    pipe.delete(self.reader_key)
+                pipe.execute()
+            self.reading = False
+        except (redis.RedisError, CredentialError) as exc:
+            log.info("site %s: the PTI listing could not be shared (%s)", self.site_id, exc.__class__.__name__)
+
+    def give_up(self) -> None:
+        """This batch could not read PTI: another may try at once."""
+        if self.reading:
+            try:
+                self.conn.delete(self.reader_key)
+            except redis.RedisError:
+                pass  # it lapses after READER_TTL_S
+            self.reading = False
+
+    def _fresh(self, usable: Callable[[int], bool]) -> SiteListing | None:
+        """The site's shared listing when it is younger than LISTING_MAX_AGE_S by Redis's clock and `usable`."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            pipe.get(self.key)
+            pipe.eval(_NOW, 0)
+            stored, now = pipe.execute()
+        if stored is None:
+            return None
+        read_at, _, sealed = stored.partition(b":")
+        read_at = int(read_at)
+        age_s = (int(now) - read_at) / 1_000_000
+        if not 0 <= age_s < LISTING_MAX_AGE_S or not usable(read_at):
+            return None
+        data = json.loads(zlib.decompress(unseal_bytes(current_app.config["ENCRYPTION_KEYS"], sealed)))
+        users = [PtiUser(**{**fields, "units": tuple(fields["units"])}) for fields in data["users"]]
+        units = [PtiUnit(**{**fields, "status": UnitStatus(fields["status"])}) for fields in data["units"]]
+        listing = SiteListing(users, units, read_at)
+        listing.read_monotonic -= age_s  # it ages from when it was read, not from now
         return listing

@@ -22,7 +22,8 @@ import redis
 from flask import current_app
 from redis.exceptions import LockError
 from rq import get_current_job
-from sqlalchemy import and_, case, select, update
+from sqlalchemy import and_, bindparam, case, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -220,7 +221,7 @@ def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
     length = account.site.code_length
     tried = set(exclude)
     preferred = account.customer.pti_access_code
-    if preferred and preferred not in tried and len(str(preferred)) == length:
+    if _reusable(preferred, length, tried):
         if not codes_held([account.site_id], [preferred]):
             return preferred
         tried.add(preferred)
@@ -230,6 +231,63 @@ def choose_code(account: PtiAccount, exclude: set[int] = frozenset()) -> int:
             return code
         tried.add(code)
     return generate_code(length, tried | codes_held([account.site_id]))
+
+
+def _reusable(preferred: int | None, length: int, taken: set[int]) -> bool:
+    """Whether the customer's code from another site may be theirs here too, as far as `taken` tells: it fits the
+    site's code length and is not among the codes taken (or tried)."""
+    return bool(preferred) and preferred not in taken and len(str(preferred)) == length
+
+
+def give_codes(account_ids: list[int]) -> int:
+    """Choose and store the access codes of a batch's accounts that need one (a site's first push: every customer
+    new to PTI) before their pushes run, with a few statements for the whole batch: the accounts with no code, their
+    rentals, the codes their site holds, one UPDATE and one commit. Each push then finds its code stored and does not
+    look one up, store it and commit on its own. The same choice as `choose_code` (the customer's code at another site
+    when free here, else a fresh draw), made only where a push would make it (the site syncs and has its PTI
+    connection, the customer wants a PTI user) and stored only where the account still has no code (a push elsewhere
+    may have chosen one meanwhile). Returns how many codes it chose. Should the site's unique index refuse one (a
+    push drew the same code at the same moment), none is stored and each push chooses its own, as before."""
+    accounts = _accounts_site_and_customer(PtiAccount.id.in_(account_ids), PtiAccount.access_code.is_(None),
+                                           Site.sync_enabled)  # in id order: the order rows are locked in
+    sites = {account.site_id: account.site for account in accounts}
+    sites = {site_id: site for site_id, site in sites.items() if pti_connection(site) is not None}
+    accounts = [account for account in accounts if account.site_id in sites]
+    if not accounts:
+        db.session.rollback()
+        return 0
+    rentals: dict[tuple[int, int], list[Rental]] = {}
+    for rental in db.session.scalars(select(Rental).where(
+            Rental.customer_id.in_({account.customer_id for account in accounts}),
+            Rental.site_id.in_(sites)).options(joinedload(Rental.unit))):
+        rentals.setdefault((rental.customer_id, rental.site_id), []).append(rental)
+    taken = {site_id: codes_held([site_id]) for site_id in sites}
+    chosen: list[dict[str, int]] = []
+    try:
+        for account in accounts:
+            _, desired = snapshot(account, rentals.get((account.customer_id, account.site_id), []))
+            if not desired.needs_access_code:
+                continue
+            held, preferred, length = taken[account.site_id], account.customer.pti_access_code, account.site.code_length
+            code = preferred if _reusable(preferred, length, held) else generate_code(length, held)
+            held.add(code)
+            chosen.append({"account": account.id, "code": code})
+    except NoFreeCode:
+        pass  # the site's code space is full: the pushes left without a code park themselves, as before
+    if not chosen:
+        db.session.rollback()
+        return 0
+    accounts = PtiAccount.__table__
+    try:
+        db.session.execute(update(accounts).where(accounts.c.id == bindparam("account"),
+                                                  accounts.c.access_code.is_(None))
+                           .values(access_code=bindparam("code")), chosen)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        log.info("a code chosen for a batch of %d accounts was taken meanwhile: each push chooses its own", len(chosen))
+        return 0
+    return len(chosen)
 
 
 def codes_held(site_ids: list[int], codes: list[int] | None = None) -> set[int]:
@@ -408,7 +466,7 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
         _come_back(account_id, trigger)  # another job holds it for long: come back after it
         return Result("busy")
     try:
-        last_touched = _touch(account_id)
+        last_touched = _touch(account_id, pushing=True)
         with kept_alive(lock):
             db.session.expire_all()
             account = _account_site_and_customer(account_id)
@@ -416,7 +474,7 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
                 return Result("noop", "account_gone")
             return _attempt(account, trigger, job_id, write_back, lock, batch, last_touched)
     finally:
-        _touch(account_id)  # a batch's listing read before now no longer speaks for this account
+        _touch(account_id)  # a listing read before now no longer speaks for this account
         try:
             lock.release()
         except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
@@ -440,23 +498,31 @@ def _account_site_and_customer(account_id: int) -> PtiAccount | None:
     `account.customer` (the session holds loaded objects weakly: left alone, the two would be forgotten and read
     again). Read as three entities, not with joinedload, which the account would keep for every later refresh: a
     refresh FOR UPDATE over an outer join fails on PostgreSQL."""
-    row = db.session.execute(
-        select(PtiAccount, Site, Customer).join(Site, Site.id == PtiAccount.site_id)
-        .join(Customer, Customer.id == PtiAccount.customer_id).where(PtiAccount.id == account_id)
-        .execution_options(populate_existing=True)).first()
-    if row is None:
-        return None
-    account, site, customer = row
-    set_committed_value(account, "site", site)
-    set_committed_value(account, "customer", customer)
-    return account
+    found = _accounts_site_and_customer(PtiAccount.id == account_id, fresh=True)
+    return found[0] if found else None
 
 
-def _touch(account_id: int) -> int:
-    """Stamp the account as pushed now (pti_reads.touch); a Redis that cannot answer means "pushed just now", so no
-    batch trusts its listing for this account."""
+def _accounts_site_and_customer(*where, fresh: bool = False) -> list[PtiAccount]:
+    """The accounts matching `where`, in id order, each read with its site and customer in one statement and those
+    set as `account.site` and `account.customer` (see `_account_site_and_customer`); `fresh`: what the session holds
+    of them is overwritten."""
+    query = (select(PtiAccount, Site, Customer).join(Site, Site.id == PtiAccount.site_id)
+             .join(Customer, Customer.id == PtiAccount.customer_id).where(*where).order_by(PtiAccount.id))
+    if fresh:
+        query = query.execution_options(populate_existing=True)
+    accounts = []
+    for account, site, customer in db.session.execute(query):
+        set_committed_value(account, "site", site)
+        set_committed_value(account, "customer", customer)
+        accounts.append(account)
+    return accounts
+
+
+def _touch(account_id: int, pushing: bool = False) -> int:
+    """Mark the account as being pushed, or stamp it as pushed now (pti_reads.touch); the stamp it held before. A
+    Redis that cannot answer means "pushed just now", so no batch trusts its listing for this account."""
     try:
-        return touch(account_id) or 0
+        return touch(account_id, pushing) or 0
     except redis.RedisError as exc:
         log.warning("account %s could not be stamped in Redis (%s)", account_id, exc.__class__.__name__)
         return TOUCHED_UNKNOWN

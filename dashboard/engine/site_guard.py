@@ -15,7 +15,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -43,42 +42,62 @@ GO, WAIT, PROBE = "go", "wait", "probe"
 RECOVERED_S = 60  # after a probe got through, the relay re-drives the outage's retries at once for this long
 OUTAGE_REASONS = ("pti_unreachable", "pti_server_error", "circuit_open", "pti_rate_limited")  # a site's, not a user's
 
-# Admission in one step: the Retry-After pause, the open breaker, then (half-open) the probe token.
-# Returns {0} (go), {1, ms} (rate limited), {2, ms} (breaker open or another caller probes), {3} (go: the probe).
-_ADMIT = """
+# One PTI call's way in, in one round trip: admission (the Retry-After pause, the open breaker, then, half-open, the
+# probe token), then a slot. Urgent calls (a payment's unlock, a lockout) go first for a slot: while one waits (it is
+# in the `urgent-waiting` set), other calls do not take a slot that frees, so an unlock never queues behind a bulk
+# push's calls; with none waiting, every slot serves whatever comes.
+# KEYS: retry-after, breaker-open, half-open, probe, slots, urgent-waiting.
+# ARGV: probe token, probe ms, probe wait ms, then _ACQUIRE's (now, lease, limit, token, urgent, urgent mark s).
+# Returns {0, 0, slot} (go), {1, ms} (rate limited), {2, ms} (breaker open or another caller probes), {3, 0, slot}
+# (go: this call is the probe); slot is 1 when the call holds a slot, 0 when it must wait for one (try_slot).
+_ACQUIRE_BODY = """
+local key, waiting = KEYS[K], KEYS[K + 1]
+local now, lease, limit, token, urgent = tonumber(ARGV[A]), tonumber(ARGV[A + 1]), tonumber(ARGV[A + 2]),
+  ARGV[A + 3], ARGV[A + 4]
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
+local slot = 0
+if urgent == '1' or redis.call('ZCARD', waiting) == 0 then
+  if redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, now + lease, token)
+    redis.call('EXPIRE', key, math.ceil(lease) + 1)
+    redis.call('ZREM', waiting, token)
+    slot = 1
+  elseif urgent == '1' then
+    redis.call('ZADD', waiting, now + tonumber(ARGV[A + 5]), token)
+    redis.call('EXPIRE', waiting, math.ceil(tonumber(ARGV[A + 5])) + 1)
+  end
+end
+"""
+_ACQUIRE = "local K, A = 1, 1" + _ACQUIRE_BODY + "return slot"
+_ENTER = """
 local rate = redis.call('PTTL', KEYS[1])
 if rate > 0 then return {1, rate} end
 local open = redis.call('PTTL', KEYS[2])
 if open > 0 then return {2, open} end
+local kind = 0
 if redis.call('EXISTS', KEYS[3]) == 1 then
-  if redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3, 0} end
-  return {2, tonumber(ARGV[3])}
+  if not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, tonumber(ARGV[3])} end
+  kind = 3
 end
-return {0, 0}
-"""
+local K, A = 5, 4""" + _ACQUIRE_BODY + "return {kind, 0, slot}"
 
-# A slot for one call. Urgent calls (a payment's unlock, a lockout) go first: while one waits (it is in the
-# `urgent-waiting` set), other calls do not take a slot that frees, so an unlock never queues behind a bulk push's
-# calls; with none waiting, every slot serves whatever comes.
-_ACQUIRE = """
-local key, waiting = KEYS[1], KEYS[2]
-local now, lease, limit, token, urgent = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
-if urgent ~= '1' and redis.call('ZCARD', waiting) > 0 then return 0 end
-if redis.call('ZCARD', key) < limit then
-  redis.call('ZADD', key, now + lease, token)
-  redis.call('EXPIRE', key, math.ceil(lease) + 1)
-  redis.call('ZREM', waiting, token)
-  return 1
+# A call's way out, in one round trip: its slot given back and, when a call holds it no more, a signal pushed for
+# the calls waiting for a slot (`_wait_for_slot` blocks on it instead of asking again and again); after an answer
+# from PTI, the breaker's failure count and half-open marks cleared.
+# KEYS: slots, freed, failures, half-open, probe. ARGV: token, limit, signal ms, closed (1 or 0).
+_LEAVE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], 1)
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-if urgent == '1' then
-  redis.call('ZADD', waiting, now + tonumber(ARGV[6]), token)
-  redis.call('EXPIRE', waiting, math.ceil(tonumber(ARGV[6])) + 1)
-end
-return 0
+if ARGV[4] == '1' then redis.call('DEL', KEYS[3], KEYS[4], KEYS[5]) end
 """
 URGENT_WAIT_MARK_S = 1.0  # an urgent caller's place in line lapses unless it asks again within this long
+URGENT_POLL_CAP_S = 0.01  # an urgent call waiting for a slot asks at least this often
+SLOT_SIGNAL_WAIT_S = 0.2  # a bulk call waiting for a slot blocks on the freed signal this long at most, then asks
+FREED_SIGNAL_MS = 2000  # a freed signal nobody waited for lapses after this long
 
 
 PTI_DOWN = "circuit_open"  # the breaker is open: calls to the site wait out its pause
@@ -144,62 +163,83 @@ class SiteGuard:
     def breaker_open(self) -> bool:
         return bool(self.conn.exists(f"{self._prefix}:breaker-open"))
 
-    @contextmanager
-    def _slot(self, operation: str):
-        token = uuid.uuid4().hex
-        key, waiting = f"{self._prefix}:slots", f"{self._prefix}:urgent-waiting"
-        deadline = time.monotonic() + SLOT_WAIT_S
-        delay, cap = 0.002, (0.01 if self.urgent else 0.05)
-        while not self.try_slot(token):
-            if time.monotonic() > deadline:
-                if self.urgent:
-                    self.conn.zrem(waiting, token)
-                raise PtiRetryableError("pti_unreachable", operation=operation, retry_after=1.0)
-            time.sleep(delay)
-            delay = min(delay * 2, cap)
-        try:
-            yield
-        finally:
-            self.conn.zrem(key, token)
-
     def try_slot(self, token: str) -> bool:
-        """One try for a slot held as `token`; an urgent caller that finds none keeps its place in line."""
+        """One more try for a slot held as `token`; an urgent caller that finds none keeps its place in line."""
         return bool(self.conn.eval(_ACQUIRE, 2, f"{self._prefix}:slots", f"{self._prefix}:urgent-waiting",
                                    time.time(), LEASE_S, self.limit, token, int(self.urgent), URGENT_WAIT_MARK_S))
 
-    def _admit(self, operation: str) -> bool:
-        """Raise while the site must wait; True when this call is the half-open site's probe."""
-        keys = [f"{self._prefix}:{name}" for name in ("retry-after", "breaker-open", "half-open", "probe")]
-        verdict = self.conn.eval(_ADMIT, len(keys), *keys, uuid.uuid4().hex, int(PROBE_S * 1000),
-                                 int(PROBE_WAIT_S * 1000))
+    def _enter(self, operation: str, token: str) -> tuple[bool, bool]:
+        """Admission and a first try for a slot, in one round trip: raises while the site must wait; else (whether
+        this call is the half-open site's probe, whether it holds a slot now)."""
+        keys = [f"{self._prefix}:{name}" for name in ("retry-after", "breaker-open", "half-open", "probe", "slots",
+                                                      "urgent-waiting")]
+        verdict = self.conn.eval(_ENTER, len(keys), *keys, uuid.uuid4().hex, int(PROBE_S * 1000),
+                                 int(PROBE_WAIT_S * 1000), time.time(), LEASE_S, self.limit, token,
+                                 int(self.urgent), URGENT_WAIT_MARK_S)
         kind = int(verdict[0])
         if kind in (1, 2):
             reason = "pti_rate_limited" if kind == 1 else "circuit_open"
             raise PtiRetryableError(reason, operation=operation, retry_after=int(verdict[1]) / 1000)
-        return kind == 3
+        return kind == 3, bool(verdict[2])
+
+    def _wait_for_slot(self, operation: str, token: str) -> None:
+        """Every slot is taken: wait for one, until SLOT_WAIT_S. A bulk call blocks on the signal a call leaving
+        its slot pushes (one waiter woken a slot, the longest waiting first), asking again at least every
+        SLOT_SIGNAL_WAIT_S (a crashed holder's lease lapses without a signal). An urgent call asks every few
+        milliseconds instead: a signal may go to a bulk call, which cannot take the slot while the urgent one waits."""
+        deadline = time.monotonic() + SLOT_WAIT_S
+        delay = 0.002
+        freed = f"{self._prefix}:freed"
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if self.urgent:
+                    self.conn.zrem(f"{self._prefix}:urgent-waiting", token)
+                raise PtiRetryableError("pti_unreachable", operation=operation, retry_after=1.0)
+            if self.urgent:
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, URGENT_POLL_CAP_S)
+            else:
+                self.conn.blpop([freed], timeout=max(0.001, min(SLOT_SIGNAL_WAIT_S, left)))
+            if self.try_slot(token):
+                return
+
+    def _leave(self, token: str, answered: bool) -> None:
+        """Give the slot back (and wake a waiting call); `answered`: PTI answered, so the breaker's count of failures
+        in a row starts again (the half-open marks go too)."""
+        p = self._prefix
+        self.conn.eval(_LEAVE, 5, f"{p}:slots", f"{p}:freed", f"{p}:failures", f"{p}:half-open", f"{p}:probe",
+                       token, self.limit, FREED_SIGNAL_MS, int(answered))
 
     def call(self, operation: str, fn: Callable[..., T], *args, **kwargs) -> T:
-        """Run one PTI call under the site's limit, pause and breaker; record its outcome for the breaker."""
-        probe = self._admit(operation)
+        """Run one PTI call under the site's limit, pause and breaker; record its outcome for the breaker. Two
+        Redis round trips when a slot is free: the way in and the way out."""
+        token = uuid.uuid4().hex
+        probe, holding = self._enter(operation, token)
         try:
-            with self._slot(operation):
-                try:
-                    result = fn(*args, **kwargs)
-                except PtiRetryableError as exc:
-                    self._failed(exc)
-                    raise
+            if not holding:
+                self._wait_for_slot(operation, token)
+            holding = True
+            try:
+                result = fn(*args, **kwargs)
+            except PtiRetryableError as exc:
+                self._failed(exc)
+                raise
         except PtiRetryableError:
+            if holding:
+                self._leave(token, answered=False)
             if probe:  # the breaker is open again, PTI asked for a pause, or no slot was free: the next one probes
                 self.conn.delete(f"{self._prefix}:probe")
             raise
         except BaseException:
+            if holding:
+                self._leave(token, answered=False)
             if probe:  # PTI answered (or we failed before asking): the site is up as far as the breaker knows
                 self._recovered()
             raise
+        self._leave(token, answered=True)
         if probe:
             self._recovered()
-        else:
-            self._closed()
         return result
 
     def _recovered(self) -> None:

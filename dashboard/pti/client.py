@@ -1,7 +1,8 @@
 """The PTI Storlogix client: the one module that knows PTI's wire format (docs/pti-contract.md).
 
 One `PtiClient` per site holds one httpx connection pool and one session token, and is safe to share between
-threads. It makes one attempt per call: retries, backoff and the circuit breaker belong to the job layer.
+threads. Given a `SessionStore`, it shares that token with the site's clients in other processes too. It makes one
+attempt per call: retries, backoff and the circuit breaker belong to the job layer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -253,6 +254,21 @@ def _token(data: Any) -> tuple[str, float]:
     return token, float(lifetime)
 
 
+class SessionStore(Protocol):
+    """Where a site's PTI session token is shared between processes, so a process that has none yet (a worker's
+    first event at a site, a bulk batch's forked work horse) takes the one another process opened instead of logging
+    in again. Only a saving: a store that cannot answer answers None and drops or keeps nothing, never raises."""
+
+    def get(self) -> tuple[str, float] | None:
+        """The shared token and how many seconds it stays usable, or None."""
+
+    def put(self, token: str, usable_s: float) -> None:
+        """Share a token this process just opened, usable for `usable_s` seconds."""
+
+    def drop(self, token: str) -> None:
+        """PTI refused this token (expired or unknown): forget it, unless another token has replaced it already."""
+
+
 class PtiClient(PooledClient):
     """The PTI Storlogix API of one site. Thread-safe; close() (or `with`) releases its connection pool."""
 
@@ -260,7 +276,8 @@ class PtiClient(PooledClient):
                  connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT,
                  transport: httpx.BaseTransport | None = None, page_size: int = DEFAULT_PAGE_SIZE,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, label: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, deadline: float = DEFAULT_DEADLINE) -> None:
+                 clock: Callable[[], float] = time.monotonic, deadline: float = DEFAULT_DEADLINE,
+                 sessions: SessionStore | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.deadline = deadline
         self.label = label  # how logs name the site (e.g. the Storeganise site code); credentials never appear
@@ -282,6 +299,7 @@ class PtiClient(PooledClient):
         self._token_lock = threading.Lock()
         self._token: _Secret | None = None
         self._token_expires = 0.0
+        self._sessions = sessions
         self._rate_lock = threading.Lock()
         self._blocked_until = 0.0
 
@@ -291,7 +309,8 @@ class PtiClient(PooledClient):
     # --- session -----------------------------------------------------------------------------------------
 
     def login(self) -> None:
-        """Open a session now (normally lazy); raises PtiPermanentError("invalid_credentials") on bad credentials."""
+        """Open a session now (normally lazy), never a shared one: it proves the credentials. Raises
+        PtiPermanentError("invalid_credentials") on bad credentials."""
         with self._token_lock:
             self._login_locked()
 
@@ -300,20 +319,36 @@ class PtiClient(PooledClient):
                 "password": self._password.reveal()}
         data = self._send("login", "POST", "/login", json=body, token=None)
         token, lifetime = self._read("login", None, _token, data)
+        usable = lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
         self._token = _Secret(token)
-        self._token_expires = self._clock() + lifetime - min(TOKEN_RENEW_MARGIN, lifetime / 10)
+        self._token_expires = self._clock() + usable
+        if self._sessions is not None and usable > 0:
+            self._sessions.put(token, usable)
 
-    def _current_token(self) -> _Secret:
+    def _current_token(self, shared: bool = True) -> _Secret:
+        """This client's token, else (when `shared`) the one another process shares, else a new session."""
         with self._token_lock:
             if self._token is None or self._clock() >= self._token_expires:
-                self._login_locked()
+                if not (shared and self._take_shared_locked()):
+                    self._login_locked()
             assert self._token is not None
             return self._token
+
+    def _take_shared_locked(self) -> bool:
+        """Take the token another process opened for this site, while it stays usable; False when there is none."""
+        shared = self._sessions.get() if self._sessions is not None else None
+        if shared is None or shared[1] <= 0:
+            return False
+        self._token = _Secret(shared[0])
+        self._token_expires = self._clock() + shared[1]
+        return True
 
     def _drop_token(self, used: _Secret) -> None:
         with self._token_lock:
             if self._token is used:  # another thread may already have renewed it
                 self._token = None
+                if self._sessions is not None:  # and no other process takes it again
+                    self._sessions.drop(used.reveal())
 
     # --- requests ----------------------------------------------------------------------------------------
 
@@ -328,7 +363,7 @@ class PtiClient(PooledClient):
             if exc.result_code != TOKEN_EXPIRED:
                 raise
         self._drop_token(token)
-        token = self._current_token()
+        token = self._current_token(shared=False)  # the retry on a session of its own, whatever others share
         try:
             return self._send(operation, method, path, json=json, params=params, token=token, target=target,
                               accept=accept)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboard.pti.client import PtiClient
+from dashboard.pti.client import PtiClient, SessionStore
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,13 @@ class PtiConnection:
 class PtiClientRegistry:
     """Get-or-build the client of a site, so each site keeps one pool and one token per process.
 
-    Changed settings (a new password) build a new client and close the old one.
+    Changed settings (a new password) build a new client and close the old one. `sessions`, when given, names the
+    store each new client shares its session token through (`SessionStore`), from the site's key and connection.
     """
 
-    def __init__(self, **client_options: Any) -> None:
+    def __init__(self, sessions: Callable[[str, PtiConnection], SessionStore | None] | None = None,
+                 **client_options: Any) -> None:
+        self._sessions = sessions
         self._options = client_options
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[str, PtiClient]] = {}
@@ -47,7 +51,8 @@ class PtiClientRegistry:
             current = self._clients.get(key)
             if current and current[0] == connection.fingerprint:
                 return current[1]
-            client = connection.client(**self._options)
+            store = self._sessions(key, connection) if self._sessions is not None else None
+            client = connection.client(sessions=store, **self._options)
             self._clients[key] = (connection.fingerprint, client)
         if current:
             current[1].close()

@@ -5,14 +5,17 @@ stale (a customer pushed since it was read, a unit another customer of the batch
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
+from dashboard.jobqueue import get_redis
 from dashboard.models import PtiAccount, Rental
 from jobs.reconcile import reconcile_batch
 from sim.pti import WRITES as PTI_WRITES
@@ -156,3 +159,85 @@ def test_a_listing_pti_cannot_give_leaves_the_batch_reading_each_customer_live(b
     assert ops["find_users_by_email"] == 4 and ops["create_user"] == 4
     assert_pti_matches_mirror(pti, accounts)
     assert account_of(db.session.get(PtiAccount, accounts[0]).customer).pti_user_id is not None
+
+
+def test_a_sites_batches_share_one_listing_and_it_is_kept_sealed(business, pti):
+    """A site's push runs as several batches: the first lists the site and keeps the listing in Redis, sealed (it
+    holds every access code of the site); the next batch of the same push plans from it, costing PTI its writes
+    alone, and gets every customer right."""
+    accounts = pushable("northgate", 12)
+    before = len(pti.calls())
+    assert reconcile_batch(accounts[:6], "test") == {"ok": 6}
+    assert reconcile_batch(accounts[6:], "test") == {"ok": 6}
+    ops = calls_by_operation(pti, before)
+    assert ops["list_units"] == 1 and ops["create_user"] == 12
+    assert not {op for op in ops if op not in PTI_WRITES | LISTING | CATALOGUES}
+    assert_pti_matches_mirror(pti, accounts)
+
+    again = pushable("northgate", 12)
+    for account_id in again:  # pushed again: the listing kept before the first push no longer speaks for them
+        mark_dirty(db.session.get(PtiAccount, account_id).customer_id, site("northgate").id)
+    db.session.commit()
+    assert reconcile_batch(again, "test") == {"noop": 12}
+    (key,) = get_redis().keys("pti-sync:listing:*")
+    stored = get_redis().get(key)
+    codes = [str(db.session.get(PtiAccount, a).access_code).encode() for a in accounts]
+    assert codes and not [code for code in codes if code in stored], "an access code readable in Redis"
+
+
+def test_a_shared_listing_that_cannot_be_opened_is_read_again_from_pti(app, business, pti):
+    """A listing sealed with keys this worker no longer has (or not ours at all) costs only the saving."""
+    from dashboard.engine.pti_reads import _NOW
+
+    accounts = pushable("northgate", 4)
+    now = int(get_redis().eval(_NOW, 0))
+    url = hashlib.sha256(site("northgate").pti_base_url.rstrip("/").encode()).hexdigest()[:12]
+    get_redis().set(f"pti-sync:listing:{site('northgate').id}:{url}", b"%d:not-a-fernet-token" % now, ex=60)
+    before = len(pti.calls())
+    assert reconcile_batch(accounts, "test") == {"ok": 4}
+    assert calls_by_operation(pti, before)["list_units"] == 1
+    assert_pti_matches_mirror(pti, accounts)
+
+
+def test_two_batches_of_a_site_starting_together_list_it_once(app, business, pti):
+    """One batch reads the site while the other waits for what it keeps."""
+    from tests.engine.test_reliability import _in_context
+
+    accounts = pushable("northgate", 12)
+    before = len(pti.calls())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(lambda ids: _in_context(app, reconcile_batch, ids, "test"),
+                                 [accounts[:6], accounts[6:]]))
+    assert outcomes == [{"ok": 6}, {"ok": 6}]
+    assert calls_by_operation(pti, before)["list_units"] == 1
+    assert_pti_matches_mirror(pti, accounts)
+
+
+def test_a_customer_whose_push_was_killed_is_read_live_from_a_listing_read_after_that_push_began(business, pti,
+                                                                                                monkeypatch):
+    """A push takes the customer's lock and is killed with its create on the wire. Another batch of the site lists
+    PTI meanwhile and keeps the listing; the create lands after it. The batch that takes the customer over must not
+    plan from that listing, which lacks the new user: it reads the customer live and finds the user, instead of
+    creating it again (PTI would refuse the same code, and a new code would make a second user)."""
+    from dashboard.engine import pti_reads
+    from dashboard.engine.reconcile import give_codes
+    from tests.engine.conftest import by_hand
+
+    monkeypatch.setattr(pti_reads, "SHARED_STALE_SHARE", 1.0)  # the batch takes the shared listing whatever it holds
+    accounts = pushable("northgate", 6)
+    killed = db.session.get(PtiAccount, accounts[0])
+    assert give_codes([killed.id]) == 1
+    pti_reads.touch(killed.id, pushing=True)  # its push took the lock, and never let go
+    assert reconcile_batch(accounts[1:3], "test") == {"ok": 2}  # another batch lists the site and keeps the listing
+    db.session.expire_all()
+    customer, northgate = killed.customer, site("northgate")
+    with by_hand(pti) as client:  # the killed push's create lands now
+        client.create_user(email=customer.email, first_name=customer.first_name, last_name=customer.last_name,
+                           access_code=killed.access_code, access_level=northgate.default_access_level,
+                           time_zone=northgate.default_zone, marker=customer.sg_id)
+    before = len(pti.calls())
+    assert reconcile_batch([killed.id, *accounts[3:]], "test") == {"ok": 4}
+    ops = calls_by_operation(pti, before)
+    assert ops["list_units"] == 0, "the batch planned from the shared listing"
+    assert ops["create_user"] == 3, "the killed push's user was created again"
+    assert_pti_matches_mirror(pti, accounts)

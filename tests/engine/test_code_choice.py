@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 
 from dashboard.engine import reconcile as engine
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import LOOKED_UP_DRAWS, choose_code
 from dashboard.extensions import db
-from dashboard.models import Customer, PtiAccount
-from dashboard.sync.codes import is_trivial
+from dashboard.models import Customer, PtiAccount, Rental
+from dashboard.sync.codes import generate_code, is_trivial
+from jobs.reconcile import reconcile_batch
 from tests.conftest import sql_statements
 from tests.engine.conftest import account_of, pushed, site
+from tests.engine.test_reliability import assert_pti_matches_mirror, pushable
 
 
 def codes_at_northgate() -> list[int]:
@@ -86,3 +89,60 @@ def test_the_customers_code_from_another_site_is_kept_only_where_it_is_free(busi
     db.session.commit()
     assert choose_code(account) == free
     assert account_of(customer).access_code is None  # chosen, not stored: the push stores it
+
+
+def test_a_batch_gives_its_new_customers_codes_together_and_each_push_uses_the_code_given(business, pti):
+    """A site's first push: the batch chooses every new customer's code with the statements of one (the codes the
+    site holds read once, one UPDATE), so no push looks a code up or stores one on its own; each code is unique at
+    the site and is the one PTI's user got. A customer with a code at another site keeps it here."""
+    held_before = set(codes_at_northgate())
+    accounts = pushable("northgate", 8)
+    elsewhere = db.session.get(PtiAccount, accounts[0]).customer
+    elsewhere.pti_access_code = generate_code(site("northgate").code_length, held_before)
+    db.session.commit()
+    with sql_statements() as sent:
+        assert reconcile_batch(accounts, "test") == {"ok": 8}
+    looked_up = [s for s in sent if s.startswith("select pti_accounts.access_code ")]
+    stored = [s for s in sent if s.startswith("update pti_accounts set access_code=")]
+    assert len(looked_up) == 1 and "access_code in (" not in looked_up[0], looked_up  # the site's codes, once
+    assert len(stored) == 1 and "access_code is null" in stored[0], stored
+    db.session.expire_all()
+    given = {a: db.session.get(PtiAccount, a).access_code for a in accounts}
+    assert len(set(given.values())) == 8 and not set(given.values()) & held_before
+    assert given[accounts[0]] == elsewhere.pti_access_code
+    assert_pti_matches_mirror(pti, accounts)  # each PTI user got the code its account holds
+
+
+def test_a_batch_leaves_a_code_chosen_meanwhile_and_gives_none_where_no_push_would(business, pti):
+    """Codes are stored only where the account still has none (a push elsewhere may have chosen one since the batch
+    read it), and not for a customer who wants no PTI user (no active rental) or at a site that does not sync."""
+    from dashboard.engine.reconcile import give_codes
+
+    accounts = pushable("northgate", 3)
+    chosen_meanwhile, gone, kept = (db.session.get(PtiAccount, a) for a in accounts)
+    for rental in db.session.scalars(select(Rental).where(Rental.customer_id == gone.customer_id,
+                                                          Rental.site_id == gone.site_id)):
+        rental.state = "completed"
+    db.session.commit()
+    real_codes_held = engine.codes_held
+
+    def meanwhile(site_ids, codes=None):  # while the batch chooses, a push of the first account stores its own code
+        if codes is None:
+            db.session.execute(update(PtiAccount).where(PtiAccount.id == chosen_meanwhile.id)
+                               .values(access_code=424242).execution_options(synchronize_session=False))
+        return real_codes_held(site_ids, codes)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "codes_held", meanwhile)
+        assert give_codes(accounts) == 3 - 1  # the completed customer wants no user
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, chosen_meanwhile.id).access_code == 424242
+    assert db.session.get(PtiAccount, gone.id).access_code is None
+    assert db.session.get(PtiAccount, kept.id).access_code is not None
+
+    northgate = site("northgate")
+    northgate.sync_enabled = False
+    db.session.commit()
+    others = pushable("northgate", 5)[3:]
+    assert give_codes(others) == 0
+    assert all(db.session.get(PtiAccount, a).access_code is None for a in others)

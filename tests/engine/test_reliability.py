@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from dashboard.engine import reconcile as reconcile_module
+from dashboard.engine import site_guard
 from dashboard.engine.intent import mark_dirty
 from dashboard.engine.reconcile import reconcile
 from dashboard.engine.site_guard import URGENT_WAIT_MARK_S, SiteGuard
@@ -517,6 +518,85 @@ def test_an_urgent_callers_place_in_line_lapses_when_it_stops_asking(app):
     assert not bulk.try_slot("bulk-2")
     time.sleep(URGENT_WAIT_MARK_S + 0.1)
     assert bulk.try_slot("bulk-2")
+
+
+def test_a_sites_calls_stay_within_its_limit_and_a_waiting_call_is_woken_by_the_slot_that_frees(app, monkeypatch):
+    """Eight calls at a site whose limit is two: never more than two at PTI, and each call that had to wait asks for
+    a slot once more only, when a call leaving its slot wakes it (it does not ask again and again meanwhile)."""
+    monkeypatch.setattr(site_guard, "SLOT_SIGNAL_WAIT_S", 5.0)  # only a freed slot's signal wakes a waiting call
+    guard = SiteGuard(get_redis(), 11, limit=2)
+    in_flight, most, waits, tries = [0], [0], [], []
+    lock = threading.Lock()
+    real_wait, real_try = SiteGuard._wait_for_slot, SiteGuard.try_slot
+
+    def waiting(self, operation, token):
+        waits.append(token)
+        return real_wait(self, operation, token)
+
+    def trying(self, token):
+        tries.append(token)
+        return real_try(self, token)
+
+    monkeypatch.setattr(SiteGuard, "_wait_for_slot", waiting)
+    monkeypatch.setattr(SiteGuard, "try_slot", trying)
+
+    def at_pti():
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        deadline = time.monotonic() + 10
+        while len(waits) < 6 and time.monotonic() < deadline:  # the first two answer once the six others wait
+            time.sleep(0.005)
+        time.sleep(0.02)
+        with lock:
+            in_flight[0] -= 1
+        return "answered"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: guard.call("get_user", at_pti), range(8)))
+    assert answers == ["answered"] * 8
+    assert most[0] == 2
+    assert len(waits) == 6, "six calls found both slots taken"
+    assert sorted(tries) == sorted(waits), "each waiting call asked once more, when woken"
+
+
+def test_a_call_waiting_for_a_slot_gets_it_when_a_crashed_holders_lease_lapses(app, monkeypatch):
+    """A worker that died holding a slot sends no signal: the waiting call still asks again now and then, and takes
+    the slot once the dead holder's lease has lapsed."""
+    monkeypatch.setattr(site_guard, "LEASE_S", 0.3)
+    monkeypatch.setattr(site_guard, "SLOT_WAIT_S", 3.0)
+    guard = SiteGuard(get_redis(), 12, limit=1)
+    assert guard.try_slot("died-holding-it")
+    started = time.monotonic()
+    assert guard.call("get_user", lambda: "answered") == "answered"
+    assert 0.3 <= time.monotonic() - started < 3.0
+
+
+def test_a_call_with_a_free_slot_costs_two_redis_round_trips_and_an_answer_resets_the_breakers_count(app,
+                                                                                                    monkeypatch):
+    """The way in (admission and a slot) and the way out (the slot back, the breaker told PTI answered) are one
+    round trip each; the answer starts the count of failures in a row again, so the breaker opens only after
+    `threshold` failures with no answer between them."""
+    guard = SiteGuard(get_redis(), 13, limit=4, threshold=3, cooldown=5)
+    sent, real = [], type(get_redis()).execute_command
+
+    def counted(conn, *args, **options):
+        sent.append(args[0])
+        return real(conn, *args, **options)
+
+    monkeypatch.setattr(type(get_redis()), "execute_command", counted)
+    assert guard.call("get_user", lambda: "answered") == "answered"
+    assert sent == ["EVAL", "EVAL"]
+    monkeypatch.undo()
+    for outcome in (site_down, site_down, lambda: "answered", site_down, site_down):
+        try:
+            guard.call("get_user", outcome)
+        except PtiRetryableError:
+            pass
+    assert not guard.breaker_open(), "two failures since the last answer"
+    with pytest.raises(PtiRetryableError):
+        guard.call("get_user", site_down)
+    assert guard.breaker_open()
 
 
 @pytest.mark.parametrize("urgent", [True, False], ids=["lock-or-unlock", "other"])

@@ -308,7 +308,7 @@ def test_a_simulated_timeout_holds_for_timeout_ms_and_then_answers_504(sim):
 
 
 def test_apply_then_timeout_applies_the_write_before_the_client_gives_up(sim):
-    with sim.client() as client:
+    with sim.client(read_timeout=0.25) as client:  # gives up before the simulator's 400 ms
         client.login()
         sim.faults(apply_then_timeout_rate=1, timeout_ms=400)
         with pytest.raises(PtiRetryableError) as info:
