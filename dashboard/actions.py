@@ -9,7 +9,7 @@ from __future__ import annotations
 from zoneinfo import available_timezones
 
 import redis
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, true
 
 from .audit import record
 from .engine import drift_fix, pti_lists
@@ -93,7 +93,9 @@ def set_access(customer: Customer, actor: StaffUser | str, *, level: int | None,
                 raise ActionError(f"PTI has no {name} {value} at this customer's sites; it has "
                                   + (", ".join(f"{ident} ({label})" for ident, label in known) or "none") + ".")
     customer.access_level_override, customer.zone_override = level, zone
-    customer.overrides_owed = True  # owed to Storeganise until it accepts them (the relay re-drives it)
+    # Owed to Storeganise until it accepts them (the relay re-drives it). Written as SQL, so always in the UPDATE: the
+    # page may have read True (the previous override still owed) and its write-back cleared it since.
+    customer.overrides_owed = true()
     accounts = [mark_dirty(customer, site_id) for site_id in sorted(_sites_of(customer))]
     record("set access", actor=actor, target_type="customer", target_id=customer.sg_id, level=level, zone=zone)
     db.session.commit()

@@ -22,7 +22,7 @@ import redis
 from flask import current_app
 from redis.exceptions import LockError
 from rq import get_current_job
-from sqlalchemy import and_, bindparam, case, select, update
+from sqlalchemy import and_, bindparam, case, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -747,7 +747,10 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
     account.pushed = None if disabled or unit_problems else push_record(account.pti_user_id, desired.user,
                                                                          desired.units)
     if not disabled:
-        account.write_back_owed = True  # the push's results are owed to Storeganise until it accepts them
+        # The push's results are owed to Storeganise until it accepts them. Written as SQL, so always in the UPDATE:
+        # the push may have read True (its previous write-back still owed) and that write-back cleared it since;
+        # assigned a plain True, equal to what was read, the column would be left out and these results lost.
+        account.write_back_owed = true()
     account_id = account.id
     db.session.commit()
     if new_problems:

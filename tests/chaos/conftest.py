@@ -42,6 +42,7 @@ from dashboard.models import (
     PtiAccount,
     Rental,
     Site,
+    SyncAttempt,
     SyncState,
     WebhookDelivery,
     utcnow,
@@ -248,7 +249,7 @@ def assert_write_backs_reached_storeganise(stack: Stack, timeout_s: float = WRIT
     sg_rentals = {r["id"]: r.get("customFields") or {} for r in sg["unitRentals"]}
     sg_users = {u["id"]: u.get("customFields") or {} for u in sg["users"]}
     db.session.rollback()
-    problems = []
+    problems, missing = [], []  # what is wrong, and the Storeganise ids of the records it is wrong on
     rows = db.session.execute(
         select(Rental.sg_id, Rental.pti_synced, Rental.overlocked, PtiAccount.access_code)
         .join(PtiAccount, (PtiAccount.customer_id == Rental.customer_id) & (PtiAccount.site_id == Rental.site_id))
@@ -260,6 +261,7 @@ def assert_write_backs_reached_storeganise(stack: Stack, timeout_s: float = WRIT
         got = {key: fields.get(key) for key in want}
         if got != want:
             problems.append(f"rental {sg_id}: Storeganise has {got}, the mirror pushed {want}")
+            missing.append(sg_id)
     for sg_id, code, user_id in db.session.execute(
             select(Customer.sg_id, Customer.pti_access_code, Customer.pti_user_id)
             .where(Customer.pti_access_code.is_not(None))).all():
@@ -268,9 +270,37 @@ def assert_write_backs_reached_storeganise(stack: Stack, timeout_s: float = WRIT
         got = {key: fields.get(key) for key in want}
         if got != want:
             problems.append(f"customer {sg_id}: Storeganise has {got}, the mirror has {want}")
+            missing.append(sg_id)
     db.session.rollback()
     assert rows, "no rental in sync to compare"
-    assert not problems, f"write-backs missing in Storeganise ({len(problems)}):\n" + "\n".join(problems[:20])
+    assert not problems, (f"write-backs missing in Storeganise ({len(problems)}):\n" + "\n".join(problems[:20])
+                          + "\n" + _history(missing[:3], sg))
+
+
+def _history(sg_ids: list[str], sg: dict) -> str:
+    """What happened to these records (rentals or customers, by Storeganise id), for a failure to explain itself:
+    the Storeganise simulator's writes to them, and each of their accounts' row and journal."""
+    lines = []
+    for sg_id in sg_ids:
+        writes = [f"{w['time']} {w['entity']} {sorted(w['fields'])}" for w in sg.get("writes", []) if w["id"] == sg_id]
+        lines.append(f"{sg_id}: Storeganise writes {writes or 'none'}")
+        customer_id = db.session.scalar(select(Rental.customer_id).where(Rental.sg_id == sg_id)) or \
+            db.session.scalar(select(Customer.id).where(Customer.sg_id == sg_id))
+        for account in db.session.scalars(select(PtiAccount).where(PtiAccount.customer_id == customer_id)):
+            lines.append(f"  account {account.id} (site {account.site_id}): state {account.state}, generation "
+                         f"{account.synced_generation}/{account.generation}, last synced {account.last_synced_at}, "
+                         f"write-back owed {account.write_back_owed}")
+            for rental in db.session.scalars(select(Rental).where(Rental.customer_id == customer_id,
+                                                                  Rental.site_id == account.site_id)):
+                lines.append(f"    rental {rental.sg_id}: {rental.state} {rental.sync_state}, "
+                             f"pti_synced {rental.pti_synced}")
+            for attempt in db.session.scalars(select(SyncAttempt).where(SyncAttempt.account_id == account.id)
+                                              .order_by(SyncAttempt.id)):
+                lines.append(f"    {attempt.started_at} +{attempt.duration_ms} ms {attempt.trigger} "
+                             f"{attempt.outcome} {attempt.reason or ''} {attempt.detail or ''} "
+                             f"ops {len(attempt.operations or [])} job {attempt.rq_job_id}")
+    db.session.rollback()
+    return "\n".join(lines)
 
 
 def assert_converged(stack: Stack) -> None:

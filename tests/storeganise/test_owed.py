@@ -262,3 +262,50 @@ def test_a_write_back_takes_the_account_before_its_rentals_as_every_writer_does(
                                       "update pti_accounts"))]
     assert rental_writes, "the write-back records Storeganise's answer on the rentals"
     assert account_locks and account_locks[0] < rental_writes[0]  # every rental written after the account's lock
+
+
+def test_a_push_that_finishes_after_an_older_write_back_landed_is_owed_again(business, sim, monkeypatch):
+    """The push read the account while its previous push's write-back was still owed; that write-back lands (and
+    clears the flag) while this push runs. This push's results are owed all the same: the flag is written by its
+    finish whatever the push read at its start (a value equal to the one read is not left out of the UPDATE)."""
+    from dashboard.engine import reconcile as engine
+    from dashboard.engine.intent import mark_dirty
+
+    account = pushable_account(sim)
+    account_id, site_id, customer_id = account.id, account.site_id, account.customer_id
+    assert reconcile(account_id, "test").outcome == "ok"
+    assert db.session.get(PtiAccount, account_id).write_back_owed is True  # its write-back not run yet
+    mark_dirty(customer_id, site_id)
+    db.session.commit()
+    real = engine.apply_plan
+
+    def older_write_back_lands(*args, **kwargs):  # what writeback._record does, from another process
+        with db.engine.connect() as other:
+            other.execute(update(PtiAccount.__table__).where(PtiAccount.__table__.c.id == account_id)
+                          .values(write_back_owed=False))
+            other.commit()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "apply_plan", older_write_back_lands)
+    assert reconcile(account_id, "test").outcome in ("ok", "noop")
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account_id).write_back_owed is True
+
+
+def test_an_override_staff_change_while_the_previous_one_lands_is_owed(business, sim):
+    """Staff's page read the customer while their previous override was still owed; that write-back lands (and clears
+    the flag) before the new override is saved. The new one is owed all the same."""
+    from dashboard.actions import set_access
+
+    customer = db.session.scalar(select(Customer).join(Rental).where(Rental.state == "occupied").limit(1))
+    set_access(customer, "staff@demo.test", level=2, zone=3)
+    customer = db.session.get(Customer, customer.id)
+    assert customer.overrides_owed is True  # read as staff's next request reads it
+    with db.engine.connect() as other:  # what write_back_overrides does, from a worker
+        other.execute(update(Customer.__table__).where(Customer.__table__.c.id == customer.id)
+                      .values(overrides_owed=False))
+        other.commit()
+    set_access(customer, "staff@demo.test", level=4, zone=3)
+    db.session.expire_all()
+    customer = db.session.get(Customer, customer.id)
+    assert (customer.access_level_override, customer.overrides_owed) == (4, True)
