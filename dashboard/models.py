@@ -133,7 +133,9 @@ class Customer(db.Model):
     overrides_refusals: Mapped[int] = mapped_column(default=0, server_default="0")
     overrides_retry_at: Mapped[datetime | None]
 
-    rentals: Mapped[list[Rental]] = relationship(back_populates="customer")
+    # In id order (the order Storeganise's rentals were first mirrored in): without it PostgreSQL returns them in the
+    # order their rows were last written, and pages and pushes would see a customer's rentals in a shifting order.
+    rentals: Mapped[list[Rental]] = relationship(back_populates="customer", order_by="Rental.id")
 
     @property
     def name(self) -> str:
