@@ -19,6 +19,7 @@ from datetime import UTC
 import redis
 from rq.job import Job, JobStatus
 from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.orm.attributes import flag_modified
 
 from ..extensions import db, insert_or_skip
 from ..jobqueue import BULK, DEFAULT, RECONCILE, RECONCILE_BATCH, URGENT, beating, enqueue, get_redis
@@ -142,11 +143,15 @@ def mark_dirty(customer: Customer | int, site_id: int, *, urgent: bool = False) 
     account.generation = case((PtiAccount.generation > PtiAccount.synced_generation, PtiAccount.generation),
                               else_=PtiAccount.synced_generation) + 1
     account.owed_since = owed_since(PtiAccount.__table__.c)
-    account.state = SyncState.PENDING
+    marks = {"state": SyncState.PENDING, "attempts": 0, "next_attempt_at": None}
     if urgent:  # never written otherwise: a stale False must not undo another writer's urgent mark
-        account.urgent = True
-    account.attempts = 0
-    account.next_attempt_at = None
+        marks["urgent"] = True
+    for key, value in marks.items():
+        setattr(account, key, value)
+        # Always in the UPDATE: FOR UPDATE does not refresh an account the session had loaded before (staff's
+        # requeue, a foreign-user decision), and a value equal to that stale copy would be left out, keeping what a
+        # push wrote since (not urgent, its retry count, failed).
+        flag_modified(account, key)
     _rentals_pending(site_id, [account.customer_id])
     return account
 

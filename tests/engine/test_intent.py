@@ -8,13 +8,13 @@ import pytest
 import redis
 from rq import Queue
 from rq.job import Job, JobStatus
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 import dashboard.engine.intent as intent
 from dashboard.engine.intent import HOLDER_KEY, PENDING_KEY, Hint, mark_dirty, push_site, relay, request_reconcile
 from dashboard.extensions import db
 from dashboard.jobqueue import BULK, DEFAULT, URGENT, get_redis
-from dashboard.models import PtiAccount, Rental, Site, utcnow
+from dashboard.models import PtiAccount, Rental, Site, SyncState, utcnow
 from tests.engine.conftest import customer_with, site
 
 
@@ -296,3 +296,26 @@ def test_a_delivery_job_holds_the_urgent_accounts_it_pushes_itself_and_enqueues_
     request_reconcile([other], trigger="first")  # an urgent job is queued for it already
     assert request_reconcile([other], trigger="second", hold="sg-delivery-2", held=again) == 0
     assert again == [] and queued(URGENT) == [other.id]
+
+
+def test_a_mark_on_an_account_the_session_read_before_a_push_finished_is_written_whole(business):
+    """Staff's requeue and the foreign-user decisions load the account before they mark it, and FOR UPDATE does not
+    refresh a loaded account. When a push finished in between (its account now failed, three attempts, no longer
+    urgent), the mark still makes it pending, urgent and retried from nought: the values equal to the stale copy
+    are not left out of the UPDATE."""
+    account = mark_dirty(customer_with(1), site("northgate").id, urgent=True)
+    db.session.commit()
+    account_id = account.id
+    account = db.session.get(PtiAccount, account_id)
+    assert (account.state, account.urgent, account.attempts) == (SyncState.PENDING, True, 0)  # the caller's copy
+    table = PtiAccount.__table__
+    with db.engine.connect() as other:  # a push's finish, from a worker
+        other.execute(update(table).where(table.c.id == account_id)
+                      .values(state=SyncState.FAILED, urgent=False, attempts=3, next_attempt_at=utcnow()))
+        other.commit()
+    mark_dirty(account.customer_id, account.site_id, urgent=True)
+    db.session.commit()
+    db.session.expire_all()
+    account = db.session.get(PtiAccount, account_id)
+    assert (account.state, account.urgent, account.attempts, account.next_attempt_at) == \
+        (SyncState.PENDING, True, 0, None)
