@@ -21,6 +21,7 @@ BENCH_EVENT_CONCURRENCY events in flight [4], BENCH_LATENCY_MS [20], BENCH_SITE_
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -47,7 +48,8 @@ CALLS_A_CHANGE_NEEDS = 1  # lock_unit or unlock_unit
 INITIAL_PUSH_TIMEOUT_S = 900.0
 WRITEBACK_DRAIN_TIMEOUT_S = 300.0  # after the initial push: its write-backs to Storeganise
 IDLE_DRAIN_TIMEOUT_S = 120.0  # after the idle phase
-POLL_S = 0.01  # the gate, while an event is on its way
+GATE_WAIT_S = 5.0  # one wait at the PTI simulator for the unit's lock (within EVENT_HTTP_TIMEOUT_S); then again
+RETRY_WAIT_S = 0.05  # after a wait lost to the network
 MAX_PUSH_ROUNDS = 6
 BULK_CHECK_EVERY_S = 1.0  # how often the event threads ask whether the bulk push has converged
 TARGETS_SEED = 5
@@ -97,12 +99,13 @@ class Sent:
 
 def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int, int]]:
     """Where an event's time went, p50 and p95 of each stage, from what the product recorded of each delivery:
-    Storeganise (the simulator) to our receiver, the receiver to the handler done (its job queued, run, and the
-    lock or unlock pushed by the handler itself), and the handler done to the gate seen by the poll. The second is
-    also split at the moment a worker started the delivery's job (RQ's `started_at`): `to_started` is the wait for a
-    free worker, `in_handler` the handler's own time, itself split into each worker process's first event of the
-    phase and the rest. Also: how many events were a worker's first, and how many of those were at or over the
-    phase's p95."""
+    Storeganise (the simulator) to our receiver (split where the simulator made the webhook: `to_emitted` is the
+    control call's own time, `emitted_to_receiver` the delivery's way to the receiver's row), the receiver to the
+    handler done (its job queued, run, and the lock or unlock pushed by the handler itself), and the handler done to
+    the gate seen by the simulator. The second is also split at the moment a worker started the delivery's job (RQ's
+    `started_at`): `to_started` is the wait for a free worker, `in_handler` the handler's own time, itself split
+    into each worker process's first event of the phase and the rest. Also: how many events were a worker's first,
+    and how many of those were at or over the phase's p95."""
     names = {True: "unitRental.markOverdue", False: "unitRental.unmarkOverdue"}
     found = {(d.rental_sg_id, d.type): d for d in db.session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.rental_sg_id.in_({e.rental_id for e in sent}),
@@ -114,7 +117,8 @@ def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int,
                                      strict=True) if job is not None and job.started_at is not None}
     firsts = first_of_each_worker(jobs)
     first_took: list[float] = []
-    spans: dict[str, list[float]] = {"to_receiver": [], "to_handled": [], "to_started": [], "in_handler": [],
+    spans: dict[str, list[float]] = {"to_receiver": [], "to_emitted": [], "emitted_to_receiver": [],
+                                     "to_handled": [], "to_started": [], "in_handler": [],
                                      "in_handler_first": [], "in_handler_later": [], "to_gate": []}
     for event in sent:
         delivery = found.get((event.rental_id, names[event.overdue]))
@@ -123,6 +127,9 @@ def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int,
         received = (delivery.received_at - event.at).total_seconds()
         handled = (delivery.handled_at - delivery.received_at).total_seconds()
         spans["to_receiver"].append(received)
+        if (emitted := _emitted(delivery)) is not None:  # split where Storeganise made the webhook (ms precision)
+            spans["to_emitted"].append((emitted - event.at).total_seconds())
+            spans["emitted_to_receiver"].append((delivery.received_at - emitted).total_seconds())
         spans["to_handled"].append(handled)
         if (job := jobs.get(delivery.id)) is not None:
             began = job.started_at
@@ -137,6 +144,15 @@ def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int,
     tail = percentile([event.took_s for event in sent], 95) if sent else 0.0
     return ({name: (percentile(v, 50), percentile(v, 95)) for name, v in spans.items() if v},
             (len(first_took), sum(took >= tail for took in first_took)))
+
+
+def _emitted(delivery: WebhookDelivery) -> datetime | None:
+    """When Storeganise made the webhook (its `created`), naive UTC as the rows keep times; None if unreadable."""
+    created = (delivery.payload or {}).get("created")
+    try:
+        return datetime.fromisoformat(created.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+    except (AttributeError, ValueError):
+        return None
 
 
 def say_calls(phase: str, before: dict, after: dict) -> None:
@@ -193,16 +209,17 @@ class Events:
         started = time.monotonic()
         self._send(target, overdue)
         deadline = started + self.timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if self.http.get(url).json().get("locked") is overdue:
+        while (left := deadline - time.monotonic()) > 0:
+            try:  # the simulator answers the moment the lock lands (no polling: polls loaded the machine measured)
+                answer = self.http.get(url, params={"locked": "true" if overdue else "false",
+                                                    "wait_s": f"{min(left, GATE_WAIT_S):.3f}"})
+                if answer.json().get("locked") is overdue:
                     took = time.monotonic() - started
                     with self._lock:
                         self.sent.append(Sent(target.rental_id, overdue, sent_at, took))
                     return took
-            except httpx.TransportError:  # one lost poll on a machine under load: poll again, the clock runs on
-                pass
-            time.sleep(POLL_S)
+            except httpx.TransportError:  # one lost wait on a machine under load: wait again, the clock runs on
+                time.sleep(RETRY_WAIT_S)
         with self._lock:
             self.failures += 1
         say(f"  {target.site_code}/{target.unit_name}: still {'unlocked' if overdue else 'locked'} after "
@@ -284,8 +301,11 @@ def main() -> str:
         runner = Events(stack, direct, env_float("BENCH_EVENT_TIMEOUT_S", 30))
         try:
             say(f"idle: {events} events, {concurrency} in flight ...")
-            before = stack.pti_calls()
+            before, cpu, began = stack.pti_calls(), stack.cpu_seconds(), time.monotonic()
             idle = runner.run(idle_targets, events, concurrency)
+            say(f"idle: {events} events in {time.monotonic() - began:.1f} s; the machine's CPU is "
+                f"{os.cpu_count()} cores a second, PostgreSQL's not counted below")
+            stack.report_cpu(cpu)  # how much of the machine the events took, and whose: contention shows here
             say_stages("idle", runner.sent)
             say_calls("idle", before, stack.pti_calls())
             runner.sent = []

@@ -7,7 +7,9 @@ Control endpoints (test-only, not PTI):
 - `GET /_sim/state`: `{"sites": {code: {"users": [...], "units": [...], "access_levels": [...],
   "time_zones": [...]}}, "calls": {counts}}`
 - `GET /_sim/units/<site>/<name>`: one unit as in the state (`{"name", "status", "locked", "user_id"}`), a light
-  read for benchmarks that wait for one lock
+  read for benchmarks that wait for one lock; with `?locked=true|false&wait_s=S` it answers as soon as the unit's
+  lock is so, or after S seconds (at most 10) with the unit as it is: a benchmark waits for the gate without polling
+  (its polls loaded the machine it measures)
 - `GET /_sim/calls`: every recorded call (operation, site, targets, start/end monotonic times, status, fault)
 - `POST /_sim/faults`: `{latency_ms, error_rate, error_status, timeout_rate, apply_then_timeout_rate,
   retry_after_s, timeout_ms, site?, seed?}`. Each post replaces the fault profile of its scope (one site with
@@ -46,6 +48,7 @@ DEFAULT_TIMEOUT_MS = 3000  # how long a simulated time-out holds the request bef
 DEFAULT_ERROR_STATUS = 503
 MAX_PAGE = 100
 MAX_UNIT_NAME = 10
+MAX_UNIT_WAIT_S = 10.0  # the longest `GET /_sim/units/...?wait_s=` holds a thread of the simulator
 MIN_CODE, MAX_CODE = 1, 4294967295
 CALL_LOG_SIZE = 200_000
 FIRST_USER_ID = 1001
@@ -105,6 +108,10 @@ class Site:
     token_ttl_s: float = DEFAULT_TOKEN_TTL_S
     next_id: int = FIRST_USER_ID
     lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Condition = field(init=False)  # on `lock`: notified after every call that reached the site
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
     @classmethod
     def seeded(cls, code: str, seed: dict, token_ttl_s: float) -> Site:
@@ -267,9 +274,12 @@ class PtiSimulator:
                 raise (Rejected(BAD_CREDENTIALS, "invalid credentials", http_status=401) if call["operation"] == "login"
                        else Rejected(BAD_TOKEN, "token expired or unknown", http_status=401))
             with site.lock:
-                if call["operation"] != "login":
-                    self._authenticate(site)
-                return 200, {"result": OK, "data": action(site, call)}
+                try:
+                    if call["operation"] != "login":
+                        self._authenticate(site)
+                    return 200, {"result": OK, "data": action(site, call)}
+                finally:
+                    site.changed.notify_all()  # a benchmark waiting for a unit's lock sees it the moment it lands
         except Rejected as exc:
             body = {"result": exc.result, "message": exc.message}
             if exc.item:
@@ -541,8 +551,18 @@ def create_app(pti_sites: dict | None = None, *, token_ttl_s: float = DEFAULT_TO
         state = sim.sites.get(site)
         if state is None or name not in state.units:
             return jsonify({"error": "no such site or unit"}), 404
-        with state.lock:
-            return jsonify(dict(state.units[name]))
+        wanted, wait_s = request.args.get("locked"), request.args.get("wait_s", "0")
+        if wanted not in (None, "true", "false"):
+            return jsonify({"error": "locked must be true or false"}), 400
+        try:
+            wait_s = min(float(wait_s), MAX_UNIT_WAIT_S)
+        except ValueError:
+            return jsonify({"error": "wait_s must be a number of seconds"}), 400
+        unit = state.units[name]
+        with state.changed:
+            if wanted is not None and wait_s > 0:
+                state.changed.wait_for(lambda: unit["locked"] is (wanted == "true"), timeout=wait_s)
+            return jsonify(dict(unit))
 
     @app.get("/_sim/calls")
     def sim_calls():

@@ -60,6 +60,25 @@ def test_state_shows_users_with_their_units_code_and_marker(sim):
     assert {"name": "A103", "status": "rented", "locked": True, "user_id": user.id} in site["units"]
 
 
+def test_a_wait_for_a_units_lock_answers_when_the_lock_lands_and_otherwise_at_its_time_out(sim):
+    """What event_to_gate waits on instead of polling: the answer comes as the lock lands, not at the time-out."""
+    url = "/_sim/units/NG01/A103"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        began = time.monotonic()
+        waiting = pool.submit(lambda: sim.control.get(url, params={"locked": "true", "wait_s": 5}, timeout=10))
+        time.sleep(0.2)
+        assert not waiting.done()  # still unlocked: the answer waits
+        with sim.client() as client:
+            client.lock_unit("A103")
+        answer = waiting.result()
+    assert answer.json()["locked"] is True and time.monotonic() - began < 2
+    began = time.monotonic()
+    answer = sim.control.get(url, params={"locked": "false", "wait_s": 0.3})
+    assert answer.json()["locked"] is True and 0.25 <= time.monotonic() - began < 2  # not so: the unit as it is
+    assert sim.control.get(url, params={"locked": "maybe", "wait_s": 1}).status_code == 400
+    assert sim.control.get(url, params={"locked": "true", "wait_s": "soon"}).status_code == 400
+
+
 def test_call_counts_split_reads_writes_and_logins_by_operation_and_site(sim):
     with sim.client() as ng, sim.client("RS02") as rs:
         ng.list_units()
