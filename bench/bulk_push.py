@@ -17,7 +17,17 @@ from __future__ import annotations
 import os
 import time
 
-from bench.stack import Stack, StackConfig, business_config, env_flag, env_float, report, say
+from bench.stack import (
+    Stack,
+    StackConfig,
+    business_config,
+    calls_by_operation,
+    env_flag,
+    env_float,
+    report,
+    say,
+    workers_cpu_s,
+)
 
 HEADROOM = 1.3  # the wall time may exceed PTI's bound by this factor
 RESYNC_CALLS_PER_RENTAL = 0.05  # the target for a push of rentals already in sync
@@ -55,9 +65,9 @@ def main() -> str:
         stack.report_cpu(cpu)
         cpu_after = stack.cpu_seconds()
         again = resync(stack, timeout_s) if env_flag("BENCH_RESYNC", True) else {}
-    worker_cpu = sum(cpu_after.get(k, 0.0) - cpu.get(k, 0.0) for k in ("worker", "urgent"))
+    worker_cpu = workers_cpu_s(cpu, cpu_after)
     calls = after["total"] - before["total"]
-    by_op = {op: n - before["by_operation"].get(op, 0) for op, n in after["by_operation"].items()}
+    by_op = calls_by_operation(before, after)
     rentals = cfg.sites * cfg.rented
     concurrency = cfg.sites * cfg.site_concurrency
     bound = calls * latency_ms / 1000 / concurrency
@@ -88,11 +98,11 @@ def resync(stack: Stack, timeout_s: float) -> dict[str, float]:
         say(f"the push of rentals in sync did not converge: {exc}; resync_wall_s is a lower bound")
     wall = time.monotonic() - started
     after, cpu_after = stack.pti_calls(), stack.cpu_seconds()
-    by_op = {op: n - before["by_operation"].get(op, 0) for op, n in after["by_operation"].items()}
+    by_op = calls_by_operation(before, after)
     say(f"push of rentals in sync: {accounts} accounts in {wall:.1f} s; PTI calls by operation: "
         + ", ".join(f"{op} {n}" for op, n in sorted(by_op.items()) if n))
     return {"wall": wall, "calls": after["total"] - before["total"], "accounts": accounts,
-            "cpu": sum(cpu_after.get(k, 0.0) - cpu.get(k, 0.0) for k in ("worker", "urgent"))}
+            "cpu": workers_cpu_s(cpu, cpu_after)}
 
 
 if __name__ == "__main__":

@@ -109,6 +109,16 @@ def report(name: str, **figures: str) -> str:
     return line
 
 
+def calls_by_operation(before: dict, after: dict) -> dict[str, int]:
+    """The PTI calls made between two `Stack.pti_calls()` readings, by operation."""
+    return {op: n - before["by_operation"].get(op, 0) for op, n in after["by_operation"].items()}
+
+
+def workers_cpu_s(before: dict[str, float], after: dict[str, float]) -> float:
+    """The CPU seconds the RQ workers (general and urgent) used between two `Stack.cpu_seconds()` readings."""
+    return sum(after.get(kind, 0.0) - before.get(kind, 0.0) for kind in ("worker", "urgent"))
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) by linear interpolation between closest ranks; nan when empty."""
     if not values:
