@@ -34,7 +34,8 @@ def commit_keeping_loaded() -> None:
     created) while it holds the account's lock: they need to see nobody else's changes, and reading the account,
     its site, its customer and every rental and unit again after each would cost a statement each. What another
     writer changed meanwhile still counts: it raised the account's generation, which the push's finish reads from
-    the row, so the account stays owed and is pushed again."""
+    the row, so the account stays owed and is pushed again. Also a delivery's landing, whose marked accounts are
+    then asked for by what it wrote (a push reads its account fresh, under its lock)."""
     session = db.session()
     keep, session.expire_on_commit = session.expire_on_commit, False
     try:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..clients import remember_addon_id
-from ..extensions import db
+from ..extensions import commit_keeping_loaded, db
 from ..models import Customer, Unit, WebhookDelivery, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, WebhookEvent
 from ..storeganise import webhooks as sg
@@ -140,7 +140,9 @@ def process_delivery(delivery_id: str, client: StoreganiseClient, push_here: Pus
     try:
         handler(client, event, fx)
         delivery.status, delivery.error, delivery.handled_at = deliveries.PROCESSED, None, utcnow()
-        db.session.commit()
+        # What the landing wrote stays loaded: the pushes it asks for next take each marked account's id and urgency
+        # from it, not from a read of each account again (a push reads its account fresh, under its lock, anyway).
+        commit_keeping_loaded()
         fx.deliver(client, trigger=event.type, push_here=push_here)
     except StoreganiseError as exc:
         db.session.rollback()

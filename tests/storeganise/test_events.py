@@ -148,6 +148,19 @@ def test_an_overdue_event_locks_the_account_before_it_writes_the_rental(business
     assert rental(target["id"]).overlocked
 
 
+def test_an_overdue_event_asks_for_its_push_without_reading_the_account_again(business, sim, hooks):
+    """The landing's commit keeps what it wrote loaded: the urgent push it asks for takes the account's id and
+    urgency from the mark, not from a read of the account after the commit (one statement fewer an event)."""
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    [record] = hooks.deliver_new()
+    with sql_statements() as statements:
+        assert run([record]) == ["processed"]
+    account_reads = [s for s in statements if s.startswith("select pti_accounts.id, pti_accounts.customer_id")]
+    assert len(account_reads) == 1, account_reads  # the mark's, under its lock
+    assert reconcile_requests() == [("urgent", account_of(rental(target["id"])).id, "unitRental.markOverdue")]
+
+
 def test_an_overdue_event_reads_what_stands_on_its_three_records_at_once_and_closes_what_reads_well(
         business, sim, hooks):
     """The rental, its unit and its owner land together: the unreadable values standing on them are read in one
