@@ -26,7 +26,7 @@ def create_app(test_config: dict | None = None):
 
     from . import cli, jobqueue, security, views
     from . import config as settings
-    from .extensions import csrf, db, htmx, login_manager, migrate
+    from .extensions import csrf, db, htmx, login_manager, migrate, ping_when_rested
 
     app = Flask(
         __name__,
@@ -50,10 +50,11 @@ def create_app(test_config: dict | None = None):
         options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
         options["connect_args"] = {**options.get("connect_args", {}), "timeout": SQLITE_BUSY_TIMEOUT_S}
     db.init_app(app)
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        from sqlalchemy import event
+    with app.app_context():
+        ping_when_rested(db.engine)
+        if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+            from sqlalchemy import event
 
-        with app.app_context():
             event.listen(db.engine, "connect", _sqlite_wal)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)

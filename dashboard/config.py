@@ -133,7 +133,7 @@ def from_env(instance_path: str) -> dict:
 
 
 BASE = {
-    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SQLALCHEMY_ENGINE_OPTIONS": {},  # a rested pooled connection is pinged before use (extensions.ping_when_rested)
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_TIME_LIMIT": None,

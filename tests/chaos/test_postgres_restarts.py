@@ -1,8 +1,9 @@
 """R11: PostgreSQL restarts mid-push. The stack runs on a PostgreSQL server of its own (bench.stack.OwnPostgres:
 initdb in a temporary folder, run as the postgres user), which is stopped (`pg_ctl stop -m fast`, ending every
 session) while a bulk push is running and started again. The dashboard says the database is not answering meanwhile;
-afterwards the pooled connections are replaced (pool_pre_ping), the jobs that died are re-driven by the relay, and
-everything converges with no PTI user created twice.
+afterwards the pooled connections are replaced (a rested one is pinged before use, one dropped a moment before
+fails once as a disconnect and the pool starts afresh: extensions.ping_when_rested), the jobs that died are
+re-driven by the relay, and everything converges with no PTI user created twice.
 """
 
 from __future__ import annotations

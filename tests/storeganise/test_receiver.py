@@ -184,3 +184,28 @@ def test_delivery_ids_that_rq_cannot_use_as_job_ids_still_get_a_stable_one():
     assert job_id("65a1f0c2e4b0a1b2c3d4e5f6") == "sg-delivery-65a1f0c2e4b0a1b2c3d4e5f6"
     odd = job_id("evt:42/a b")
     assert odd == job_id("evt:42/a b") and odd.startswith("sg-delivery-") and ":" not in odd
+
+
+def test_a_delivery_whose_pooled_connection_the_database_dropped_a_moment_ago_is_still_recorded(client):
+    """A connection checked in a moment ago is handed out unpinged (extensions.ping_when_rested): should the database
+    have dropped it since (a restart), the row is written again on a new connection, not refused with a 500."""
+    from sqlalchemy import event as sa_event
+
+    opened = []
+
+    def note(dbapi_connection, record) -> None:
+        opened.append(dbapi_connection)
+
+    db.engine.dispose()
+    sa_event.listen(db.engine, "connect", note)
+    try:
+        assert post(client, compact_json(event("first-of-two"))).status_code == 200
+        assert opened, "the first delivery opened no connection"
+        for dbapi_connection in opened:  # what a restart does to the pooled connections, underneath the pool
+            dbapi_connection.close()
+        answer = post(client, compact_json(event("second-of-two")))
+    finally:
+        sa_event.remove(db.engine, "connect", note)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["status"] == "queued"
+    assert {d.id for d in deliveries()} == {"first-of-two", "second-of-two"}
