@@ -120,6 +120,8 @@ def from_env(instance_path: str) -> dict:
         # One PTI session a site shared by every process through Redis (sealed), rather than a login a process and
         # site. A guess that PTI accepts a token from any of our hosts: off where PTI ties a session to its address.
         "PTI_SHARED_SESSIONS": _bool(os.environ.get("PTI_SHARED_SESSIONS"), default=True),
+        # A worker takes a made-up customer through a lockout and a payment before its first job (jobs/rehearsal.py).
+        "WORKER_REHEARSAL": _bool(os.environ.get("WORKER_REHEARSAL"), default=True),
         # How far a worker's forked work horse (a bulk batch, an import, the sweep) steps back in CPU priority (nice),
         # so payments, lockouts and pages come first on a busy machine; 0 keeps it level with everything else.
         "HORSE_NICENESS": _int("HORSE_NICENESS", 10),

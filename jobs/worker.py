@@ -29,6 +29,7 @@ from dashboard.clients import PTI_CLIENTS_EXTENSION
 from dashboard.extensions import db
 from dashboard.httpclient import tls_context
 from dashboard.jobqueue import FORKED_JOBS, QUEUE_NAMES, URGENT, connect
+from jobs.rehearsal import rehearse
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,12 @@ def warm_up() -> None:
     """Ready this process for its first job, so that the first payment after a (re)start unlocks nearly as fast as
     the next: the TLS context every client verifies with (built once here, used by every warm job and inherited by
     every forked one); httpx's transport, which it imports on the first client it builds (httpcore and h11,
-    70-140 ms); the ORM's mappers, configured on the first query; and a first database connection in the pool. On an
-    idle stack a fresh urgent process took 0.2-0.6 s over its first event against 0.08 s over the next (py-spy), and
-    those first events made the p95 of event_to_gate. Only ever a head start: a database that is not answering yet
-    is logged, and the worker starts anyway (its jobs meet the database as they would have)."""
+    70-140 ms); the ORM's mappers, configured on the first query; a first database connection in the pool; and, on
+    PostgreSQL unless WORKER_REHEARSAL is off, the event path's statements, compiled by a rehearsal of a lockout and
+    a payment that keeps nothing (jobs/rehearsal.py). On an idle stack a fresh urgent process took 0.2-0.6 s over its
+    first event against 0.08 s over the next (py-spy), and those first events made the p95 of event_to_gate. Only
+    ever a head start: a database that is not answering yet is logged, and the worker starts anyway (its jobs meet
+    the database as they would have)."""
     httpx.Client(verify=tls_context()).close()
     configure_mappers()
     try:
@@ -91,6 +94,9 @@ def warm_up() -> None:
     except SQLAlchemyError as exc:
         log.warning("worker starting without a database connection (%s): its first job opens one",
                     exc.__class__.__name__)
+        return
+    if current_app.config["WORKER_REHEARSAL"]:
+        rehearse()  # the event path's statements compiled before the first event (jobs/rehearsal.py)
 
 
 def build_worker(lane: str = "all") -> Worker:
