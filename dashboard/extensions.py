@@ -60,8 +60,8 @@ def ping_when_rested(engine, rest_s: float = PING_AFTER_REST_S) -> None:
     in a few hundred milliseconds, and the webhook receiver once per webhook, so the ping was a round trip to the
     database in every four of the job and every second of the receiver's. A connection checked in a moment ago is
     handed out as it is; should the database have gone in that moment, the statement fails as a disconnect, the
-    pool is invalidated the same way, and the job (RQ's retry, the relay) or Storeganise's webhook retry runs it
-    again."""
+    pool is invalidated the same way, and the job is run again (RQ's retry, the relay) or the webhook receiver
+    writes its row again on a new connection."""
     dialect = engine.dialect
 
     @event.listens_for(engine, "connect")

@@ -82,7 +82,7 @@ def rehearse() -> bool:
 
 class Stage:
     """The simulators with a one-site business under made-up ids, our clients on them, and a database session in a
-    transaction that is rolled back on leaving."""
+    transaction that is rolled back on leaving; the app's own PTI clients and session are put back as they were."""
 
     def __init__(self) -> None:
         token = uuid.uuid4().hex[:12]
@@ -92,41 +92,50 @@ class Stage:
         self.app = current_app._get_current_object()
 
     def __enter__(self) -> Stage:
-        self.pti_app = create_pti_sim(self.business.pti_sites)
-        self.sg_app = create_sg_sim(webhook_url=None, deliver_webhooks=False, pti_base_url=PTI_URL, api_key=SG_KEY,
-                                    sites=[self.spec])
-        self.sim = self.sg_app.extensions[SG_SIM_EXTENSION]
-        self.client = StoreganiseClient(SG_URL, api_key=SG_KEY, transport=httpx.WSGITransport(app=self.sg_app))
         config = self.app.config
-        self.registry = PtiClientRegistry(
-            None, transport=httpx.WSGITransport(app=self.pti_app), connect_timeout=config["PTI_CONNECT_TIMEOUT_S"],
-            read_timeout=config["PTI_READ_TIMEOUT_S"], deadline=config["PTI_CALL_DEADLINE_S"])
-        self.kept_registry = self.app.extensions.pop(PTI_CLIENTS_EXTENSION, None)
-        self.app.extensions[PTI_CLIENTS_EXTENSION] = self.registry
-        # One transaction for everything, rolled back on leaving; the path's commits and rollbacks are savepoints.
-        self.connection = db.engine.connect()
-        self.transaction = self.connection.begin()
-        self.session = Session(bind=self.connection, join_transaction_mode="create_savepoint")
-        self.kept_session = db.session.registry() if db.session.registry.has() else None  # set back as it was
-        db.session.registry.set(self.session)
+        with contextlib.ExitStack() as undo:  # what is set up here is undone in reverse, also when a step fails
+            self.pti_app = create_pti_sim(self.business.pti_sites)
+            self.sg_app = create_sg_sim(webhook_url=None, deliver_webhooks=False, pti_base_url=PTI_URL,
+                                        api_key=SG_KEY, sites=[self.spec])
+            self.sim = self.sg_app.extensions[SG_SIM_EXTENSION]
+            undo.callback(self.sim.close)
+            self.client = StoreganiseClient(SG_URL, api_key=SG_KEY, transport=httpx.WSGITransport(app=self.sg_app))
+            undo.callback(self.client.close)
+            registry = PtiClientRegistry(
+                None, transport=httpx.WSGITransport(app=self.pti_app), connect_timeout=config["PTI_CONNECT_TIMEOUT_S"],
+                read_timeout=config["PTI_READ_TIMEOUT_S"], deadline=config["PTI_CALL_DEADLINE_S"])
+            undo.callback(registry.close_all)
+            # One transaction for everything, rolled back on leaving; the path's commits and rollbacks are savepoints.
+            connection = undo.enter_context(db.engine.connect())
+            undo.callback(connection.begin().rollback)
+            session = Session(bind=connection, join_transaction_mode="create_savepoint")
+            undo.callback(session.close)
+            # Last, and undone first: the app's PTI clients and database session are the rehearsal's while it runs (a
+            # worker rehearses before it takes any job, so nothing else uses them meanwhile).
+            kept_registry = self.app.extensions.get(PTI_CLIENTS_EXTENSION)
+            self.app.extensions[PTI_CLIENTS_EXTENSION] = registry
+            undo.callback(self._put_back, PTI_CLIENTS_EXTENSION, kept_registry)
+            kept_session = db.session.registry() if db.session.registry.has() else None
+            db.session.registry.set(session)
+            undo.callback(self._put_back_session, kept_session)
+            self._undo = undo.pop_all()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        try:
-            self.session.close()
-            self.transaction.rollback()
-            self.connection.close()
-        finally:
-            if self.kept_session is not None:
-                db.session.registry.set(self.kept_session)
-            else:
-                db.session.registry.clear()
-            self.app.extensions.pop(PTI_CLIENTS_EXTENSION, None)
-            if self.kept_registry is not None:
-                self.app.extensions[PTI_CLIENTS_EXTENSION] = self.kept_registry
-            self.registry.close_all()
-            self.client.close()
-            self.sim.close()
+        self._undo.close()
+
+    def _put_back(self, name: str, kept) -> None:
+        if kept is None:
+            self.app.extensions.pop(name, None)
+        else:
+            self.app.extensions[name] = kept
+
+    @staticmethod
+    def _put_back_session(kept) -> None:
+        if kept is None:
+            db.session.registry.clear()
+        else:
+            db.session.registry.set(kept)
 
     def lockout_and_payment(self) -> None:
         rental = self._land()

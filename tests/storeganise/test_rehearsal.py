@@ -14,6 +14,7 @@ from dashboard.extensions import db
 from dashboard.jobqueue import QUEUE_NAMES, get_redis
 from dashboard.mirror.importer import import_business
 from dashboard.models import Rental
+from dashboard.pti import PtiClientRegistry
 from jobs.events import handle_delivery
 from jobs.rehearsal import rehearse
 from tests.conftest import flush_redis
@@ -76,3 +77,28 @@ def test_after_the_rehearsal_a_real_lockout_finds_its_statements_compiled(app, s
         event.remove(db.engine, "after_cursor_execute", note)
     assert db.session.scalar(select(Rental.overlocked).where(Rental.sg_id == target["id"])) is True
     assert compiled == [], compiled
+
+
+@pytest.mark.parametrize("where", ["in the rehearsal", "setting it up"])
+def test_a_rehearsal_that_fails_is_logged_and_puts_the_apps_clients_and_session_back(app, monkeypatch, caplog, where):
+    """Whatever fails, the worker's own PTI clients and database session are its own again: a worker that went on
+    with the rehearsal's would push to the simulator inside it."""
+    import logging
+
+    import jobs.rehearsal as rehearsal
+
+    on_postgresql()
+    own_clients, own_session = PtiClientRegistry(), db.session()
+    app.extensions[PTI_CLIENTS_EXTENSION] = own_clients
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(rehearsal, "mark_dirty" if where == "in the rehearsal" else "Session", broken)
+    before = rows()
+    with caplog.at_level(logging.WARNING, logger="jobs.rehearsal"):
+        assert rehearse() is False
+    assert "the worker's rehearsal of a payment failed (RuntimeError: broken on purpose)" in caplog.text
+    assert app.extensions[PTI_CLIENTS_EXTENSION] is own_clients
+    assert db.session() is own_session
+    assert rows() == before
