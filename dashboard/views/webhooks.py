@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_DELIVERY_ID_LENGTH = 64  # WebhookDelivery.id
 # The delivery's row, as one plain INSERT of the table: its values go as parameters, so the statement is built and
-# compiled once per process, not through the ORM's insert for every webhook (a tenth of the receiver's time).
+# compiled once per process, not through the ORM's insert for every webhook (6 % of the receiver's time in-process,
+# under cProfile).
 RECORD = WebhookDelivery.__table__.insert()
 
 
