@@ -19,6 +19,7 @@ from .storeganise import StoreganiseClient
 
 TRANSPORT_EXTENSION = "storeganise_transport"  # tests put an httpx transport (e.g. the simulator's WSGI app) here
 PTI_CLIENTS_EXTENSION = "pti_clients"
+STOREGANISE_CLIENT_EXTENSION = "storeganise_client"  # (its settings, the client): kept_storeganise_client
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,31 @@ def storeganise_client(**options) -> StoreganiseClient:
                                        "STOREGANISE_API_KEY (see README, Configuration).")
     options.setdefault("deadline", config["STOREGANISE_CALL_DEADLINE_S"])
     return StoreganiseClient(url, api_key=key, transport=current_app.extensions.get(TRANSPORT_EXTENSION), **options)
+
+
+def kept_storeganise_client() -> StoreganiseClient:
+    """The Storeganise client this process keeps between the jobs it runs warm (a delivery's, a write-back's): its
+    connection to Storeganise stays open from one job to the next, where a client of each job's own connected, and
+    in production negotiated TLS, before its first call (a delivery's first call is its re-read of the rental,
+    before the lock or unlock). Built again when a setting it was built with changes; a forked work horse drops its
+    parent's (`jobs.worker`). Jobs of a whole site, and threads beside a job, use `storeganise_client()`."""
+    config, extensions = current_app.config, current_app.extensions
+    settings = (config.get("STOREGANISE_API_URL"), config.get("STOREGANISE_API_KEY"),
+                config["STOREGANISE_CALL_DEADLINE_S"], id(extensions.get(TRANSPORT_EXTENSION)))
+    kept = extensions.get(STOREGANISE_CLIENT_EXTENSION)
+    if kept is not None and kept[0] == settings:
+        return kept[1]
+    client = storeganise_client()
+    close_storeganise_client(current_app)
+    extensions[STOREGANISE_CLIENT_EXTENSION] = (settings, client)
+    return client
+
+
+def close_storeganise_client(app) -> None:
+    """Close the Storeganise client the app's process kept (an app that ends before its process)."""
+    kept = app.extensions.pop(STOREGANISE_CLIENT_EXTENSION, None)
+    if kept is not None:
+        kept[1].close()
 
 
 def addon_id() -> str | None:

@@ -13,7 +13,7 @@ import logging
 
 from rq import get_current_job
 
-from dashboard.clients import storeganise_client
+from dashboard.clients import kept_storeganise_client
 from dashboard.engine import writeback
 from dashboard.engine.intent import holding
 from dashboard.extensions import db
@@ -51,5 +51,5 @@ class PushHere:
 def handle_delivery(delivery_id: str) -> str:
     """Act on a recorded delivery; returns its final status (processed, ignored, failed)."""
     job = get_current_job()
-    with storeganise_client() as client:
-        return process_delivery(delivery_id, client, push_here=PushHere(job.id, client) if job else None)
+    client = kept_storeganise_client()  # its connection kept open for the process's next job
+    return process_delivery(delivery_id, client, push_here=PushHere(job.id, client) if job else None)

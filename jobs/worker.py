@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import configure_mappers
 
-from dashboard.clients import PTI_CLIENTS_EXTENSION
+from dashboard.clients import PTI_CLIENTS_EXTENSION, STOREGANISE_CLIENT_EXTENSION
 from dashboard.extensions import db
 from dashboard.httpclient import tls_context
 from dashboard.jobqueue import FORKED_JOBS, QUEUE_NAMES, URGENT, connect
@@ -60,10 +60,12 @@ class AppWorker(Worker):
         return super().get_heartbeat_ttl(job)
 
     def main_work_horse(self, job, queue):
-        # The horse shares nothing live with its parent: not the database connections, and not the PTI clients'
-        # sockets, whose TLS state the parent goes on using (dropped, not closed: closing would end the parent's).
+        # The horse shares nothing live with its parent: not the database connections, and not the PTI and
+        # Storeganise clients' sockets, whose TLS state the parent goes on using (dropped, not closed: closing would
+        # end the parent's).
         db.engine.dispose(close=False)
         current_app.extensions.pop(PTI_CLIENTS_EXTENSION, None)
+        current_app.extensions.pop(STOREGANISE_CLIENT_EXTENSION, None)
         step_back(current_app.config["HORSE_NICENESS"])
         super().main_work_horse(job, queue)
 

@@ -93,7 +93,7 @@ def database_url(tmp_path: Path) -> str:
 @pytest.fixture
 def app(tmp_path, redis_url):
     from dashboard import create_app
-    from dashboard.clients import close_pti_clients
+    from dashboard.clients import close_pti_clients, close_storeganise_client
     from dashboard.extensions import db
     from dashboard.jobqueue import close_redis
 
@@ -114,6 +114,7 @@ def app(tmp_path, redis_url):
         db.drop_all()
         db.engine.dispose()
     close_pti_clients(app)
+    close_storeganise_client(app)
     close_redis(app)
 
 
