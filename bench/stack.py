@@ -72,6 +72,7 @@ PG_ADMIN_TIMEOUT_S = 5
 HTTP_TIMEOUT_S = 30.0  # the harness's own calls to the simulators
 PROBE_TIMEOUT_S = 2.0  # one readiness request
 LOG_TAIL_CHARS = 3000  # of a process that exited, in the error
+SG_SIM_KEEP_ALIVE_S = 60  # how long the Storeganise simulator keeps an idle connection (a load balancer's usual)
 PTI_SIM_BACKLOG = 2048  # connections the PTI simulator's gunicorn queues (every site's workers call it at once)
 PROGRESS_EVERY_S = 10.0
 IDLE_POLL_S = 0.5
@@ -254,6 +255,10 @@ class StackConfig:
     pti_server: str = "gunicorn"  # or "werkzeug" (python -m sim.pti: one threaded Werkzeug server)
     pti_threads: int = 64
     storeganise: bool = True  # the Storeganise simulator (write-backs and their echo webhooks go there)
+    # gunicorn keeps connections open between requests, as Storeganise's servers do (a guess: docs/storeganise.md);
+    # "werkzeug" (python -m sim.storeganise) closes each one after its answer
+    sg_server: str = field(default_factory=lambda: os.environ.get("BENCH_SG_SERVER", "gunicorn"))
+    sg_threads: int = 32
     # the product
     web: bool = True  # gunicorn serving the product (off: a benchmark that requests pages in-process)
     web_app: str = "dashboard:create_app()"  # gunicorn's entry point
@@ -295,6 +300,7 @@ class Proc:
     popen: subprocess.Popen
     log: Path
     argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # beside the stack's own
 
 
 class Stack:
@@ -382,7 +388,12 @@ class Stack:
                                            "--threads", str(cfg.pti_threads), "--backlog", str(PTI_SIM_BACKLOG)))
         elif cfg.pti:
             self.spawn("pti-sim", [sys.executable, "-m", "sim.pti", "--port", str(self.pti_port)])
-        if cfg.storeganise:
+        if cfg.storeganise and cfg.sg_server == "gunicorn":
+            self.spawn("sg-sim", gunicorn("sim.storeganise:from_environment()", self.sg_port, 1, "--worker-class",
+                                          "gthread", "--threads", str(cfg.sg_threads),
+                                          "--keep-alive", str(SG_SIM_KEEP_ALIVE_S)),
+                       env={"SG_WEBHOOK_URL": self.webhook_url, "PTI_SIM_URL": self.pti_url})
+        elif cfg.storeganise:
             self.spawn("sg-sim", [sys.executable, "-m", "sim.storeganise", "--port", str(self.sg_port),
                                   "--webhook-url", self.webhook_url, "--pti-url", self.pti_url])
 
@@ -509,12 +520,12 @@ class Stack:
         env.update(self.config.extra_env)
         return env
 
-    def spawn(self, name: str, argv: list[str], log_name: str | None = None) -> Proc:
+    def spawn(self, name: str, argv: list[str], log_name: str | None = None, env: dict[str, str] | None = None) -> Proc:
         log = self.tmp / f"{log_name or name}.log"
         with open(log, "wb") as out:
-            popen = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        proc = Proc(name, popen, log, argv)
+            popen = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = Proc(name, popen, log, argv, env or {})
         self.procs.append(proc)
         return proc
 
@@ -545,7 +556,7 @@ class Stack:
     def respawn(self, name: str) -> Proc:
         """Start a process `kill` ended again, with the same command (its log goes on in a new file)."""
         old = self._killed.pop(name)
-        return self.spawn(name, old.argv, log_name=f"{name}-respawned-{time.monotonic_ns()}")
+        return self.spawn(name, old.argv, log_name=f"{name}-respawned-{time.monotonic_ns()}", env=old.env)
 
     def flask(self, *args: str) -> str:
         done = subprocess.run([str(BIN / "flask"), "--app", "dashboard", *args], cwd=ROOT, env=self.env,

@@ -778,6 +778,17 @@ def create_app(*, webhook_url: str | None = None, webhook_secret: str = DEMO_WEB
     return app
 
 
+def from_environment() -> Flask:
+    """The simulator as `main` builds it, from the environment alone: for a WSGI server that keeps connections open,
+    as Storeganise's own does (`gunicorn 'sim.storeganise:from_environment()'`, which bench/stack.py runs); the
+    development server of `main` closes each connection after its answer."""
+    return create_app(webhook_url=os.environ.get("SG_WEBHOOK_URL", DEFAULT_WEBHOOK_URL),
+                      pti_base_url=os.environ.get("PTI_SIM_URL", DEFAULT_PTI_URL),
+                      webhook_secret=os.environ.get("SG_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET),
+                      api_key=os.environ.get("SG_API_KEY", DEMO_API_KEY),
+                      addon_id=os.environ.get("SG_ADDON_ID") or None)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Storeganise simulator (Admin API subset + signed webhooks)")
     parser.add_argument("--host", default=os.environ.get("SG_SIM_HOST", "127.0.0.1"))

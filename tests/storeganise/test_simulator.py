@@ -684,3 +684,23 @@ def test_many_concurrent_move_ins_keep_state_consistent(control, sim):
         t.join()
     assert sorted(results) == [200] * 20 + [400]
     assert len(webhooks(sim)) == 20
+
+
+def test_a_server_that_keeps_connections_builds_the_simulator_from_the_environment_as_main_does(monkeypatch):
+    """gunicorn 'sim.storeganise:from_environment()' (the benchmarks' Storeganise): the settings `main` reads."""
+    from sim.storeganise import from_environment
+
+    monkeypatch.setenv("SG_WEBHOOK_URL", "http://product.test/webhooks/storeganise")
+    monkeypatch.setenv("PTI_SIM_URL", "http://pti.test")
+    monkeypatch.setenv("SG_WEBHOOK_SECRET", "env-secret")
+    monkeypatch.setenv("SG_API_KEY", "env-key")
+    monkeypatch.setenv("SG_ADDON_ID", "env-addon")
+    app = from_environment()
+    sim = app.extensions["storeganise_sim"]
+    try:
+        assert (sim.webhook_url, sim.pti_base_url, sim.webhook_secret, sim.api_key, sim.addon_id) == (
+            "http://product.test/webhooks/storeganise", "http://pti.test", "env-secret", "env-key", "env-addon")
+        assert app.test_client().get("/api/v1/admin/sites", headers={"Authorization": "ApiKey env-key"}).status_code \
+            == 200
+    finally:
+        sim.close()
