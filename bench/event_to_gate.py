@@ -114,10 +114,12 @@ def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int,
     control call's own time, `emitted_to_receiver` the delivery's way to the receiver's row), the receiver to the
     handler done (its job queued, run, and the lock or unlock pushed by the handler itself), and the handler done to
     the gate seen by the simulator. The second is also split at the moment a worker started the delivery's job (RQ's
-    `started_at`): `to_started` is the wait for a free worker, `in_handler` the handler's own time, itself split
-    into each worker process's first event of the phase and the rest. Also: how many events were a worker's first,
-    how many of those were at or over the phase's p95, and the p95 of the other events (what the tail would be if a
-    worker's first event cost no more than its next)."""
+    `started_at`): `to_started` is the wait for a free worker (itself split at RQ's `enqueued_at`: `to_enqueued`, the
+    receiver's commit and enqueue, and `enqueued_to_started`, the queue's wait), `in_handler` the handler's own time,
+    itself split into each worker process's first event of the phase and the rest; and `busy_after_gate`, how long
+    the job kept its worker after the gate was seen (the push's finish and the write-back). Also: how many events were a
+    worker's first, how many of those were at or over the phase's p95, and the p95 of the other events (what the
+    tail would be if a worker's first event cost no more than its next)."""
     names = {True: "unitRental.markOverdue", False: "unitRental.unmarkOverdue"}
     found = {(d.rental_sg_id, d.type): d for d in db.session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.rental_sg_id.in_({e.rental_id for e in sent}),
@@ -131,8 +133,10 @@ def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int,
     first_took: list[float] = []
     later_took: list[float] = []
     spans: dict[str, list[float]] = {"to_receiver": [], "to_emitted": [], "emitted_to_receiver": [],
-                                     "to_handled": [], "to_started": [], "in_handler": [],
-                                     "in_handler_first": [], "in_handler_later": [], "to_gate": []}
+                                     "to_handled": [], "to_started": [], "to_enqueued": [],
+                                     "enqueued_to_started": [], "in_handler": [],
+                                     "in_handler_first": [], "in_handler_later": [], "to_gate": [],
+                                     "busy_after_gate": []}
     for event in sent:
         delivery = found.get((event.rental_id, names[event.overdue]))
         if delivery is None or delivery.handled_at is None or delivery.received_at < event.at - timedelta(seconds=1):
@@ -148,10 +152,17 @@ def stages(sent: list[Sent]) -> tuple[dict[str, tuple[float, float]], tuple[int,
             began = job.started_at
             began = began.astimezone(UTC).replace(tzinfo=None) if began.tzinfo else began  # naive UTC, as the rows
             spans["to_started"].append((began - delivery.received_at).total_seconds())
+            if (queued := job.enqueued_at) is not None:  # the receiver's commit and enqueue, then the queue's wait
+                queued = queued.astimezone(UTC).replace(tzinfo=None) if queued.tzinfo else queued
+                spans["to_enqueued"].append((queued - delivery.received_at).total_seconds())
+                spans["enqueued_to_started"].append((began - queued).total_seconds())
             in_handler = (delivery.handled_at - began).total_seconds()
             spans["in_handler"].append(in_handler)
             spans["in_handler_first" if delivery.id in firsts else "in_handler_later"].append(in_handler)
         spans["to_gate"].append(event.took_s - received - handled)
+        if job is not None and job.ended_at is not None:  # the job's worker still busy after the gate: write-back
+            ended = job.ended_at.astimezone(UTC).replace(tzinfo=None) if job.ended_at.tzinfo else job.ended_at
+            spans["busy_after_gate"].append((ended - event.at).total_seconds() - event.took_s)
         (first_took if delivery.id in firsts else later_took).append(event.took_s)
     tail = percentile([event.took_s for event in sent], 95) if sent else 0.0
     return ({name: (percentile(v, 50), percentile(v, 95)) for name, v in spans.items() if v},
@@ -326,9 +337,11 @@ def main() -> str:
             # it records the call, so the last events' calls could be missed if counted at once.
             say_calls("idle", before, stack.pti_calls())
             say(f"bulk: push_site for every site, then {events} events, {concurrency} in flight ...")
-            bulk = BulkPush(stack)
+            bulk, cpu, began = BulkPush(stack), stack.cpu_seconds(), time.monotonic()
             bulk.start()
             busy = runner.run(bulk_targets, events, concurrency, keep_going=bulk.keep_going)
+            say(f"bulk: {events} events in {time.monotonic() - began:.1f} s")
+            stack.report_cpu(cpu)  # whose CPU the urgent lane competes with
             say_stages("bulk", runner.sent)
             owed, _ = stack.owed()
             say(f"bulk: {bulk.rounds} push rounds; {owed} accounts still owed when the last event landed")
