@@ -427,7 +427,13 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     Only an overdue flip puts a value here. If a PUT fails, the mirror forgets the flip of the rentals not
     written yet, so the retry (or the next pull) sees the flip again and writes pti_overlocked then, instead of
     mistaking Storeganise's old value for a manual unsuspend.
+
+    A flip the mirror no longer holds is dropped, not PUT: a newer event landed the rental the other way meanwhile
+    (a payment handled while this overdue's job was still pushing), and that event's job writes the newer value.
+    PUT after it, the older value would stand in Storeganise, and the next pull would read it as a person's suspend
+    of a customer who has paid (tests/storeganise/test_live.py -k meanwhile).
     """
+    _drop_superseded(overlocks)
     written, landed = 0, []
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
@@ -450,6 +456,19 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
             _note_landed(landed)
             db.session.commit()
     return written
+
+
+def _drop_superseded(overlocks: dict[str, bool]) -> None:
+    """Take out of `overlocks` each flip whose rental the mirror now holds the other way (read fresh, committed)."""
+    if not overlocks:
+        return
+    held = dict(db.session.execute(select(Rental.sg_id, Rental.overlocked).where(Rental.sg_id.in_(overlocks))).all())
+    commit_keeping_loaded()  # no transaction held open across the PUTs
+    for rental_sg_id, overlocked in list(overlocks.items()):
+        if rental_sg_id in held and held[rental_sg_id] is not overlocked:
+            del overlocks[rental_sg_id]
+            log.info("pti_overlocked %s of rental %s not written: a newer event landed it %s, and writes that",
+                     overlocked, rental_sg_id, held[rental_sg_id])
 
 
 REPORT_BATCH = 200  # problems raised per job; the relay asks again while any are left

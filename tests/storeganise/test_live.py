@@ -147,3 +147,84 @@ def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a
     account = db.session.get(PtiAccount, account.id)
     assert account.write_back_owed is False and account.synced_generation == account.generation
     assert work(sim) == []  # every echo of it recognised at the receiver
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["payment during a lockout", "lockout during a payment"])
+def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_the_next_pull_keeps_the_lock(
+        live_with_pti, monkeypatch, app, first):
+    """An overdue (or payment) event's job pushes, and before it writes back, the opposite event is handled by
+    another worker to its end. The first job's write-back must not PUT its older pti_overlocked after the newer one:
+    Storeganise would hold the old value, and the next pull, once our note that it was on its way had lapsed, would
+    read it as a person's suspend (or unsuspend) and lock a customer who has paid (or open the gate to one who owes)."""
+    import threading
+
+    from dashboard.engine import writeback
+    from dashboard.engine.reconcile import reconcile
+    from dashboard.jobqueue import get_redis
+    from dashboard.models import PtiAccount
+    from jobs.pull import pull_changes
+    from jobs.writeback import write_back_account
+
+    sim, control, pti = live_with_pti
+    from dashboard.models import Unit
+
+    rental = next(r for r in db.session.scalars(select(Rental).join(Unit, Unit.id == Rental.unit_id).where(
+        Rental.state == "occupied", Rental.overdue.is_(not first), Unit.pti_unit_name.is_not(None)))
+        if pti.get(f"/_sim/units/{r.site.pti_site_code}/{r.unit.pti_unit_name}").status_code == 200)
+    account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental.customer_id,
+                                                         PtiAccount.site_id == rental.site_id))
+    assert reconcile(account.id, "first push").outcome == "ok"
+    write_back_account(account.id)
+    assert sim.wait_for_webhooks(10)
+    for _, job in queued_jobs():
+        job.delete()
+    site_code, unit, sg_id = rental.site.pti_site_code, rental.unit.pti_unit_name, rental.sg_id
+    db.session.commit()
+
+    write_back, first_job = writeback.write_back, {}
+
+    def the_other_event_first(account_id, client, overlocks=None):
+        if not first_job.get("met"):
+            first_job["met"] = True
+            control.post("/_sim/overdue", json={"unitRentalId": sg_id, "overdue": not first}).raise_for_status()
+            assert sim.wait_for_webhooks(10)
+            others = [job for _, job in queued_jobs(HANDLE_DELIVERY) if job.id != first_job["id"]]
+            statuses: list[str] = []
+
+            def another_worker() -> None:
+                with app.app_context():
+                    statuses.extend(job.perform() for job in others)
+                    db.session.remove()
+
+            thread = threading.Thread(target=another_worker)
+            thread.start()
+            thread.join()
+            assert statuses == ["processed"]
+        return write_back(account_id, client, overlocks)
+
+    monkeypatch.setattr(writeback, "write_back", the_other_event_first)
+    control.post("/_sim/overdue", json={"unitRentalId": sg_id, "overdue": first}).raise_for_status()
+    assert sim.wait_for_webhooks(10)
+    [(_, job)] = queued_jobs(HANDLE_DELIVERY)
+    first_job["id"] = job.id
+    assert job.perform() == "processed" and first_job["met"]
+    job.delete()
+    for _ in range(3):  # the echoes of both jobs' writes (what they ask for, if anything, done)
+        work(sim)
+
+    def storeganise_holds() -> bool:
+        [copy] = [r for r in control.get("/_sim/state").json()["unitRentals"] if r["id"] == sg_id]
+        return copy["customFields"]["pti_overlocked"]
+
+    def gate_locked() -> bool:
+        return pti.get(f"/_sim/units/{site_code}/{unit}").json()["locked"]
+
+    assert storeganise_holds() is (not first) and gate_locked() is (not first)
+    conn = get_redis()  # two minutes on: our note that a pti_overlocked was on its way has lapsed
+    for key in conn.keys("pti-sync:sg-rental:*"):
+        conn.hdel(key, "overlock", "until")
+    pull_changes()
+    for _, job in queued_jobs():
+        job.perform()
+        job.delete()
+    assert gate_locked() is (not first) and storeganise_holds() is (not first)
