@@ -15,6 +15,7 @@ relay asks `request_write_backs` for whatever is still owed, and `write_back_owe
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -103,6 +104,8 @@ def write_back_many(account_ids: list[int], client: StoreganiseClient,
     if not plans:
         return WriteBacks([])
     commit_keeping_loaded()  # no transaction held open across the PUTs
+    overlocked = _codes().rental_overlocked
+    fresh = Fresh({rental_sg_id: fields[overlocked] for plan in plans for rental_sg_id, fields in plan.puts})
 
     written: list[tuple[str, dict]] = []  # what Storeganise accepted, remembered in Redis in one round trip
     landed: list[dict] = []  # what its answers say, noted on the rentals in one statement
@@ -110,7 +113,7 @@ def write_back_many(account_ids: list[int], client: StoreganiseClient,
     try:
         for plan in plans:
             try:
-                _send(plan, client, overlocks, written, landed)
+                _send(plan, client, overlocks, written, landed, fresh)
             except StoreganiseError as exc:
                 _record(finished, landed, failed=plan)
                 return WriteBacks([_summary(p) for p in finished], exc,
@@ -185,11 +188,14 @@ def _plan(account: PtiAccount, customer: Customer, first_account: int | None, re
 
 
 def _send(plan: _Plan, client: StoreganiseClient, overlocks: dict[str, bool] | None,
-          written: list[tuple[str, dict]], landed: list[dict]) -> None:
+          written: list[tuple[str, dict]], landed: list[dict], fresh: Fresh) -> None:
     """The account's PUTs, each noted in `written` and `landed` as Storeganise accepts it."""
     codes = _codes()
     for rental_sg_id, fields in plan.puts:
-        answer = put_fields(client, "unitRental", rental_sg_id, fields)
+        answer = put_fields(client, "unitRental", rental_sg_id, fields, fresh)
+        fresh.done(rental_sg_id)
+        if answer is None:
+            continue  # given up for a newer write of the rental (put_fields): nothing of this one landed
         written.append((MEMO_KEY.format(rental=rental_sg_id), fields))
         landed += _answered(rental_sg_id, plan.held[rental_sg_id], answer)
         if overlocks is not None and overlocks.get(rental_sg_id) == fields[codes.rental_overlocked]:
@@ -254,16 +260,63 @@ def _account_first(account_id: int) -> None:
         db.session.execute(select(PtiAccount.id).where(PtiAccount.id == account_id).with_for_update())
 
 
-def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict) -> dict:
+def put_fields(client: StoreganiseClient, entity: str, record_sg_id: str, fields: dict,
+               fresh: Fresh | None = None) -> dict | None:
     """PUT custom fields of a rental ("unitRental") or a customer ("user"), its echo expected (dashboard/echoes.py);
-    returns the record as Storeganise answered it."""
-    put = {"unitRental": client.update_unit_rental_custom_fields, "user": client.update_user_custom_fields}[entity]
+    returns the record as Storeganise answered it. With `fresh`, a rental's PUT is tried, and tried again after a
+    Storeganise error, only while the mirror holds its pti_overlocked (`Fresh`); given up: None, nothing written."""
+    if fresh is not None and not fresh.holds(record_sg_id):
+        return None
     echoes.expect(entity, record_sg_id, fields)
     try:
-        return put(record_sg_id, fields)
+        if entity == "user":
+            return client.update_user_custom_fields(record_sg_id, fields)
+        answer = client.update_unit_rental_custom_fields(
+            record_sg_id, fields, still_wanted=(lambda: fresh.holds(record_sg_id)) if fresh is not None else None)
     except StoreganiseError:
         echoes.withdraw(entity, record_sg_id)
         raise
+    if answer is None:
+        echoes.withdraw(entity, record_sg_id)
+    return answer
+
+
+FRESH_FOR_S = 0.2  # shorter than any back-off (0.25 s at least), longer than a write-back's PUTs usually take
+
+
+class Fresh:
+    """The pti_overlocked values a write is about to PUT on rentals, against what the mirror holds.
+
+    A rental's pti_overlocked is PUT only while the mirror holds it: a newer event of the rental may land (and its
+    job write the newer value) while this write waits, and PUT after that, the older value would stand in Storeganise
+    and the next pull would read it as a person's suspend or unsuspend (tests/storeganise/test_live.py -k meanwhile).
+    What the mirror holds is read again, for every rental still to PUT in one statement, whenever the last reading is
+    more than FRESH_FOR_S old: so before a retry, which comes after a back-off, and before the later PUTs of a write
+    whose earlier ones waited or were slow; a write that goes through at once reads nothing more."""
+
+    def __init__(self, wanted: dict[str, bool], *, read: bool = False) -> None:
+        self.wanted = dict(wanted)  # rental sg_id -> the pti_overlocked this write PUTs
+        self.held = dict(wanted)  # what the mirror held at the last reading (the write's own plan, unless `read`)
+        self.read_at = -math.inf if read else time.monotonic()
+
+    def holds(self, rental_sg_id: str) -> bool:
+        if rental_sg_id not in self.wanted:
+            return True
+        if time.monotonic() - self.read_at > FRESH_FOR_S:
+            rows = db.session.execute(select(Rental.sg_id, Rental.overlocked)
+                                      .where(Rental.sg_id.in_(self.wanted))).all()
+            commit_keeping_loaded()  # no transaction held open across a PUT
+            self.held.update(rows)
+            self.read_at = time.monotonic()
+        if self.held[rental_sg_id] is not self.wanted[rental_sg_id]:
+            log.info("pti_overlocked %s of rental %s not written: a newer event landed it %s, and writes that",
+                     self.wanted[rental_sg_id], rental_sg_id, self.held[rental_sg_id])
+            return False
+        return True
+
+    def done(self, rental_sg_id: str) -> None:
+        """PUT (or given up): no longer read."""
+        self.wanted.pop(rental_sg_id, None)
 
 
 def _answered(rental_sg_id: str, held: datetime | None, answer: dict | None) -> list[dict]:
@@ -433,12 +486,14 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     PUT after it, the older value would stand in Storeganise, and the next pull would read it as a person's suspend
     of a customer who has paid (tests/storeganise/test_live.py -k meanwhile).
     """
-    _drop_superseded(overlocks)
-    written, landed = 0, []
+    written, landed, fresh = 0, [], Fresh(overlocks, read=True)
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
-            answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked})
+            answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked}, fresh)
             del overlocks[rental_sg_id]
+            fresh.done(rental_sg_id)
+            if answer is None:
+                continue  # given up: a newer event landed the rental the other way and writes its own
             if updated := _flip_landed(rental_sg_id, overlocked, answer):  # the mirror checks its state below
                 landed.append({"key": rental_sg_id, "updated": updated, "answer_overdue": overlocked,
                                "answer_state": answer.get("state") or "occupied"})
@@ -456,19 +511,6 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
             _note_landed(landed)
             db.session.commit()
     return written
-
-
-def _drop_superseded(overlocks: dict[str, bool]) -> None:
-    """Take out of `overlocks` each flip whose rental the mirror now holds the other way (read fresh, committed)."""
-    if not overlocks:
-        return
-    held = dict(db.session.execute(select(Rental.sg_id, Rental.overlocked).where(Rental.sg_id.in_(overlocks))).all())
-    commit_keeping_loaded()  # no transaction held open across the PUTs
-    for rental_sg_id, overlocked in list(overlocks.items()):
-        if rental_sg_id in held and held[rental_sg_id] is not overlocked:
-            del overlocks[rental_sg_id]
-            log.info("pti_overlocked %s of rental %s not written: a newer event landed it %s, and writes that",
-                     overlocked, rental_sg_id, held[rental_sg_id])
 
 
 REPORT_BATCH = 200  # problems raised per job; the relay asks again while any are left

@@ -202,9 +202,13 @@ class StoreganiseClient(PooledClient):
 
     # --- writes --------------------------------------------------------------------------------------------
 
-    def update_unit_rental_custom_fields(self, rental_id: str, fields: dict[str, Any]) -> dict:
-        """Set only the given custom fields of a rental (Storeganise leaves the others untouched)."""
-        return self._request("PUT", f"unit-rentals/{_seg(rental_id)}", json={"customFields": dict(fields)})
+    def update_unit_rental_custom_fields(self, rental_id: str, fields: dict[str, Any], *,
+                                         still_wanted: Callable[[], bool] | None = None) -> dict | None:
+        """Set only the given custom fields of a rental (Storeganise leaves the others untouched). `still_wanted`,
+        when given, is asked before each try after the first (a retry comes after a back-off, in which a newer write
+        of the rental may have landed): when it answers False the PUT is given up and None returned."""
+        return self._request("PUT", f"unit-rentals/{_seg(rental_id)}", json={"customFields": dict(fields)},
+                             still_wanted=still_wanted)
 
     def update_user_custom_fields(self, user_id: str, fields: dict[str, Any]) -> dict:
         """Set only the given custom fields of a customer."""
@@ -296,12 +300,15 @@ class StoreganiseClient(PooledClient):
         return record
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
-                 idempotent: bool = True) -> Any:
+                 idempotent: bool = True, still_wanted: Callable[[], bool] | None = None) -> Any:
         endpoint = f"{method} {path}"
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
         attempt = 0
         while True:
             attempt += 1
+            if attempt > 1 and still_wanted is not None and not still_wanted():
+                log.info("Storeganise %s given up before try %d: a newer write has it", endpoint, attempt)
+                return None
             last = attempt >= self.max_attempts
             try:
                 response = request_within(self._http, self.deadline, method, path, params=clean_params, json=json)

@@ -300,6 +300,20 @@ def test_put_is_retried_because_it_is_idempotent(client, api):
     assert route.call_count == 2
 
 
+def test_a_put_that_a_newer_write_made_obsolete_is_given_up_before_its_retry(client, api):
+    """After a failed try and its back-off the caller is asked whether the PUT is still wanted (a newer write of the
+    record may have landed meanwhile): not asked before the first try; answered no, nothing more is sent."""
+    route = api.put("/unit-rentals/r1").mock(side_effect=[httpx.Response(503), httpx.Response(200, json={})])
+    asked: list[int] = []
+
+    def still_wanted() -> bool:
+        asked.append(route.call_count)
+        return False
+
+    assert client.update_unit_rental_custom_fields("r1", {"pti_overlocked": True}, still_wanted=still_wanted) is None
+    assert route.call_count == 1 and asked == [1]
+
+
 def test_create_task_is_not_retried_after_a_read_timeout(client, api):
     route = api.post("/jobs").mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(StoreganiseError) as err:

@@ -325,7 +325,7 @@ def test_a_failed_pti_overlocked_write_is_written_by_the_retry(business, sim, ho
     [record] = hooks.deliver_new()
     from dashboard.storeganise import StoreganiseClient
 
-    def refuse(self, rental_id, fields):
+    def refuse(self, rental_id, fields, **options):
         raise StoreganiseError("Storeganise timed out.", reason="storeganise_unreachable", retryable=True)
 
     with monkeypatch.context() as patch:
@@ -458,11 +458,11 @@ def test_a_payment_between_our_read_and_our_overlock_write_still_unlocks(busines
     paid_copy: dict = {}
     real = StoreganiseClient.update_unit_rental_custom_fields
 
-    def paid_meanwhile(self, rental_id, fields):
+    def paid_meanwhile(self, rental_id, fields, **options):
         if not paid_copy:
             sim.set_overdue(target["id"], False)
             paid_copy.update(sg.get_unit_rental(target["id"], include=("unit", "owner", "customFields")))
-        return real(self, rental_id, fields)
+        return real(self, rental_id, fields, **options)
 
     with monkeypatch.context() as patch:
         patch.setattr(StoreganiseClient, "update_unit_rental_custom_fields", paid_meanwhile)

@@ -149,19 +149,22 @@ def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a
     assert work(sim) == []  # every echo of it recognised at the receiver
 
 
+@pytest.mark.parametrize("while_", ["before its write-back", "while its write-back waits to try again"])
 @pytest.mark.parametrize("first", [True, False], ids=["payment during a lockout", "lockout during a payment"])
 def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_the_next_pull_keeps_the_lock(
-        live_with_pti, monkeypatch, app, first):
-    """An overdue (or payment) event's job pushes, and before it writes back, the opposite event is handled by
-    another worker to its end. The first job's write-back must not PUT its older pti_overlocked after the newer one:
-    Storeganise would hold the old value, and the next pull, once our note that it was on its way had lapsed, would
-    read it as a person's suspend (or unsuspend) and lock a customer who has paid (or open the gate to one who owes)."""
+        live_with_pti, monkeypatch, app, first, while_):
+    """An overdue (or payment) event's job pushes, and before it writes back (or while its write-back's PUT, refused
+    once by Storeganise, waits to try again), the opposite event is handled by another worker to its end. The first
+    job must not PUT its older pti_overlocked after the newer one: Storeganise would hold the old value, and the next
+    pull, once our note that it was on its way had lapsed, would read it as a person's suspend (or unsuspend) and
+    lock a customer who has paid (or open the gate to one who owes)."""
     import threading
 
     from dashboard.engine import writeback
     from dashboard.engine.reconcile import reconcile
     from dashboard.jobqueue import get_redis
     from dashboard.models import PtiAccount
+    from dashboard.storeganise import StoreganiseClient
     from jobs.pull import pull_changes
     from jobs.writeback import write_back_account
 
@@ -183,9 +186,10 @@ def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_
 
     write_back, first_job = writeback.write_back, {}
 
-    def the_other_event_first(account_id, client, overlocks=None):
+    def the_other_event() -> None:
         if not first_job.get("met"):
             first_job["met"] = True
+            sim.configure(faults={"error_rate": 0.0})
             control.post("/_sim/overdue", json={"unitRentalId": sg_id, "overdue": not first}).raise_for_status()
             assert sim.wait_for_webhooks(10)
             others = [job for _, job in queued_jobs(HANDLE_DELIVERY) if job.id != first_job["id"]]
@@ -200,9 +204,22 @@ def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_
             thread.start()
             thread.join()
             assert statuses == ["processed"]
+
+    def write_back_meanwhile(account_id, client, overlocks=None):
+        if while_ == "before its write-back":
+            the_other_event()
+        elif not first_job.get("met"):
+            sim.configure(faults={"error_rate": 1.0})  # its first PUT refused: the other event runs in the back-off
         return write_back(account_id, client, overlocks)
 
-    monkeypatch.setattr(writeback, "write_back", the_other_event_first)
+    monkeypatch.setattr(writeback, "write_back", write_back_meanwhile)
+    back_off = StoreganiseClient._back_off
+
+    def the_other_event_during_the_back_off(self, *args) -> None:
+        the_other_event()
+        back_off(self, *args)  # and the back-off's own wait, as long as it would be
+
+    monkeypatch.setattr(StoreganiseClient, "_back_off", the_other_event_during_the_back_off)
     control.post("/_sim/overdue", json={"unitRentalId": sg_id, "overdue": first}).raise_for_status()
     assert sim.wait_for_webhooks(10)
     [(_, job)] = queued_jobs(HANDLE_DELIVERY)

@@ -92,11 +92,11 @@ def test_a_write_back_of_an_older_push_leaves_the_newer_push_owed(business, sim,
     assert reconcile(account_id, "test").outcome == "ok"
     real = StoreganiseClient.update_unit_rental_custom_fields
 
-    def push_again_meanwhile(self, rental_id, fields):  # a newer push finishes while this write-back is on its way
+    def push_again_meanwhile(self, rental_id, fields, **options):  # a newer push finishes while this one is on its way
         db.session.execute(update(PtiAccount).where(PtiAccount.id == account_id)
                            .values(last_synced_at=utcnow(), write_back_owed=True))
         db.session.commit()
-        return real(self, rental_id, fields)
+        return real(self, rental_id, fields, **options)
 
     monkeypatch.setattr(StoreganiseClient, "update_unit_rental_custom_fields", push_again_meanwhile)
     write_back_account(account.id)
