@@ -114,15 +114,13 @@ def live_with_pti(app, redis_url):
         pti_server.stop()
 
 
-def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a_rental(live_with_pti):
-    """The delivery's job lands the flag, locks the unit with one PTI call (planned from the customer's last push)
-    and writes the results back itself: the flip rides in the write-back's PUT, no second PUT, no other job."""
+def pushed_and_written_back(sim, rental: Rental):
+    """The rental's customer pushed to PTI once and written back to Storeganise, the jobs and webhooks that caused
+    done with; returns their account."""
     from dashboard.engine.reconcile import reconcile
     from dashboard.models import PtiAccount
     from jobs.writeback import write_back_account
 
-    sim, control, pti = live_with_pti
-    rental = db.session.scalars(select(Rental).where(Rental.state == "occupied", Rental.overdue.is_(False))).first()
     account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental.customer_id,
                                                          PtiAccount.site_id == rental.site_id))
     assert reconcile(account.id, "first push").outcome == "ok"
@@ -130,6 +128,17 @@ def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a
     assert sim.wait_for_webhooks(10)
     for _, job in queued_jobs():
         job.delete()
+    return account
+
+
+def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a_rental(live_with_pti):
+    """The delivery's job lands the flag, locks the unit with one PTI call (planned from the customer's last push)
+    and writes the results back itself: the flip rides in the write-back's PUT, no second PUT, no other job."""
+    from dashboard.models import PtiAccount
+
+    sim, control, pti = live_with_pti
+    rental = db.session.scalars(select(Rental).where(Rental.state == "occupied", Rental.overdue.is_(False))).first()
+    account = pushed_and_written_back(sim, rental)
     site_code, unit = rental.site.pti_site_code, rental.unit.pti_unit_name
     pti_calls = len(pti.get("/_sim/calls").json()["calls"])
     writes = len(control.get("/_sim/state").json()["writes"])
@@ -161,12 +170,9 @@ def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_
     import threading
 
     from dashboard.engine import writeback
-    from dashboard.engine.reconcile import reconcile
     from dashboard.jobqueue import get_redis
-    from dashboard.models import PtiAccount
     from dashboard.storeganise import StoreganiseClient
     from jobs.pull import pull_changes
-    from jobs.writeback import write_back_account
 
     sim, control, pti = live_with_pti
     from dashboard.models import Unit
@@ -174,13 +180,7 @@ def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_
     rental = next(r for r in db.session.scalars(select(Rental).join(Unit, Unit.id == Rental.unit_id).where(
         Rental.state == "occupied", Rental.overdue.is_(not first), Unit.pti_unit_name.is_not(None)))
         if pti.get(f"/_sim/units/{r.site.pti_site_code}/{r.unit.pti_unit_name}").status_code == 200)
-    account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental.customer_id,
-                                                         PtiAccount.site_id == rental.site_id))
-    assert reconcile(account.id, "first push").outcome == "ok"
-    write_back_account(account.id)
-    assert sim.wait_for_webhooks(10)
-    for _, job in queued_jobs():
-        job.delete()
+    pushed_and_written_back(sim, rental)
     site_code, unit, sg_id = rental.site.pti_site_code, rental.unit.pti_unit_name, rental.sg_id
     db.session.commit()
 
