@@ -150,6 +150,9 @@ class Stage:
             unit = self.pti_app.extensions["pti_sim"].sites[self.spec.pti_site_code].units[self._unit_name()]
             if unit["locked"] is not overdue:
                 raise RehearsalError(f"the unit was not {'locked' if overdue else 'unlocked'} at the end")
+        # A flip its write-back did not carry is PUT by the delivery itself, after reading what the mirror holds
+        # (writeback.Fresh): that read is the path's too.
+        writeback.Fresh({rental.sg_id: rental.overlocked}, read=True).holds(rental.sg_id)
 
     def _land(self) -> Rental:
         """The business in the mirror, without asking for any push; the rental with a PTI Unit Name, not overdue."""
