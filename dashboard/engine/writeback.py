@@ -308,7 +308,7 @@ class Fresh:
             commit_keeping_loaded()  # no transaction held open across a PUT
             self.held.update(rows)
             self.read_at = time.monotonic()
-        if self.held[rental_sg_id] is not self.wanted[rental_sg_id]:
+        if self.held[rental_sg_id] != self.wanted[rental_sg_id]:
             log.info("pti_overlocked %s of rental %s not written: a newer event landed it %s, and writes that",
                      self.wanted[rental_sg_id], rental_sg_id, self.held[rental_sg_id])
             return False
