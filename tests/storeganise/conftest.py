@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -11,8 +12,11 @@ from rq import Queue
 from dashboard.clients import TRANSPORT_EXTENSION
 from dashboard.jobqueue import QUEUE_NAMES, RECONCILE, get_redis
 from dashboard.storeganise import StoreganiseClient, compact_json, sign
+from jobs.pull import import_all
+from sim.server import serve_in_thread
 from sim.storeganise import DEMO_API_KEY
 from sim.storeganise import create_app as create_sim
+from tests.conftest import flush_redis
 
 SIM_API_URL = "http://sg.test/api/v1/admin"
 
@@ -204,3 +208,46 @@ def storeganise(request) -> SgBackend:
     if request.param == "respx":
         return RespxSgBackend()
     return request.getfixturevalue("sg_sim")
+
+
+# --- the product and the simulators on ports, end to end (test_live.py and the tests built on it) ----------
+
+
+@contextmanager
+def serving(app, redis_url, **sim_options):
+    """The product and the Storeganise simulator, each on a port, the business imported: (simulator, its control)."""
+    product = serve_in_thread(app)
+    sim_app = create_sim(webhook_url=product.url + "/webhooks/storeganise",
+                         webhook_secret=app.config["STOREGANISE_WEBHOOK_SECRET"], **sim_options)
+    sim_server = serve_in_thread(sim_app)
+    app.config.update(STOREGANISE_API_URL=sim_server.url + "/api/v1/admin", STOREGANISE_API_KEY=DEMO_API_KEY)
+    sim = sim_app.extensions["storeganise_sim"]
+    import_all()
+    flush_redis(redis_url)
+    try:
+        with httpx.Client(base_url=sim_server.url, timeout=10) as control:
+            yield sim, control
+    finally:
+        sim.close()
+        sim_server.stop()
+        product.stop()
+
+
+@pytest.fixture
+def live(app, redis_url):
+    with serving(app, redis_url) as both:
+        yield both
+
+
+@pytest.fixture
+def live_with_pti(app, redis_url):
+    """`live`, with the sites' PTI a simulator of its own on a port, so the pushes succeed."""
+    from sim.pti import create_app as create_pti
+
+    pti_server = serve_in_thread(create_pti())
+    try:
+        with serving(app, redis_url, pti_base_url=pti_server.url) as (sim, control), \
+                httpx.Client(base_url=pti_server.url, timeout=10) as pti:
+            yield sim, control, pti
+    finally:
+        pti_server.stop()

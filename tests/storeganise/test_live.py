@@ -5,9 +5,6 @@ The worker's part runs in the test: each enqueued handle_delivery job is perform
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-import httpx
 import pytest
 import redis as redis_lib
 from sqlalchemy import select
@@ -15,39 +12,8 @@ from sqlalchemy import select
 from dashboard.extensions import db
 from dashboard.jobqueue import HANDLE_DELIVERY
 from dashboard.models import Rental, SyncAttempt, WebhookDelivery
-from jobs.pull import import_all
-from sim.server import serve_in_thread
-from sim.storeganise import DEMO_API_KEY
-from sim.storeganise import create_app as create_sim
-from tests.conftest import flush_redis
 
 from .conftest import queued_jobs, reconcile_requests
-
-
-@contextmanager
-def serving(app, redis_url, **sim_options):
-    """The product and the Storeganise simulator, each on a port, the business imported: (simulator, its control)."""
-    product = serve_in_thread(app)
-    sim_app = create_sim(webhook_url=product.url + "/webhooks/storeganise",
-                         webhook_secret=app.config["STOREGANISE_WEBHOOK_SECRET"], **sim_options)
-    sim_server = serve_in_thread(sim_app)
-    app.config.update(STOREGANISE_API_URL=sim_server.url + "/api/v1/admin", STOREGANISE_API_KEY=DEMO_API_KEY)
-    sim = sim_app.extensions["storeganise_sim"]
-    import_all()
-    flush_redis(redis_url)
-    try:
-        with httpx.Client(base_url=sim_server.url, timeout=10) as control:
-            yield sim, control
-    finally:
-        sim.close()
-        sim_server.stop()
-        product.stop()
-
-
-@pytest.fixture
-def live(app, redis_url):
-    with serving(app, redis_url) as both:
-        yield both
 
 
 def work(sim) -> list[str]:
@@ -98,20 +64,6 @@ def test_overdue_then_its_echo_over_http_locks_once_and_loops_never(live, redis_
     assert types == ["unitRental.markOverdue", "unitRental.updated"]
     state = control.get("/_sim/state").json()
     assert [w["fields"] for w in state["writes"]] == [{"pti_overlocked": True}]
-
-
-@pytest.fixture
-def live_with_pti(app, redis_url):
-    """`live`, with the sites' PTI a simulator of its own on a port, so the pushes succeed."""
-    from sim.pti import create_app as create_pti
-
-    pti_server = serve_in_thread(create_pti())
-    try:
-        with serving(app, redis_url, pti_base_url=pti_server.url) as (sim, control), \
-                httpx.Client(base_url=pti_server.url, timeout=10) as pti:
-            yield sim, control, pti
-    finally:
-        pti_server.stop()
 
 
 def pushed_and_written_back(sim, rental: Rental):
