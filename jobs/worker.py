@@ -9,7 +9,8 @@ In both, a job about one event or one customer runs warm in the worker process (
 and TLS context kept: a fork and a fresh PTI login were most of an event's latency), while a job over a whole site
 or more (`FORKED_JOBS`: a bulk batch, an import, the sweep) gets a forked work horse, so a long batch that leaks or
 crashes takes nothing else down. A warm job that kills the process is re-driven by the relay like any dead job (the
-intent is in the database); the process manager starts the worker again.
+intent is in the database); the process manager starts the worker again. A delivery's write-back to Storeganise,
+after its gate, is finished by a thread of the process (jobs/after_gate.py), so the next payment does not wait for it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dashboard.clients import PTI_CLIENTS_EXTENSION, STOREGANISE_CLIENT_EXTENSIO
 from dashboard.extensions import db
 from dashboard.httpclient import tls_context
 from dashboard.jobqueue import FORKED_JOBS, QUEUE_NAMES, URGENT, connect
+from jobs.after_gate import AFTER_GATE_EXTENSION, start_after_gate, stop_after_gate
 from jobs.rehearsal import rehearse
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class AppWorker(Worker):
         db.engine.dispose(close=False)
         current_app.extensions.pop(PTI_CLIENTS_EXTENSION, None)
         current_app.extensions.pop(STOREGANISE_CLIENT_EXTENSION, None)
+        current_app.extensions.pop(AFTER_GATE_EXTENSION, None)  # the parent's thread is not in the horse
         step_back(current_app.config["HORSE_NICENESS"])
         super().main_work_horse(job, queue)
 
@@ -112,5 +115,9 @@ def run_worker(*, burst: bool = False, lane: str = "all") -> None:
     """Run inside `flask worker` (an app context is pushed, and inherited by each forked work horse)."""
     worker = build_worker(lane)
     warm_up()
+    start_after_gate()  # its jobs' write-backs after the gate (jobs/after_gate.py)
     current_app.logger.info("worker listening on %s", ", ".join(LANES[lane]))
-    worker.work(burst=burst, with_scheduler=True)
+    try:
+        worker.work(burst=burst, with_scheduler=True)
+    finally:
+        stop_after_gate()  # what its last jobs handed over is written before the process ends

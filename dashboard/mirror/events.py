@@ -121,6 +121,21 @@ def _finish(delivery_id: str, status: str, error: str | None) -> None:
     db.session.commit()
 
 
+def flips_not_written(delivery_id: str, exc: StoreganiseError) -> str:
+    """The pti_overlocked flips a delivery's job handed to its process's write-back thread (jobs/after_gate.py) did
+    not reach Storeganise (the mirror has forgotten them already, `writeback.write_overlocks`): as if the job itself
+    had failed on them, the delivery runs again (a transient error: put back to "queued" and enqueued, so its
+    re-read lands the flip again) or fails with the message. Returns the delivery's new status."""
+    if not exc.retryable:
+        log.warning("Storeganise delivery %s failed writing pti_overlocked back: %s", delivery_id, exc.message)
+        _finish(delivery_id, deliveries.FAILED, exc.message)
+        return deliveries.FAILED
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    _finish(delivery_id, deliveries.QUEUED, exc.message)
+    deliveries.enqueue_delivery(delivery_id, delivery.type)
+    return deliveries.QUEUED
+
+
 def process_delivery(delivery_id: str, client: StoreganiseClient, push_here: PushHere | None = None) -> str:
     """Act on one recorded delivery, at most once to completion; returns its final status. With `push_here` (the
     delivery's job), a lock or unlock it owes is pushed by that job right after the commit (Effects.deliver)."""
