@@ -110,20 +110,24 @@ def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a
     assert work(sim) == []  # every echo of it recognised at the receiver
 
 
+@pytest.mark.parametrize("where", ["in the job", "on the write-back thread"])
 @pytest.mark.parametrize("while_", ["before its write-back", "while its write-back waits to try again"])
 @pytest.mark.parametrize("first", [True, False], ids=["payment during a lockout", "lockout during a payment"])
 def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_the_next_pull_keeps_the_lock(
-        live_with_pti, monkeypatch, app, first, while_):
+        live_with_pti, monkeypatch, app, first, while_, where, request):
     """An overdue (or payment) event's job pushes, and before it writes back (or while its write-back's PUT, refused
     once by Storeganise, waits to try again), the opposite event is handled by another worker to its end. The first
     job must not PUT its older pti_overlocked after the newer one: Storeganise would hold the old value, and the next
     pull, once our note that it was on its way had lapsed, would read it as a person's suspend (or unsuspend) and
-    lock a customer who has paid (or open the gate to one who owes)."""
+    lock a customer who has paid (or open the gate to one who owes). The same whether the first job writes back
+    itself or hands the write-back to its process's thread (a worker's way, jobs/after_gate.py), on which the other
+    event's write-back then waits behind it."""
     import threading
 
     from dashboard.engine import writeback
     from dashboard.jobqueue import get_redis
     from dashboard.storeganise import StoreganiseClient
+    from jobs.after_gate import start_after_gate, stop_after_gate
     from jobs.pull import pull_changes
 
     sim, control, pti = live_with_pti
@@ -176,7 +180,13 @@ def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_
     assert sim.wait_for_webhooks(10)
     [(_, job)] = queued_jobs(HANDLE_DELIVERY)
     first_job["id"] = job.id
-    assert job.perform() == "processed" and first_job["met"]
+    if where == "on the write-back thread":
+        runner = start_after_gate()
+        request.addfinalizer(stop_after_gate)
+    assert job.perform() == "processed"
+    if where == "on the write-back thread":
+        runner.wait()
+    assert first_job["met"]
     job.delete()
     for _ in range(3):  # the echoes of both jobs' writes (what they ask for, if anything, done)
         work(sim)
