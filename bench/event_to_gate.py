@@ -16,7 +16,11 @@ Storeganise to our receiver, the receiver to the handler done, the handler done 
 
 Environment (defaults in brackets): BENCH_SITES [10], BENCH_RENTALS per site [1000], BENCH_EVENTS per phase [200],
 BENCH_EVENT_CONCURRENCY events in flight [4], BENCH_LATENCY_MS [20], BENCH_SITE_CONCURRENCY [4], BENCH_WORKERS
-[sites + 2], BENCH_URGENT_WORKERS [as many as events in flight, at least 2], BENCH_EVENT_TIMEOUT_S [30], BENCH_CRON [0].
+[sites + 2], BENCH_URGENT_WORKERS [as many as events in flight, at least 2], BENCH_EVENT_TIMEOUT_S [30], BENCH_CRON [0],
+BENCH_SG_LATENCY_MS [0]: the Storeganise simulator's latency per API call during both phases, as a Storeganise across
+the internet would answer (a guess at the real one, 30-100 ms; docs/storeganise.md). Off by default, so the figures
+stay comparable with the earlier ones; an event's own path makes one call to Storeganise (its re-read of the rental)
+and its write-back one more.
 """
 
 from __future__ import annotations
@@ -319,6 +323,9 @@ def main() -> str:
             stack.http.post(f"{stack.sg_url}/_sim/config",
                             json={"deliver": True, "drop_pending": True}).raise_for_status()
         stack.pti_faults(latency_ms=latency_ms)
+        if sg_latency_ms := env_int("BENCH_SG_LATENCY_MS", 0):
+            stack.sg_config(faults={"latency_ms": sg_latency_ms})
+            say(f"the Storeganise simulator answers each API call after {sg_latency_ms} ms from now on")
         half = (events + 1) // 2  # each target makes two events: overdue, then paid
         chosen = targets(stack, 2 * half)  # idle and bulk use different rentals
         idle_targets, bulk_targets = chosen[:half], chosen[half:]
