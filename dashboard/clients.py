@@ -46,7 +46,9 @@ def kept_storeganise_client() -> StoreganiseClient:
     connection to Storeganise stays open from one job to the next, where a client of each job's own connected, and
     in production negotiated TLS, before its first call (a delivery's first call is its re-read of the rental,
     before the lock or unlock). Built again when a setting it was built with changes; a forked work horse drops its
-    parent's (`jobs.worker`). Jobs of a whole site, and threads beside a job, use `storeganise_client()`."""
+    parent's (`jobs.worker`). The process's write-back thread (`jobs.after_gate`) writes with the client of the job
+    that handed it the write-back (httpx's client is safe to share between threads; ours keeps no state between
+    calls). Jobs of a whole site, and the threads of their batches, use `storeganise_client()`."""
     config, extensions = current_app.config, current_app.extensions
     settings = (config.get("STOREGANISE_API_URL"), config.get("STOREGANISE_API_KEY"),
                 config["STOREGANISE_CALL_DEADLINE_S"], id(extensions.get(TRANSPORT_EXTENSION)))
