@@ -84,7 +84,7 @@ class AfterGate:
 
 
 def start_after_gate() -> AfterGate:
-    """In a worker process: the thread its jobs hand their write-backs to (`handed_over` finds it)."""
+    """In a worker process: the thread its jobs hand their write-backs to (`hand_over` finds it)."""
     runner = AfterGate(current_app._get_current_object())
     current_app.extensions[AFTER_GATE_EXTENSION] = runner
     return runner
