@@ -156,3 +156,33 @@ def test_a_flip_storeganise_refuses_on_the_thread_runs_the_delivery_again_and_ke
     db.session.expire_all()
     assert db.session.get(WebhookDelivery, job.args[0]).status == "processed"
     assert db.session.get(Rental, db.session.scalar(select(Rental.id).where(Rental.sg_id == sg_id))).overdue is True
+
+
+def test_what_a_killed_process_had_not_written_back_is_written_by_the_relay(live_with_pti, app):
+    """The thread's write-back is only in its memory; what it owes is in the database. A process killed before its
+    thread wrote leaves the lockout's results owed, and the relay's job writes them, the flip with them."""
+    from dashboard.engine.writeback import request_write_backs
+    from dashboard.jobqueue import WRITE_BACK_OWED
+
+    sim, control, pti = live_with_pti
+    sg_id, gate_locked, storeganise_holds, account, job = an_overdue_handled(sim, control, pti)
+    runner = AfterGate(app)
+    app.extensions[AFTER_GATE_EXTENSION] = runner
+    try:
+        release = blocked(runner)
+        assert job.perform() == "processed"
+        job.delete()
+        runner.tasks.get_nowait()  # the process dies: the write-back its thread held is gone with it
+        runner.tasks.task_done()
+        release.set()
+    finally:
+        app.extensions.pop(AFTER_GATE_EXTENSION)
+        assert runner.stop()
+    assert gate_locked() is True and storeganise_holds() is False
+
+    assert request_write_backs()  # the relay's question: anything owed to Storeganise?
+    [(_, owed_job)] = queued_jobs(WRITE_BACK_OWED)
+    assert owed_job.perform() == 1
+    assert storeganise_holds() is True and gate_locked() is True
+    db.session.expire_all()
+    assert db.session.get(PtiAccount, account.id).write_back_owed is False
