@@ -29,7 +29,7 @@ WRITER_JOIN_S = 120.0  # how long a batch waits for its last write-backs before 
 
 def reconcile_account(account_id: int, trigger: str = "relay", write_back: Callable[[int], None] | None = None) -> str:
     """Make PTI match Storeganise for one customer at one site (every trigger maps to this). The push's write-back
-    is a job of its own, or handed to `write_back` (a delivery's job writes it back itself)."""
+    is a job of its own, or handed to `write_back` (a delivery's job has its process write it back, jobs/events.py)."""
     # First: from now on any newer intent enqueues a new job, which waits for this one's lock.
     job = get_current_job()
     release(get_redis(), account_id, job.id if job else None)

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 class PushHere(Protocol):
     """The job handling a delivery, pushing the urgent accounts it marked itself and writing their results back
-    (jobs/events.py); a pti_overlocked flip its write-back carried is taken out of `overlocks`."""
+    (jobs/events.py); a pti_overlocked flip its write-back carried, or that its process's write-back thread took
+    over, is taken out of `overlocks`."""
 
     job_id: str
 
@@ -187,9 +188,10 @@ class Effects:
         """After the commit: ask for the pushes and the new problems' report, then write the owed pti_overlocked
         values back to Storeganise. With `push_here` (a delivery's job), the urgent pushes (a lock or an unlock)
         run in that job at once, before the write-back, instead of waiting for a job and a free worker of their own,
-        and that job writes their results back too: one PUT a rental carries the flip with them, not two.
+        and that job's process writes their results back too (on its write-back thread, which takes the flips over
+        with them: jobs/after_gate.py): one PUT a rental carries the flip with them, not two.
 
-        Returns (reconcile jobs enqueued or pushed here, pti_overlocked values written)."""
+        Returns (reconcile jobs enqueued or pushed here, pti_overlocked values written here)."""
         held: list[int] = []
         enqueued = request_reconcile(list(self.accounts.values()), trigger=trigger, bulk=bulk,
                                      hold=push_here.job_id if push_here else None, held=held)
