@@ -89,6 +89,49 @@ def test_a_whole_site_job_steps_back_in_cpu_priority_and_an_event_job_does_not(a
     assert os.nice(0) == before
 
 
+def test_a_worker_writes_back_what_its_jobs_handed_over_before_it_ends_and_its_horses_hand_over_nothing(
+        app, monkeypatch, tmp_path):
+    """A worker process starts its write-back thread (jobs/after_gate.py) for its warm jobs, and on its way out
+    (here the end of a burst; a SIGTERM's warm shutdown the same) finishes what they handed over. A forked work horse
+    has no such thread: its parent's is not in it."""
+    from rq import Queue
+
+    from dashboard.jobqueue import BULK, FORKED_JOBS, URGENT
+    from jobs.after_gate import AFTER_GATE_EXTENSION
+    from jobs.worker import run_worker
+
+    monkeypatch.setattr("jobs.worker.FORKED_JOBS", FORKED_JOBS | {"tests.test_worker.forked_after_gate_probe"})
+    written = tmp_path / "written"
+    handed = Queue(URGENT, connection=get_redis()).enqueue("tests.test_worker.hand_over_probe", str(written))
+    forked = Queue(BULK, connection=get_redis()).enqueue("tests.test_worker.forked_after_gate_probe")
+    run_worker(burst=True)
+    assert handed.return_value() is True  # handed over: the job did not write it itself
+    assert written.read_text() == "written"  # and written before the worker ended
+    assert forked.get_status(refresh=True) == "finished" and forked.return_value() is False
+    assert AFTER_GATE_EXTENSION not in app.extensions
+
+
+def hand_over_probe(path: str) -> bool:
+    import time
+    from pathlib import Path
+
+    from jobs.after_gate import hand_over
+
+    def write_back() -> None:
+        time.sleep(0.3)  # the job has long ended by now
+        Path(path).write_text("written")
+
+    return hand_over(write_back)
+
+
+def forked_after_gate_probe() -> bool:
+    from flask import current_app
+
+    from jobs.after_gate import AFTER_GATE_EXTENSION
+
+    return AFTER_GATE_EXTENSION in current_app.extensions
+
+
 def session_probe(label: str) -> list[str]:
     """What the session already held when the job began; then leaves an uncommitted object behind."""
     from dashboard.extensions import db
