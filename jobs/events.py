@@ -59,7 +59,7 @@ class PushHere:
                 writeback.write_back(account_id, self.client, overlocks)
             except Exception as exc:  # noqa: BLE001 - owed in the database: its own job retries it
                 db.session.rollback()
-                log.warning("writing back account %s in the delivery's job failed (%s): its own job retries",
+                log.warning("writing back account %s after the delivery's push failed (%s): its own job retries",
                             account_id, exc.__class__.__name__)
                 hint(WRITE_BACK, account_id)
 
