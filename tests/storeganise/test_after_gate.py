@@ -10,12 +10,12 @@ from sqlalchemy import select
 
 from dashboard.extensions import db
 from dashboard.jobqueue import HANDLE_DELIVERY, WRITE_BACK
-from dashboard.models import PtiAccount, Rental, Unit, WebhookDelivery
+from dashboard.models import PtiAccount, Rental, WebhookDelivery
 from dashboard.storeganise import StoreganiseClient
 from jobs.after_gate import AFTER_GATE_EXTENSION, AfterGate, start_after_gate, stop_after_gate
 
 from .conftest import queued_jobs
-from .test_live import pushed_and_written_back
+from .test_live import a_pushed_rental_at_the_gate
 
 
 @pytest.fixture
@@ -80,23 +80,10 @@ def test_stop_finishes_what_was_handed_over_before_the_process_ends(app):
     assert done == ["written"]
 
 
-def an_overdue_handled(sim, control, pti, first: bool = True):
+def an_overdue_handled(sim, control, pti):
     """A rental of a pushed and written-back customer marked overdue; its delivery's job, queued. Returns (rental's
     sg_id, its gate as a callable, Storeganise's pti_overlocked as a callable, the account, the job)."""
-    rental = next(r for r in db.session.scalars(select(Rental).join(Unit, Unit.id == Rental.unit_id).where(
-        Rental.state == "occupied", Rental.overdue.is_(False), Unit.pti_unit_name.is_not(None)))
-        if pti.get(f"/_sim/units/{r.site.pti_site_code}/{r.unit.pti_unit_name}").status_code == 200)
-    account = pushed_and_written_back(sim, rental)
-    site_code, unit, sg_id = rental.site.pti_site_code, rental.unit.pti_unit_name, rental.sg_id
-    db.session.commit()
-
-    def gate_locked() -> bool:
-        return pti.get(f"/_sim/units/{site_code}/{unit}").json()["locked"]
-
-    def storeganise_holds() -> bool:
-        [copy] = [r for r in control.get("/_sim/state").json()["unitRentals"] if r["id"] == sg_id]
-        return copy["customFields"].get("pti_overlocked")
-
+    sg_id, account, gate_locked, storeganise_holds = a_pushed_rental_at_the_gate(sim, control, pti, overdue=False)
     control.post("/_sim/overdue", json={"unitRentalId": sg_id, "overdue": True}).raise_for_status()
     assert sim.wait_for_webhooks(10)
     [(_, job)] = queued_jobs(HANDLE_DELIVERY)

@@ -83,6 +83,29 @@ def pushed_and_written_back(sim, rental: Rental):
     return account
 
 
+def a_pushed_rental_at_the_gate(sim, control, pti, *, overdue: bool):
+    """An occupied rental (overdue or not) at a unit the PTI simulator has, its customer pushed and written back.
+    Returns its sg_id, its account, and two readings: whether its gate is locked, and the pti_overlocked Storeganise
+    holds."""
+    from dashboard.models import Unit
+
+    rental = next(r for r in db.session.scalars(select(Rental).join(Unit, Unit.id == Rental.unit_id).where(
+        Rental.state == "occupied", Rental.overdue.is_(overdue), Unit.pti_unit_name.is_not(None)))
+        if pti.get(f"/_sim/units/{r.site.pti_site_code}/{r.unit.pti_unit_name}").status_code == 200)
+    account = pushed_and_written_back(sim, rental)
+    site_code, unit, sg_id = rental.site.pti_site_code, rental.unit.pti_unit_name, rental.sg_id
+    db.session.commit()
+
+    def gate_locked() -> bool:
+        return pti.get(f"/_sim/units/{site_code}/{unit}").json()["locked"]
+
+    def storeganise_holds() -> bool:
+        [copy] = [r for r in control.get("/_sim/state").json()["unitRentals"] if r["id"] == sg_id]
+        return copy["customFields"]["pti_overlocked"]
+
+    return sg_id, account, gate_locked, storeganise_holds
+
+
 def test_an_overdue_is_handled_locked_and_written_back_by_one_job_with_one_put_a_rental(live_with_pti):
     """The delivery's job lands the flag, locks the unit with one PTI call (planned from the customer's last push)
     and writes the results back itself: the flip rides in the write-back's PUT, no second PUT, no other job."""
@@ -131,14 +154,7 @@ def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_
     from jobs.pull import pull_changes
 
     sim, control, pti = live_with_pti
-    from dashboard.models import Unit
-
-    rental = next(r for r in db.session.scalars(select(Rental).join(Unit, Unit.id == Rental.unit_id).where(
-        Rental.state == "occupied", Rental.overdue.is_(not first), Unit.pti_unit_name.is_not(None)))
-        if pti.get(f"/_sim/units/{r.site.pti_site_code}/{r.unit.pti_unit_name}").status_code == 200)
-    pushed_and_written_back(sim, rental)
-    site_code, unit, sg_id = rental.site.pti_site_code, rental.unit.pti_unit_name, rental.sg_id
-    db.session.commit()
+    sg_id, _, gate_locked, storeganise_holds = a_pushed_rental_at_the_gate(sim, control, pti, overdue=not first)
 
     write_back, first_job = writeback.write_back, {}
 
@@ -190,13 +206,6 @@ def test_an_event_handled_meanwhile_keeps_its_pti_overlocked_in_storeganise_and_
     job.delete()
     for _ in range(3):  # the echoes of both jobs' writes (what they ask for, if anything, done)
         work(sim)
-
-    def storeganise_holds() -> bool:
-        [copy] = [r for r in control.get("/_sim/state").json()["unitRentals"] if r["id"] == sg_id]
-        return copy["customFields"]["pti_overlocked"]
-
-    def gate_locked() -> bool:
-        return pti.get(f"/_sim/units/{site_code}/{unit}").json()["locked"]
 
     assert storeganise_holds() is (not first) and gate_locked() is (not first)
     conn = get_redis()  # two minutes on: our note that a pti_overlocked was on its way has lapsed
