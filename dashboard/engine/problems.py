@@ -104,16 +104,9 @@ def account_synced(account: PtiAccount, unit_reasons: dict[int, str],
             Rental.customer_id == account.customer_id, Rental.site_id == account.site_id,
             Rental.state.in_(ACTIVE_RENTAL_STATES)).distinct()).all()
     units = sorted(set(units))
-    site_prefix = f"site:{account.site.sg_id}:"
-    standing = set(db.session.scalars(select(OpenProblem.cause).where(or_(
-        and_(OpenProblem.account_id == account.id, OpenProblem.entity == "account"),
-        OpenProblem.cause.like(f"{site_prefix}%"),
-        OpenProblem.cause.in_([f"unit:{sg_id}:{reason}" for _, sg_id in units for reason in UNIT_REASONS])))))
+    standing = _standing([account.id], [account.site.sg_id], [sg_id for _, sg_id in units])
     wanted = {f"unit:{sg_id}:{unit_reasons[unit_id]}" for unit_id, sg_id in units if unit_id in unit_reasons}
-    over = standing - wanted
-    if over:
-        db.session.execute(delete(OpenProblem).where(OpenProblem.cause.in_(over))
-                           .execution_options(synchronize_session=False))
+    _close(standing - wanted)
     if not wanted - standing:
         return 0
     new = 0
@@ -121,6 +114,27 @@ def account_synced(account: PtiAccount, unit_reasons: dict[int, str],
         if f"unit:{unit.sg_id}:{unit_reasons[unit.id]}" not in standing:
             new += open_problem(unit_problem(unit, account.site, unit_reasons[unit.id], account.id))
     return new
+
+
+def accounts_synced_cleanly(account_ids: list[int], site_sg_ids: Iterable[str], unit_sg_ids: Iterable[str]) -> None:
+    """Several accounts' pushes ended with every rental in sync (a bulk batch's finish, engine/finishes.py): what
+    stood against them, their sites' connections or their units is over. One read for them all, and one delete when
+    anything stood."""
+    _close(_standing(account_ids, site_sg_ids, unit_sg_ids))
+
+
+def _standing(account_ids: list[int], site_sg_ids: Iterable[str], unit_sg_ids: Iterable[str]) -> set[str]:
+    """The causes standing against these accounts, these sites' connections, or these units."""
+    return set(db.session.scalars(select(OpenProblem.cause).where(or_(
+        and_(OpenProblem.account_id.in_(account_ids), OpenProblem.entity == "account"),
+        *(OpenProblem.cause.like(f"site:{sg_id}:%") for sg_id in sorted(set(site_sg_ids))),
+        OpenProblem.cause.in_([f"unit:{sg_id}:{reason}" for sg_id in unit_sg_ids for reason in UNIT_REASONS])))))
+
+
+def _close(causes: set[str]) -> None:
+    if causes:
+        db.session.execute(delete(OpenProblem).where(OpenProblem.cause.in_(causes))
+                           .execution_options(synchronize_session=False))
 
 
 def account_parked(account: PtiAccount, reason: str, detail: str | None, units: list[Unit]) -> int:

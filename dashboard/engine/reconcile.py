@@ -61,6 +61,7 @@ from ..sync import (
     resolve,
 )
 from . import problems, pti_lists
+from .finishes import Pushed
 from .pti_reads import BatchReads, LiveReads, PushRecord, SiteListing, push_record, touch
 from .site_guard import SiteGuard
 
@@ -116,6 +117,7 @@ class Result:
     reason: str | None = None
     operations: list[str] = field(default_factory=list)
     retry_in: float | None = None
+    handed: bool = False  # the push's finish was handed to a batch's finishing thread, with the account's lock
 
 
 def describe(op: Operation) -> str:
@@ -453,18 +455,21 @@ def held_by(call: Caller, client: PtiClient, unit_name: str, user_id: str | None
 
 
 def reconcile(account_id: int, trigger: str, job_id: str | None = None,
-              write_back: Callable[[int], None] | None = None, batch: BatchReads | None = None) -> Result:
+              write_back: Callable[[int], None] | None = None, batch: BatchReads | None = None,
+              finished_by: Callable[[Pushed], None] | None = None) -> Result:
     """Make PTI match Storeganise for one account; never raises for PTI trouble (it is recorded instead).
 
     After a push the account's write-back to Storeganise is enqueued as its own job, or handed to `write_back`
     (a bulk batch writes back in its own process instead of forking a job per account). A bulk batch passes its
-    `batch` listing of the site's PTI users and units (see pti_reads)."""
+    `batch` listing of the site's PTI users and units (see pti_reads), and `finished_by`: a push that ends plainly
+    is handed there to be recorded with others (engine/finishes.py), the account's lock with it."""
     # Not thread-local: the heartbeat thread extends the token this thread took.
     lock = get_redis().lock(lock_key(account_id), timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S,
                             thread_local=False)
     if not lock.acquire():
         _come_back(account_id, trigger)  # another job holds it for long: come back after it
         return Result("busy")
+    handed = False
     try:
         last_touched = _touch(account_id, pushing=True)
         with kept_alive(lock):
@@ -472,13 +477,21 @@ def reconcile(account_id: int, trigger: str, job_id: str | None = None,
             account = _account_site_and_customer(account_id)
             if account is None:
                 return Result("noop", "account_gone")
-            return _attempt(account, trigger, job_id, write_back, lock, batch, last_touched)
+            result = _attempt(account, trigger, job_id, write_back, lock, batch, last_touched, finished_by)
+            handed = result.handed
+            return result
     finally:
-        _touch(account_id)  # a listing read before now no longer speaks for this account
-        try:
-            lock.release()
-        except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
-            log.warning("reconcile lock of account %s expired before release", account_id)
+        if not handed:  # else the finishing thread lets go once the push is recorded
+            let_go(account_id, lock)
+
+
+def let_go(account_id: int, lock) -> None:
+    """The push of the account is over and recorded: stamp it and release its lock."""
+    _touch(account_id)  # a listing read before now no longer speaks for this account
+    try:
+        lock.release()
+    except Exception:  # noqa: BLE001 - an expired lock is not an error of this attempt
+        log.warning("reconcile lock of account %s expired before release", account_id)
 
 
 def store(account: PtiAccount, **values) -> None:
@@ -545,6 +558,21 @@ def kept_alive(lock):
         yield
 
 
+def extend_locks(locks: list) -> list[bool]:
+    """Extend these account locks to LOCK_TTL_S again, in one round trip to Redis: whether each is still held. A
+    Redis that cannot answer holds them all, as a failed heartbeat does (the push goes on)."""
+    if not locks:
+        return []
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for lock in locks:
+            lock.lua_reacquire(keys=[lock.name], args=[lock.local.token, int(lock.timeout * 1000)], client=pipe)
+        return [bool(kept) for kept in pipe.execute()]
+    except redis.RedisError as exc:
+        log.warning("account locks could not be extended (%s)", exc.__class__.__name__)
+        return [True] * len(locks)
+
+
 def lock_key(account_id: int) -> str:
     return f"pti-sync:lock:account:{account_id}"
 
@@ -561,7 +589,7 @@ def _come_back(account_id: int, trigger: str) -> None:
 
 def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
              write_back: Callable[[int], None] | None = None, lock=None, batch: BatchReads | None = None,
-             last_touched: int = TOUCHED_UNKNOWN) -> Result:
+             last_touched: int = TOUCHED_UNKNOWN, finished_by: Callable[[Pushed], None] | None = None) -> Result:
     started = time.monotonic()
     generation = account.generation
     site = account.site
@@ -624,8 +652,15 @@ def _attempt(account: PtiAccount, trigger: str, job_id: str | None,
         blocking = [i.reason for i in the_plan.issues if i.reason in ACCOUNT_REASONS]
         if blocking:
             raise Park(blocking[0])
+        outcome = "ok" if operations else "noop"
+        pushed = None if finished_by is None else _plain_push(account, journal, rentals, desired, operations,
+                                                              unit_problems, started, outcome, lock)
+        if pushed is not None:
+            db.session.rollback()  # nothing of it is written here: the finishing thread writes it all
+            finished_by(pushed)
+            return Result(outcome, operations=operations, handed=True)
         return _finish(account, journal, rentals, desired, generation, operations, unit_problems, started,
-                       outcome="ok" if operations else "noop", write_back=write_back)
+                       outcome=outcome, write_back=write_back)
     except Retry as exc:
         db.session.rollback()
         return _retry(account, journal, exc, operations, started)
@@ -700,6 +735,42 @@ def _journal(journal: SyncAttempt, outcome: str, operations: list[str], started:
     db.session.add(journal)
 
 
+def _rental_states(rentals: list[Rental], desired: DesiredAccess, unit_problems: dict[str, str],
+                   disabled: bool = False) -> list[tuple[Rental, str, str | None]]:
+    """How each rental of the account stands after its push: (rental, sync state, reason or None)."""
+    status = {r.rental_id: r.status for r in desired.rentals}
+    states = []
+    for rental in rentals:
+        st = status.get(rental.sg_id)
+        if disabled or not rental.active or st is RentalStatus.UNIT_SWITCHED_OFF:
+            states.append((rental, SyncState.DISABLED, None))
+        elif st in UNIT_STATUS_REASONS:
+            states.append((rental, SyncState.UNMAPPED if st is RentalStatus.UNIT_UNMAPPED else SyncState.FAILED,
+                           UNIT_STATUS_REASONS[st]))
+        elif rental.unit.pti_unit_name in unit_problems:
+            states.append((rental, SyncState.FAILED, unit_problems[rental.unit.pti_unit_name]))
+        else:
+            states.append((rental, SyncState.IN_SYNC, None))
+    return states
+
+
+def _plain_push(account, journal, rentals, desired, operations, unit_problems, started, outcome, lock,
+                ) -> Pushed | None:
+    """The push as a batch's finishing thread records it (engine/finishes.py), when it ended plainly: every rental
+    in sync or not active, a PTI user and what PTI holds known. None: `_finish` records it, as a single push."""
+    if unit_problems or account.pti_user_id is None:
+        return None
+    record = push_record(account.pti_user_id, desired.user, desired.units)
+    states = _rental_states(rentals, desired, unit_problems)
+    if record is None or any(reason is not None for _, _, reason in states):
+        return None
+    return Pushed(account.id, account.site.sg_id, journal.generation, journal.trigger, journal.rq_job_id, outcome,
+                  operations, int((time.monotonic() - started) * 1000), account.pti_user_id, record,
+                  [(rental.id, state, state is SyncState.IN_SYNC and (bool(operations) or rental.pti_synced is None))
+                   for rental, state, _ in states],
+                  [rental.unit.sg_id for rental in rentals if rental.active], lock)
+
+
 def _finish(account, journal, rentals, desired, generation, operations, unit_problems, started, *, outcome,
             disabled=False, write_back: Callable[[int], None] | None = None) -> Result:
     # The account row first, then its rentals: the same order as mark_dirty, so the two never deadlock.
@@ -708,21 +779,10 @@ def _finish(account, journal, rentals, desired, generation, operations, unit_pro
             select(PtiAccount.generation, PtiAccount.owed_since).where(PtiAccount.id == account.id)
             .with_for_update()).one()
     now = to_ms(utcnow())
-    status = {r.rental_id: r.status for r in desired.rentals}
-    for rental in rentals:
-        st = status.get(rental.sg_id)
-        if disabled or not rental.active or st is RentalStatus.UNIT_SWITCHED_OFF:
-            rental.sync_state, rental.last_error = SyncState.DISABLED, None
-        elif st in UNIT_STATUS_REASONS:
-            reason = UNIT_STATUS_REASONS[st]
-            rental.sync_state = SyncState.UNMAPPED if st is RentalStatus.UNIT_UNMAPPED else SyncState.FAILED
-            rental.last_error = reason
-        elif rental.unit.pti_unit_name in unit_problems:
-            rental.sync_state, rental.last_error = SyncState.FAILED, unit_problems[rental.unit.pti_unit_name]
-        else:
-            rental.sync_state, rental.last_error = SyncState.IN_SYNC, None
-            if operations or rental.pti_synced is None:
-                rental.pti_synced = now
+    for rental, state, reason in _rental_states(rentals, desired, unit_problems, disabled):
+        rental.sync_state, rental.last_error = state, reason
+        if state is SyncState.IN_SYNC and (operations or rental.pti_synced is None):
+            rental.pti_synced = now
     newer = current > generation
     account.synced_generation = max(account.synced_generation, generation)
     account.state = SyncState.PENDING if newer else SyncState.IN_SYNC
