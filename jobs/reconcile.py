@@ -150,15 +150,21 @@ class Finishes:
                 while not ended:
                     chunk, ended = _waiting(self.handed, FINISH_CHUNK, FINISH_GATHER_S)
                     if chunk:
-                        self._record(chunk)
+                        try:
+                            self._record(chunk)
+                        except Exception:  # a bug: these stay owed (the relay pushes them again), the next go on
+                            db.session.rollback()
+                            log.exception("the batch could not record %d pushes: they stay owed", len(chunk))
             finally:
                 db.session.remove()
 
     def _record(self, chunk: list[Pushed]) -> None:
         try:
-            held = [pushed for pushed, kept in zip(chunk, extend_locks([p.lock for p in chunk])) if kept]
-            for pushed in chunk:
-                if pushed not in held:
+            held = []
+            for pushed, kept in zip(chunk, extend_locks([p.lock for p in chunk])):
+                if kept:
+                    held.append(pushed)
+                else:
                     log.warning("the lock of account %s lapsed before its push was recorded: it stays owed",
                                 pushed.account_id)
             with beating(LOCK_BEAT_S, lambda: all(extend_locks([p.lock for p in held])), "batch-finish-locks"):
