@@ -18,6 +18,7 @@ from dashboard.engine.reconcile import lock_key, reconcile
 from dashboard.extensions import db
 from dashboard.jobqueue import get_redis
 from dashboard.models import OpenProblem, PtiAccount, Rental, SyncAttempt, SyncState
+from dashboard.sync import is_valid_unit_name
 from jobs import reconcile as batch_jobs
 from jobs.reconcile import reconcile_batch
 from tests.engine.conftest import site
@@ -28,13 +29,10 @@ pytestmark = pytest.mark.db
 
 def plain(count: int) -> list[int]:
     """`count` accounts of Northgate marked for a first push whose every unit PTI knows: each push ends plainly."""
-    def valid(name: str | None) -> bool:
-        return bool(name) and " " not in name and len(name) <= 10
-
     accounts = []
     for account_id in pushable("northgate", 40):
         account = db.session.get(PtiAccount, account_id)
-        if all(valid(r.unit.pti_unit_name) for r in db.session.scalars(select(Rental).where(
+        if all(is_valid_unit_name(r.unit.pti_unit_name) for r in db.session.scalars(select(Rental).where(
                 Rental.customer_id == account.customer_id, Rental.site_id == account.site_id)) if r.active):
             accounts.append(account_id)
     assert len(accounts) >= count
