@@ -17,7 +17,7 @@ from .engine.intent import mark_dirty, push_site, request_reconcile
 from .engine.reconcile import choose_code, codes_held
 from .extensions import db
 from .jobqueue import FIX_DRIFT, WRITE_BACK_OVERRIDES, enqueue, hint
-from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState
+from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState, utcnow
 from .sync import NoFreeCode
 
 
@@ -55,7 +55,9 @@ def set_suspended(rental: Rental, suspended: bool, actor: StaffUser | str) -> in
     """Manual suspend / unsuspend (behaviour 6): recorded in pti_overlocked, so a later resync keeps it."""
     if not rental.active:
         raise ActionError("Only a reserved or occupied rental can be suspended or unsuspended.")
-    rental.overlocked = suspended
+    if rental.overlocked != suspended:
+        rental.overlocked = suspended
+        rental.overlock_owed_at = utcnow()  # owed to Storeganise until it accepts it (the write-back, or the relay)
     account = mark_dirty(rental.customer_id, rental.site_id, urgent=True)
     record("suspend" if suspended else "unsuspend", actor=actor, target_type="rental", target_id=rental.sg_id)
     db.session.commit()

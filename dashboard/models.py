@@ -158,6 +158,11 @@ class Rental(db.Model):
     state: Mapped[str] = mapped_column(String(32))
     overdue: Mapped[bool] = mapped_column(default=False)
     overlocked: Mapped[bool] = mapped_column(default=False)  # pti_overlocked
+    # Since when the mirror's `overlocked` is owed to Storeganise (a flip of the overdue flag, a suspend by staff or a
+    # file): set in the change's own transaction, cleared once Storeganise accepted a PUT of that value. Until then a
+    # copy of the rental carrying the other value predates our write, and the relay writes what a killed job did not
+    # (engine/writeback.py, `write_owed_overlocks`). NULL: Storeganise holds what the mirror holds.
+    overlock_owed_at: Mapped[datetime | None] = mapped_column(index=True)
     pti_synced: Mapped[datetime | None]  # time of the last successful push
     sg_updated: Mapped[datetime | None]  # Storeganise's `updated`
     sync_state: Mapped[str] = mapped_column(String(16), default=SyncState.PENDING, index=True)

@@ -201,6 +201,9 @@ def test_a_lock_change_is_pushed_on_the_urgent_queue(client, support):
     db.session.expire_all()
     assert db.session.get(Rental, locked.id).overlocked is True
     assert db.session.get(Rental, same.id).overlocked is False
+    # The lock the file changed is owed to Storeganise until it accepts it; the unchanged one owes nothing.
+    assert db.session.get(Rental, locked.id).overlock_owed_at is not None
+    assert db.session.get(Rental, same.id).overlock_owed_at is None
     urgent_account = account_for(locked.customer_id, locked.site_id)
     assert urgent_account.urgent is True
     assert [args[0] for args in pushes(URGENT)] == [urgent_account.id]

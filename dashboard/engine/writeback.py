@@ -89,6 +89,7 @@ class _Plan:
     pushed_at: datetime | None  # the push whose results these are: a newer one stays owed
     puts: list[tuple[str, dict]]
     held: dict[str, datetime | None]  # the rentals' copies we hold, before our PUTs
+    owed: set[str]  # the rentals whose pti_overlocked is owed to Storeganise (`Rental.overlock_owed_at`)
     user_fields: dict
     previous: tuple[int | None, str | None]  # the customer's code and PTI user id before this write-back
 
@@ -109,19 +110,20 @@ def write_back_many(account_ids: list[int], client: StoreganiseClient,
 
     written: list[tuple[str, dict]] = []  # what Storeganise accepted, remembered in Redis in one round trip
     landed: list[dict] = []  # what its answers say, noted on the rentals in one statement
+    settled: list[dict] = []  # owed pti_overlocked values it accepted, no longer owed (one statement)
     finished: list[_Plan] = []
     try:
         for plan in plans:
             try:
-                _send(plan, client, overlocks, written, landed, fresh)
+                _send(plan, client, overlocks, written, landed, settled, fresh)
             except StoreganiseError as exc:
-                _record(finished, landed, failed=plan)
+                _record(finished, landed, settled, failed=plan)
                 return WriteBacks([_summary(p) for p in finished], exc,
                                   [p.account.id for p in plans[len(finished):]])
             finished.append(plan)
     finally:
         _remember(written)
-    _record(finished, landed)
+    _record(finished, landed, settled)
     return WriteBacks([_summary(p) for p in finished])
 
 
@@ -154,7 +156,9 @@ def _plans(account_ids: list[int]) -> list[_Plan]:
     known = iter(_written([key for keys in memos for key in keys]))
     for plan, keys in zip(plans, memos, strict=True):
         plan_known = [next(known) for _ in keys]
-        plan.puts = [put for put, memo in zip(plan.puts, plan_known, strict=False) if memo != _fingerprint(put[1])]
+        # An owed pti_overlocked is PUT whatever the memo says: only Storeganise's acceptance settles it.
+        plan.puts = [put for put, memo in zip(plan.puts, plan_known, strict=False)
+                     if memo != _fingerprint(put[1]) or put[0] in plan.owed]
         if plan.user_fields and plan_known[-1] == _fingerprint(plan.user_fields):
             plan.user_fields = {}
     return plans
@@ -184,20 +188,24 @@ def _plan(account: PtiAccount, customer: Customer, first_account: int | None, re
             customer.pti_user_id = account.pti_user_id
             user_fields[codes.user_pti_id] = account.pti_user_id
     return _Plan(account, customer, account.last_synced_at, puts,
-                 {rental.sg_id: rental.sg_updated for rental in rentals}, user_fields, previous)
+                 {rental.sg_id: rental.sg_updated for rental in rentals},
+                 {rental.sg_id for rental in rentals if rental.overlock_owed_at is not None}, user_fields, previous)
 
 
 def _send(plan: _Plan, client: StoreganiseClient, overlocks: dict[str, bool] | None,
-          written: list[tuple[str, dict]], landed: list[dict], fresh: Fresh) -> None:
-    """The account's PUTs, each noted in `written` and `landed` as Storeganise accepts it."""
+          written: list[tuple[str, dict]], landed: list[dict], settled: list[dict], fresh: Fresh) -> None:
+    """The account's PUTs, each noted in `written`, `landed` and `settled` as Storeganise accepts it."""
     codes = _codes()
     for rental_sg_id, fields in plan.puts:
+        sent_at = utcnow()
         answer = put_fields(client, "unitRental", rental_sg_id, fields, fresh)
         fresh.done(rental_sg_id)
         if answer is None:
             continue  # given up for a newer write of the rental (put_fields): nothing of this one landed
         written.append((MEMO_KEY.format(rental=rental_sg_id), fields))
         landed += _answered(rental_sg_id, plan.held[rental_sg_id], answer)
+        if rental_sg_id in plan.owed:
+            settled.append(_accepted(rental_sg_id, fields[codes.rental_overlocked], sent_at))
         if overlocks is not None and overlocks.get(rental_sg_id) == fields[codes.rental_overlocked]:
             _flip_landed(rental_sg_id, overlocks.pop(rental_sg_id), answer)
     if plan.user_fields:
@@ -205,7 +213,7 @@ def _send(plan: _Plan, client: StoreganiseClient, overlocks: dict[str, bool] | N
         written.append((USER_MEMO_KEY.format(user=plan.customer.sg_id), plan.user_fields))
 
 
-def _record(finished: list[_Plan], landed: list[dict], failed: _Plan | None = None) -> None:
+def _record(finished: list[_Plan], landed: list[dict], settled: list[dict], failed: _Plan | None = None) -> None:
     """Storeganise holds these pushes' results: no longer owed, unless a newer push finished meanwhile. The
     accounts' rows first, in id order (this UPDATE locks them, as `_account_first` does), then the rentals, then
     one commit. A `failed` account keeps what is owed, and its customer the values Storeganise still holds, or the
@@ -220,6 +228,7 @@ def _record(finished: list[_Plan], landed: list[dict], failed: _Plan | None = No
     if failed is not None:
         _account_first(failed.account.id)
     _note_landed(landed)
+    _settle(settled)
     refused = [p for p in finished if p.account.write_back_refusals]
     if refused:
         db.session.execute(update(PtiAccount).where(PtiAccount.id.in_([p.account.id for p in refused]))
@@ -349,6 +358,24 @@ def _note_landed(landed: list[dict]) -> None:
     same = (rentals.c.overdue == bindparam("answer_overdue"), rentals.c.state == bindparam("answer_state"))
     db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"), newer, *same)
                        .values(sg_updated=bindparam("updated")), landed)
+
+
+def _accepted(rental_sg_id: str, overlocked: bool, sent_at: datetime) -> dict:
+    """A row for `_settle`: Storeganise accepted this pti_overlocked of the rental, in a PUT sent at `sent_at`."""
+    return {"key": rental_sg_id, "value": overlocked, "sent_at": sent_at}
+
+
+def _settle(accepted: list[dict]) -> None:
+    """These rentals' pti_overlocked is no longer owed (`_accepted`'s rows), in one statement: only where the mirror
+    still holds the value Storeganise accepted and nothing newer was owed since the PUT left (a flip landed
+    meanwhile stays owed, for its own write or the relay's)."""
+    if not accepted:
+        return
+    rentals = Rental.__table__
+    db.session.execute(update(rentals).where(rentals.c.sg_id == bindparam("key"),
+                                             rentals.c.overlocked == bindparam("value"),
+                                             rentals.c.overlock_owed_at <= bindparam("sent_at"))
+                       .values(overlock_owed_at=None), accepted)
 
 
 def _time(value) -> datetime | None:
@@ -486,31 +513,46 @@ def write_overlocks(client: StoreganiseClient, overlocks: dict[str, bool]) -> in
     PUT after it, the older value would stand in Storeganise, and the next pull would read it as a person's suspend
     of a customer who has paid (tests/storeganise/test_live.py -k meanwhile).
     """
-    written, landed, fresh = 0, [], Fresh(overlocks, read=True)
+    written, landed, settled, fresh = 0, [], [], Fresh(overlocks, read=True)
     try:
         for rental_sg_id, overlocked in list(overlocks.items()):
-            answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked}, fresh)
-            del overlocks[rental_sg_id]
-            fresh.done(rental_sg_id)
-            if answer is None:
-                continue  # given up: a newer event landed the rental the other way and writes its own
-            if updated := _flip_landed(rental_sg_id, overlocked, answer):  # the mirror checks its state below
-                landed.append({"key": rental_sg_id, "updated": updated, "answer_overdue": overlocked,
-                               "answer_state": answer.get("state") or "occupied"})
-            written += 1
+            written += _put_overlock(client, rental_sg_id, overlocked, fresh, landed, settled)
+            del overlocks[rental_sg_id]  # PUT, or given up; one that raised stays, to be forgotten below
     except StoreganiseError:
         for rental_sg_id in overlocks:
             forget_overlock_on_its_way(rental_sg_id)
         db.session.rollback()
         for rental in db.session.scalars(select(Rental).where(Rental.sg_id.in_(overlocks))):
             rental.overdue = not overlocks[rental.sg_id]
+            rental.overlock_owed_at = None  # forgotten: the flip is seen again, and owed again, when it lands again
         db.session.commit()
         raise
     finally:
-        if landed:
-            _note_landed(landed)
-            db.session.commit()
+        _record_overlocks(landed, settled)
     return written
+
+
+def _put_overlock(client: StoreganiseClient, rental_sg_id: str, overlocked: bool, fresh: Fresh, landed: list[dict],
+                  settled: list[dict]) -> bool:
+    """PUT one rental's pti_overlocked while the mirror holds it (`Fresh`), noting what Storeganise answered in
+    `landed` and `settled`; False when given up for a newer change of the rental (which writes its own)."""
+    sent_at = utcnow()
+    answer = put_fields(client, "unitRental", rental_sg_id, {_codes().rental_overlocked: overlocked}, fresh)
+    fresh.done(rental_sg_id)
+    if answer is None:
+        return False
+    settled.append(_accepted(rental_sg_id, overlocked, sent_at))
+    if updated := _flip_landed(rental_sg_id, overlocked, answer):  # the mirror checks its state in _note_landed
+        landed.append({"key": rental_sg_id, "updated": updated, "answer_overdue": overlocked,
+                       "answer_state": answer.get("state") or "occupied"})
+    return True
+
+
+def _record_overlocks(landed: list[dict], settled: list[dict]) -> None:
+    if landed or settled:
+        _note_landed(landed)
+        _settle(settled)
+        db.session.commit()
 
 
 REPORT_BATCH = 200  # problems raised per job; the relay asks again while any are left
@@ -616,15 +658,20 @@ def refused(row: PtiAccount | Customer, exc: StoreganiseError) -> bool:
 
 WRITE_BACK_BATCH = 200  # accounts and customers written per job; the relay asks again while any are left
 WRITE_BACK_JOB_ID = "pti-sync-write-back-owed"  # one such job queued at a time
+# A rental's pti_overlocked owed this long is the relay's: its own job writes it within a second or two (a
+# delivery's write-back thread, a push's write-back), so only a job that died, or a Storeganise that refused, leaves
+# it longer. Before then the relay would only write it twice.
+OVERLOCK_OWED_GRACE_S = 60
 
 
 @dataclass
 class Owed:
     accounts: list[int]  # PtiAccount ids whose push results Storeganise does not hold yet
     customers: list[int]  # Customer ids whose staff overrides Storeganise does not hold yet
+    rentals: list[int] = field(default_factory=list)  # Rental ids whose pti_overlocked is owed past the grace
 
     def __bool__(self) -> bool:
-        return bool(self.accounts or self.customers)
+        return bool(self.accounts or self.customers or self.rentals)
 
 
 def owed_write_backs(limit: int = WRITE_BACK_BATCH) -> Owed:
@@ -639,6 +686,9 @@ def owed_write_backs(limit: int = WRITE_BACK_BATCH) -> Owed:
             Customer.overrides_owed.is_(True),
             or_(Customer.overrides_retry_at.is_(None), Customer.overrides_retry_at <= now))
             .order_by(Customer.id).limit(limit))),
+        rentals=list(db.session.scalars(select(Rental.id).where(
+            Rental.overlock_owed_at <= now - timedelta(seconds=OVERLOCK_OWED_GRACE_S))
+            .order_by(Rental.overlock_owed_at).limit(limit))),
     )
 
 
@@ -652,7 +702,8 @@ def request_write_backs() -> bool:
 
 
 def write_back_owed(client: StoreganiseClient, limit: int = WRITE_BACK_BATCH) -> int:
-    """Write what is owed to Storeganise (staff overrides first, then push results); returns how many were written.
+    """Write what is owed to Storeganise (staff overrides first, then push results, then the pti_overlocked values
+    no push carried); returns how many were written.
 
     Storeganise unreachable (a retryable error) stops the job with the error: everything not written stays owed
     and the relay asks again. A record Storeganise refuses (e.g. deleted there) waits longer before each new try
@@ -673,4 +724,32 @@ def write_back_owed(client: StoreganiseClient, limit: int = WRITE_BACK_BATCH) ->
                             exc.reason, "given up, a problem for staff" if given_up else "tried again later")
                 continue
             written += 1
+    return written + write_owed_overlocks(client, owed.rentals)
+
+
+def write_owed_overlocks(client: StoreganiseClient, rental_ids: list[int]) -> int:
+    """PUT the pti_overlocked still owed on these rentals (a job that died before its PUT, or failed on it), each
+    while the mirror holds it; returns how many Storeganise accepted.
+
+    A push's write-back writes them too: this runs after those, so it finds only the rentals no push carried (not in
+    sync, or their account not pushed). Storeganise unreachable stops it with the error and what is left stays owed;
+    a rental Storeganise refuses (gone there) is logged and no longer owed: nothing can write it."""
+    owed = dict(db.session.execute(select(Rental.sg_id, Rental.overlocked).where(
+        Rental.id.in_(rental_ids), Rental.overlock_owed_at.is_not(None)).order_by(Rental.id)).all())
+    db.session.commit()  # no transaction held open across the PUTs
+    written, landed, settled, fresh = 0, [], [], Fresh(owed, read=True)
+    try:
+        for rental_sg_id, overlocked in owed.items():
+            try:
+                written += _put_overlock(client, rental_sg_id, overlocked, fresh, landed, settled)
+            except StoreganiseError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("Storeganise refused pti_overlocked %s of rental %s (%s): no longer owed, nothing can "
+                            "write it", overlocked, rental_sg_id, exc.message)
+                settled.append(_accepted(rental_sg_id, overlocked, utcnow()))
+    finally:
+        _record_overlocks(landed, settled)
+    if written:
+        log.info("wrote %s pti_overlocked values Storeganise was still owed", written)
     return written

@@ -333,7 +333,8 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
 
     The overdue flag drives pti_overlocked: when it flips (or on an overdue event) the rental's lock follows it and
     Storeganise's pti_overlocked is written back. Otherwise pti_overlocked is what staff set: a change of it is a
-    manual suspend or unsuspend, and urgent.
+    manual suspend or unsuspend, and urgent. While a value of ours is still owed to Storeganise (`overlock_owed_at`,
+    or the Redis memo of a write on its way), a copy carrying the other value predates our write: ours is kept.
     """
     existing, fields = by_sg_id(Rental, data["id"]), Fields(data)
     copy_updated = fields.own(read_datetime, "updated")
@@ -348,6 +349,8 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
     if flush and existing is not None:  # one record at a time (an event, a pull): its accounts before the rental
         lock_accounts([(customer.id, site.id)] + ([old_owner] if old_owner else []))
     overdue_before = existing.overdue if existing is not None else None
+    # Ours, not yet accepted by Storeganise: a job killed before its PUT, or Storeganise unreachable since.
+    owed = existing.overlocked if existing is not None and existing.overlock_owed_at is not None else None
     rental = land_rental(data, site, unit, customer, existing, fields)
     fx.note_problems(fields, "rental", rental.sg_id, site, target=("unit", unit.sg_id),
                      subject=f"the rental of unit {unit.name} at {site.title} by {customer.name}")
@@ -360,8 +363,13 @@ def apply_rental(data: dict, site: Site, unit: Unit, customer: Customer, fx: Eff
         # second handler landing what it read before our PUT): its value is our own past, not a person's
         # (un)suspend. Keep ours; Storeganise has it or is being sent it, so nothing more to write.
         rental.overlocked = stored_overlock = on_its_way
+    elif owed is not None and stored_overlock != owed:
+        # The memo is gone (a write that never landed outlives it), the database still says ours is owed: the relay
+        # writes it (`writeback.write_owed_overlocks`); this copy's value is the one it replaces, not a person's.
+        rental.overlocked = stored_overlock = owed
     if rental.overlocked != stored_overlock:
         fx.overlocks[rental.sg_id] = rental.overlocked
+        rental.overlock_owed_at = utcnow()  # owed from this transaction until Storeganise accepts it
         writeback.note_overlock_on_its_way(rental.sg_id, rental.overlocked)
     if flush:
         db.session.flush()

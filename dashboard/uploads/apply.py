@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from ..audit import record
 from ..engine.intent import mark_site_dirty, request_batches, request_reconcile
@@ -99,11 +99,14 @@ def _apply(upload_id: int) -> str:
     db.session.execute(rentals.update().where(rentals.c.id.in_(
         select(rows.c.rental_id).where(mine, rows.c.pti_synced.is_not(None)))).values(
         pti_synced=select(rows.c.pti_synced).where(mine, rows.c.rental_id == rentals.c.id).scalar_subquery()))
+    filed = select(rows.c.overlocked).where(mine, rows.c.rental_id == rentals.c.id).scalar_subquery()
+    # A lock the file changes is owed to Storeganise until it accepts it (the push's write-back, or the relay).
     db.session.execute(rentals.update().where(
         rentals.c.state.in_(ACTIVE_RENTAL_STATES),
         rentals.c.id.in_(select(rows.c.rental_id).where(mine, rows.c.action.in_(LOCK_ACTIONS),
                                                         rows.c.overlocked.is_not(None)))).values(
-        overlocked=select(rows.c.overlocked).where(mine, rows.c.rental_id == rentals.c.id).scalar_subquery()))
+        overlock_owed_at=case((rentals.c.overlocked != filed, utcnow()), else_=rentals.c.overlock_owed_at),
+        overlocked=filed))
     by_site: dict[int, set[int]] = {}
     for site_id, customer_id in owed:
         by_site.setdefault(site_id, set()).add(customer_id)

@@ -3,6 +3,8 @@ accepted them, whatever happens to Redis or the jobs in between; the relay's re-
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import redis as redis_lib
 from sqlalchemy import select, update
@@ -309,3 +311,210 @@ def test_an_override_staff_change_while_the_previous_one_lands_is_owed(business,
     db.session.expire_all()
     customer = db.session.get(Customer, customer.id)
     assert (customer.access_level_override, customer.overrides_owed) == (4, True)
+
+
+# --- a rental's pti_overlocked: owed from the change's own transaction until Storeganise accepted it ---------------
+
+
+class Killed(BaseException):
+    """The worker process dies (SIGKILL, the machine stops): nothing after the line that raises it runs."""
+
+
+def lockout_killed_before_its_write(sim, hooks, monkeypatch) -> dict:
+    """An overdue event whose worker died after the mirror committed the lock, before its pti_overlocked PUT; then
+    Redis forgot the memo of that write (it lasts two minutes). Returns Storeganise's rental."""
+    from jobs.events import handle_delivery
+
+    from .test_events import sole_rental
+
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    [event] = hooks.deliver_new()
+
+    def killed(self, rental_id, fields, **options):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreganiseClient, "update_unit_rental_custom_fields", killed)
+        with pytest.raises(Killed):
+            handle_delivery(event["id"])
+    db.session.rollback()
+    flush_redis_memos()
+    return target
+
+
+def flush_redis_memos() -> None:
+    from dashboard.jobqueue import get_redis
+
+    get_redis().flushall()
+
+
+def rental_row(sg_id: str) -> Rental:
+    db.session.expire_all()
+    return db.session.scalar(select(Rental).where(Rental.sg_id == sg_id))
+
+
+def land_copy(sg, sg_id: str):
+    """A pull (or any handler) lands Storeganise's rental as it is now."""
+    from dashboard.mirror.records import Effects, refresh_rental
+
+    fx = Effects()
+    refresh_rental(sg, sg_id, fx)
+    db.session.commit()
+    return fx
+
+
+def past_the_grace(sg_id: str) -> None:
+    """The relay's grace for the rental's own job ends (OVERLOCK_OWED_GRACE_S)."""
+    owed_at = rental_row(sg_id).overlock_owed_at
+    db.session.execute(update(Rental).where(Rental.sg_id == sg_id).values(
+        overlock_owed_at=owed_at - timedelta(seconds=writeback.OVERLOCK_OWED_GRACE_S + 1)))
+    db.session.commit()
+
+
+def test_a_lock_whose_own_write_landed_is_owed_no_more(business, sim, hooks):
+    from jobs.events import handle_delivery
+
+    from .test_events import sole_rental
+
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    [event] = hooks.deliver_new()
+    assert handle_delivery(event["id"]) == "processed"
+    row = rental_row(target["id"])
+    assert (row.overlocked, row.overlock_owed_at) == (True, None)
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+
+
+def test_a_lock_whose_worker_died_before_its_write_stays_locked_against_storeganises_older_value(
+        business, sim, sg, hooks, monkeypatch):
+    """Storeganise still holds pti_overlocked false (our PUT never left) and the memo of our write is gone: the next
+    copy of the rental, still overdue, must not read as a person's unsuspend. It did: the unit was unlocked for a
+    customer who had not paid."""
+    target = lockout_killed_before_its_write(sim, hooks, monkeypatch)
+    row = rental_row(target["id"])
+    assert row.overlocked is True and row.overlock_owed_at is not None
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
+    generation_then = db.session.scalar(select(PtiAccount.generation).where(
+        PtiAccount.customer_id == row.customer_id, PtiAccount.site_id == row.site_id))
+    fx = land_copy(sg, target["id"])
+    row = rental_row(target["id"])
+    assert (row.overdue, row.overlocked) == (True, True)
+    assert row.overlock_owed_at is not None  # still owed: the relay writes it
+    assert fx.overlocks == {} and fx.accounts == {}  # nothing pushed, nothing written by the landing
+    assert db.session.scalar(select(PtiAccount.generation).where(
+        PtiAccount.customer_id == row.customer_id, PtiAccount.site_id == row.site_id)) == generation_then
+
+
+def test_the_relay_writes_a_lock_whose_worker_died_before_its_write(business, sim, hooks, monkeypatch):
+    target = lockout_killed_before_its_write(sim, hooks, monkeypatch)
+    row = rental_row(target["id"])
+    assert writeback.owed_write_backs().rentals == []  # its own job might still write it: the relay waits
+    past_the_grace(target["id"])
+    assert writeback.owed_write_backs().rentals == [row.id]
+    assert writeback.request_write_backs() is True
+    assert write_back_owed() >= 1
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+    assert rental_row(target["id"]).overlock_owed_at is None
+    assert writeback.request_write_backs() is False
+
+
+def test_a_lock_storeganise_cannot_take_stays_owed_until_it_can(business, sim, hooks, monkeypatch):
+    target = lockout_killed_before_its_write(sim, hooks, monkeypatch)
+    past_the_grace(target["id"])
+    sim.configure(faults={"error_rate": 1.0, "error_status": 503})
+    with pytest.raises(StoreganiseError):
+        write_back_owed()
+    assert rental_row(target["id"]).overlock_owed_at is not None
+    sim.configure(faults={"error_rate": 0.0})
+    assert write_back_owed() >= 1
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+    assert rental_row(target["id"]).overlock_owed_at is None
+
+
+def test_a_rental_storeganise_refuses_for_good_is_owed_no_more_and_the_others_are_written(
+        business, sim, hooks, monkeypatch, caplog):
+    gone = lockout_killed_before_its_write(sim, hooks, monkeypatch)
+    other = lockout_killed_before_its_write(sim, hooks, monkeypatch)  # another customer's: the first is overdue now
+    for sg_id in (gone["id"], other["id"]):
+        past_the_grace(sg_id)
+    del sim.rentals[gone["id"]]  # deleted in Storeganise meanwhile: a PUT of it is refused with a 404
+    assert write_back_owed() >= 1
+    assert rental_row(gone["id"]).overlock_owed_at is None
+    assert f"refused pti_overlocked True of rental {gone['id']}" in caplog.text
+    assert sim.rentals[other["id"]]["customFields"]["pti_overlocked"] is True
+    assert rental_row(other["id"]).overlock_owed_at is None
+
+
+def test_a_lock_written_after_the_payment_landed_is_undone_by_the_relay(business, sim, sg, hooks, monkeypatch):
+    """The lock's PUT leaves, then the payment lands in the mirror (Storeganise still held false, so its handler
+    writes nothing), then the lock's PUT is accepted: Storeganise says locked for a customer who paid. The lock's
+    acceptance must not settle what is owed (the mirror's unlock), and the relay writes it."""
+    from dashboard.mirror.records import Effects, refresh_rental
+    from jobs.events import handle_delivery
+
+    from .test_events import sole_rental
+
+    target = sole_rental(sim, overdue=False)
+    sim.set_overdue(target["id"], True)
+    [event] = hooks.deliver_new()
+    real = StoreganiseClient.update_unit_rental_custom_fields
+    paid: list[bool] = []
+
+    def payment_lands_meanwhile(self, rental_id, fields, **options):
+        if not paid:
+            paid.append(True)
+            sim.set_overdue(target["id"], False)
+            fx = Effects()  # the payment's handler, in another worker: its own PUT is not made here
+            refresh_rental(sg, target["id"], fx, overdue_event=True)
+            db.session.commit()
+            assert fx.overlocks == {}  # Storeganise holds false already, as far as the payment's copy says
+        return real(self, rental_id, fields, **options)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(StoreganiseClient, "update_unit_rental_custom_fields", payment_lands_meanwhile)
+        handle_delivery(event["id"])
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True  # the lock's late PUT
+    row = rental_row(target["id"])
+    assert row.overlocked is False and row.overlock_owed_at is not None  # the mirror's unlock is still owed
+    past_the_grace(target["id"])
+    assert write_back_owed() >= 1
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
+    assert rental_row(target["id"]).overlock_owed_at is None
+
+
+def test_a_suspend_staff_set_is_owed_until_written_and_kept_against_older_copies(business, sim, sg):
+    """Staff suspend a rental whose push has not run (PTI down, say): Storeganise is owed pti_overlocked true, a copy
+    of the rental read meanwhile must not undo the suspend, and the relay writes it."""
+    from dashboard.actions import set_suspended
+
+    from .test_events import sole_rental
+
+    target = sole_rental(sim, overdue=False)
+    row = rental_row(target["id"])
+    set_suspended(row, True, "test")
+    row = rental_row(target["id"])
+    assert row.overlocked is True and row.overlock_owed_at is not None
+    flush_redis_memos()
+    land_copy(sg, target["id"])
+    assert rental_row(target["id"]).overlocked is True
+    past_the_grace(target["id"])
+    assert write_back_owed() >= 1
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+    assert rental_row(target["id"]).overlock_owed_at is None
+
+
+def test_a_push_whose_write_back_carries_an_owed_lock_settles_it_even_when_redis_remembers_writing_it(business, sim):
+    """The push's write-back PUTs every in-sync rental's pti_overlocked: one that is owed is sent whatever Redis
+    remembers (only Storeganise's acceptance settles it), and no longer owed after."""
+    account = pushable_account(sim)
+    rental = next(r for r in account.customer.rentals if r.site_id == account.site_id and r.active)
+    assert reconcile(account.id, "test").outcome == "ok"
+    write_back_owed()
+    writes_before = len(sim.snapshot()["writes"])
+    db.session.execute(update(Rental).where(Rental.id == rental.id).values(overlock_owed_at=utcnow()))
+    db.session.execute(update(PtiAccount).where(PtiAccount.id == account.id).values(write_back_owed=True))
+    db.session.commit()
+    write_back_owed()
+    assert [w["id"] for w in sim.snapshot()["writes"][writes_before:]] == [rental.sg_id]
+    assert rental_row(rental.sg_id).overlock_owed_at is None
