@@ -41,10 +41,13 @@ RELAY_BUDGET_S = 5.0  # a relay run's further passes start within this long (the
 RELAY_CURSOR_KEY = "pti-sync:relay:cursor"  # the last account id the relay looked at, when it stopped at its limit
 CLAIM_CHUNK = 1000  # pending keys per claim script call
 WAITING_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
-# Accounts per bulk job: big enough to keep a site's calls in flight, small enough to retry. One batch per site (1,000)
-# was tried, so a site's batches would not wait for each other's PTI slots: on the 2-core bench machine the push is
-# CPU-bound and it was slower (docs/benchmarks.md, 2026-12-01).
-BATCH_SIZE = 200
+# Accounts per bulk job: a site's whole push, up to a big site's. A batch runs as many threads as its site has PTI
+# slots, so one batch keeps its site's PTI busy; two batches of a site only share those slots, while the jobs of
+# other sites wait for a worker behind them (with batches of 200, four workers pushed two sites one after the other,
+# and twelve pushed ten sites three at a time). One batch a site, and a push of many sites runs them all at once.
+# Tried on 2026-12-01 and slower then, when a customer cost 70 ms of a batch's CPU and one process could not keep its
+# site's slots busy; at 15-20 ms, 0.64x the wall (docs/benchmarks.md, 2026-12-07, "one batch a site").
+BATCH_SIZE = 2000
 BATCH_JOB_TIMEOUT_S = 3600  # a batch of BATCH_SIZE accounts at a slow site
 BATCH_JOB_PREFIX = "reconcile-batch-"  # the id of every reconcile_batch job begins so (push_site, the relay)
 # A site with at least this many non-urgent accounts to re-drive in one relay pass (an outage's backlog, a killed

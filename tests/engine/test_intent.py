@@ -49,6 +49,21 @@ def test_the_relay_leaves_accounts_a_site_push_already_holds(business):
     assert queued(DEFAULT) == [] and len(Queue(BULK, connection=get_redis()).jobs) >= 1
 
 
+def test_a_site_push_is_one_bulk_job_so_a_push_of_many_sites_runs_them_all_at_once(business):
+    """A batch runs as many threads as its site has PTI slots: two batches of one site would only share them while
+    another site's push waited for a worker behind them."""
+    count = push_site(site("riverside"), "test")
+    [job] = Queue(BULK, connection=get_redis()).jobs
+    assert len(job.args[0]) == count and len(set(job.args[0])) == count
+
+
+def test_a_site_bigger_than_a_batch_is_pushed_in_batches_of_batch_size(business, monkeypatch):
+    monkeypatch.setattr(intent, "BATCH_SIZE", 10)
+    count = push_site(site("riverside"), "test")
+    sizes = [len(job.args[0]) for job in Queue(BULK, connection=get_redis()).jobs]
+    assert sum(sizes) == count and max(sizes) == 10 and len(sizes) == -(-count // 10)
+
+
 def test_two_first_marks_of_one_customer_at_once_make_one_account_and_both_succeed(app, business):
     """The first mark of a customer at a site creates its account: two at once (two staff actions, a CSV and a
     webhook) must not both insert it. Both reach the INSERT before either commits; both then commit."""
