@@ -20,6 +20,8 @@ from tests.conftest import flush_redis, sql_statements
 from tests.engine.conftest import pti, pti_server  # noqa: F401 - the live PTI simulator, as the engine tests use it
 
 from .conftest import queued_jobs
+from .test_events import rental as rental_row
+from .test_events import sole_rental
 
 
 @pytest.fixture
@@ -320,12 +322,10 @@ class Killed(BaseException):
     """The worker process dies (SIGKILL, the machine stops): nothing after the line that raises it runs."""
 
 
-def lockout_killed_before_its_write(sim, hooks, monkeypatch) -> dict:
+def lockout_killed_before_its_write(sim, hooks, monkeypatch, redis_url) -> dict:
     """An overdue event whose worker died after the mirror committed the lock, before its pti_overlocked PUT; then
     Redis forgot the memo of that write (it lasts two minutes). Returns Storeganise's rental."""
     from jobs.events import handle_delivery
-
-    from .test_events import sole_rental
 
     target = sole_rental(sim, overdue=False)
     sim.set_overdue(target["id"], True)
@@ -339,19 +339,8 @@ def lockout_killed_before_its_write(sim, hooks, monkeypatch) -> dict:
         with pytest.raises(Killed):
             handle_delivery(event["id"])
     db.session.rollback()
-    flush_redis_memos()
+    flush_redis(redis_url)
     return target
-
-
-def flush_redis_memos() -> None:
-    from dashboard.jobqueue import get_redis
-
-    get_redis().flushall()
-
-
-def rental_row(sg_id: str) -> Rental:
-    db.session.expire_all()
-    return db.session.scalar(select(Rental).where(Rental.sg_id == sg_id))
 
 
 def land_copy(sg, sg_id: str):
@@ -375,8 +364,6 @@ def past_the_grace(sg_id: str) -> None:
 def test_a_lock_whose_own_write_landed_is_owed_no_more(business, sim, hooks):
     from jobs.events import handle_delivery
 
-    from .test_events import sole_rental
-
     target = sole_rental(sim, overdue=False)
     sim.set_overdue(target["id"], True)
     [event] = hooks.deliver_new()
@@ -387,11 +374,11 @@ def test_a_lock_whose_own_write_landed_is_owed_no_more(business, sim, hooks):
 
 
 def test_a_lock_whose_worker_died_before_its_write_stays_locked_against_storeganises_older_value(
-        business, sim, sg, hooks, monkeypatch):
+        business, sim, sg, hooks, monkeypatch, redis_url):
     """Storeganise still holds pti_overlocked false (our PUT never left) and the memo of our write is gone: the next
     copy of the rental, still overdue, must not read as a person's unsuspend. It did: the unit was unlocked for a
     customer who had not paid."""
-    target = lockout_killed_before_its_write(sim, hooks, monkeypatch)
+    target = lockout_killed_before_its_write(sim, hooks, monkeypatch, redis_url)
     row = rental_row(target["id"])
     assert row.overlocked is True and row.overlock_owed_at is not None
     assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
@@ -406,8 +393,8 @@ def test_a_lock_whose_worker_died_before_its_write_stays_locked_against_storegan
         PtiAccount.customer_id == row.customer_id, PtiAccount.site_id == row.site_id)) == generation_then
 
 
-def test_the_relay_writes_a_lock_whose_worker_died_before_its_write(business, sim, hooks, monkeypatch):
-    target = lockout_killed_before_its_write(sim, hooks, monkeypatch)
+def test_the_relay_writes_a_lock_whose_worker_died_before_its_write(business, sim, hooks, monkeypatch, redis_url):
+    target = lockout_killed_before_its_write(sim, hooks, monkeypatch, redis_url)
     row = rental_row(target["id"])
     assert writeback.owed_write_backs().rentals == []  # its own job might still write it: the relay waits
     past_the_grace(target["id"])
@@ -419,8 +406,8 @@ def test_the_relay_writes_a_lock_whose_worker_died_before_its_write(business, si
     assert writeback.request_write_backs() is False
 
 
-def test_a_lock_storeganise_cannot_take_stays_owed_until_it_can(business, sim, hooks, monkeypatch):
-    target = lockout_killed_before_its_write(sim, hooks, monkeypatch)
+def test_a_lock_storeganise_cannot_take_stays_owed_until_it_can(business, sim, hooks, monkeypatch, redis_url):
+    target = lockout_killed_before_its_write(sim, hooks, monkeypatch, redis_url)
     past_the_grace(target["id"])
     sim.configure(faults={"error_rate": 1.0, "error_status": 503})
     with pytest.raises(StoreganiseError):
@@ -433,9 +420,9 @@ def test_a_lock_storeganise_cannot_take_stays_owed_until_it_can(business, sim, h
 
 
 def test_a_rental_storeganise_refuses_for_good_is_owed_no_more_and_the_others_are_written(
-        business, sim, hooks, monkeypatch, caplog):
-    gone = lockout_killed_before_its_write(sim, hooks, monkeypatch)
-    other = lockout_killed_before_its_write(sim, hooks, monkeypatch)  # another customer's: the first is overdue now
+        business, sim, hooks, monkeypatch, caplog, redis_url):
+    gone = lockout_killed_before_its_write(sim, hooks, monkeypatch, redis_url)
+    other = lockout_killed_before_its_write(sim, hooks, monkeypatch, redis_url)  # the first is overdue now
     for sg_id in (gone["id"], other["id"]):
         past_the_grace(sg_id)
     del sim.rentals[gone["id"]]  # deleted in Storeganise meanwhile: a PUT of it is refused with a 404
@@ -452,8 +439,6 @@ def test_a_lock_written_after_the_payment_landed_is_undone_by_the_relay(business
     acceptance must not settle what is owed (the mirror's unlock), and the relay writes it."""
     from dashboard.mirror.records import Effects, refresh_rental
     from jobs.events import handle_delivery
-
-    from .test_events import sole_rental
 
     target = sole_rental(sim, overdue=False)
     sim.set_overdue(target["id"], True)
@@ -483,19 +468,17 @@ def test_a_lock_written_after_the_payment_landed_is_undone_by_the_relay(business
     assert rental_row(target["id"]).overlock_owed_at is None
 
 
-def test_a_suspend_staff_set_is_owed_until_written_and_kept_against_older_copies(business, sim, sg):
+def test_a_suspend_staff_set_is_owed_until_written_and_kept_against_older_copies(business, sim, sg, redis_url):
     """Staff suspend a rental whose push has not run (PTI down, say): Storeganise is owed pti_overlocked true, a copy
     of the rental read meanwhile must not undo the suspend, and the relay writes it."""
     from dashboard.actions import set_suspended
-
-    from .test_events import sole_rental
 
     target = sole_rental(sim, overdue=False)
     row = rental_row(target["id"])
     set_suspended(row, True, "test")
     row = rental_row(target["id"])
     assert row.overlocked is True and row.overlock_owed_at is not None
-    flush_redis_memos()
+    flush_redis(redis_url)
     land_copy(sg, target["id"])
     assert rental_row(target["id"]).overlocked is True
     past_the_grace(target["id"])
