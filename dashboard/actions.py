@@ -9,15 +9,16 @@ from __future__ import annotations
 from zoneinfo import available_timezones
 
 import redis
-from sqlalchemy import and_, or_, select, true
+from sqlalchemy import and_, or_, select, true, update
 
 from .audit import record
 from .engine import drift_fix, pti_lists
 from .engine.intent import mark_dirty, push_site, request_reconcile
 from .engine.reconcile import choose_code, codes_held
+from .engine.writeback import OVERLOCK_CAUSE
 from .extensions import db
 from .jobqueue import FIX_DRIFT, WRITE_BACK_OVERRIDES, enqueue, hint
-from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState, utcnow
+from .models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, Site, StaffUser, SyncState, utcnow
 from .sync import NoFreeCode
 
 
@@ -34,6 +35,7 @@ def _sites_of(customer: Customer) -> set[int]:
 
 def resync_rental(rental: Rental, actor: StaffUser | str) -> int:
     account = mark_dirty(rental.customer_id, rental.site_id, urgent=rental.overlocked)
+    _owe_refused_overlocks(Rental.id == rental.id)
     record("resync rental", actor=actor, target_type="rental", target_id=rental.sg_id)
     db.session.commit()
     return request_reconcile([account], trigger=f"staff:{_who(actor)}")
@@ -41,6 +43,7 @@ def resync_rental(rental: Rental, actor: StaffUser | str) -> int:
 
 def resync_customer(customer: Customer, actor: StaffUser | str) -> int:
     accounts = [mark_dirty(customer, site_id) for site_id in sorted(_sites_of(customer))]
+    _owe_refused_overlocks(Rental.customer_id == customer.id)
     record("resync customer", actor=actor, target_type="customer", target_id=customer.sg_id)
     db.session.commit()
     return request_reconcile(accounts, trigger=f"staff:{_who(actor)}")
@@ -49,6 +52,16 @@ def resync_customer(customer: Customer, actor: StaffUser | str) -> int:
 def resync_site(site: Site, actor: StaffUser | str) -> int:
     record("resync site", actor=actor, target_type="site", target_id=site.sg_id)
     return push_site(site, f"staff:{_who(actor)}")
+
+
+def _owe_refused_overlocks(which) -> None:
+    """Staff fixed what made Storeganise refuse a rental's pti_overlocked (a problem standing on the rental) and
+    resync: the value is owed again, so the push's write-back sends it, and Storeganise's acceptance closes the
+    problem (writeback._settle)."""
+    refused = select(OpenProblem.record_sg_id).where(OpenProblem.entity == "rental",
+                                                     OpenProblem.cause.like(f"{OVERLOCK_CAUSE}%"))
+    db.session.execute(update(Rental).where(which, Rental.sg_id.in_(refused), Rental.overlock_owed_at.is_(None))
+                       .values(overlock_owed_at=utcnow()).execution_options(synchronize_session=False))
 
 
 def set_suspended(rental: Rental, suspended: bool, actor: StaffUser | str) -> int:

@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import redis
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import echoes
@@ -32,6 +33,7 @@ from ..extensions import commit_keeping_loaded, db
 from ..jobqueue import WRITE_BACK_OWED, get_redis, hint
 from ..models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, SyncState, to_ms, utcnow
 from ..storeganise import StoreganiseClient, StoreganiseError, format_timestamp
+from ..storeganise.client import REASON_NOT_FOUND
 from ..storeganise.fields import FieldCodes
 from ..sync.errors import problem
 from . import problems
@@ -365,10 +367,11 @@ def _accepted(rental_sg_id: str, overlocked: bool, sent_at: datetime) -> dict:
     return {"key": rental_sg_id, "value": overlocked, "sent_at": sent_at}
 
 
-def _settle(accepted: list[dict]) -> None:
+def _settle(accepted: list[dict], refused: Iterable[str] = ()) -> None:
     """These rentals' pti_overlocked is no longer owed (`_accepted`'s rows), in one statement: only where the mirror
     still holds the value Storeganise accepted and nothing newer was owed since the PUT left (a flip landed
-    meanwhile stays owed, for its own write or the relay's)."""
+    meanwhile stays owed, for its own write or the relay's). Those Storeganise accepted (all but `refused`) end
+    the problem an earlier refusal of their value stood as (`_overlock_refused`)."""
     if not accepted:
         return
     rentals = Rental.__table__
@@ -376,6 +379,11 @@ def _settle(accepted: list[dict]) -> None:
                                              rentals.c.overlocked == bindparam("value"),
                                              rentals.c.overlock_owed_at <= bindparam("sent_at"))
                        .values(overlock_owed_at=None), accepted)
+    refused = set(refused)
+    if held := [row["key"] for row in accepted if row["key"] not in refused]:
+        db.session.execute(delete(OpenProblem).where(  # by the indexed record id: cheap when none stands
+            OpenProblem.record_sg_id.in_(held), OpenProblem.entity == "rental",
+            OpenProblem.cause.like(f"{OVERLOCK_CAUSE}%")).execution_options(synchronize_session=False))
 
 
 def _time(value) -> datetime | None:
@@ -548,11 +556,19 @@ def _put_overlock(client: StoreganiseClient, rental_sg_id: str, overlocked: bool
     return True
 
 
-def _record_overlocks(landed: list[dict], settled: list[dict]) -> None:
-    if landed or settled:
-        _note_landed(landed)
-        _settle(settled)
-        db.session.commit()
+def _record_overlocks(landed: list[dict], settled: list[dict],
+                      refused: dict[str, tuple[bool, StoreganiseError]] | None = None) -> None:
+    """Record what Storeganise answered to pti_overlocked PUTs, in one transaction: the flips it holds now (`landed`),
+    the values no longer owed (`settled`), and the rentals whose value it refused (`refused`: a problem for staff).
+    An accepted PUT ends a refusal's problem."""
+    if not (landed or settled):
+        return
+    _note_landed(landed)
+    _settle(settled, refused or ())
+    new = sum(_overlock_refused(sg_id, value, exc) for sg_id, (value, exc) in (refused or {}).items())
+    db.session.commit()
+    if new:
+        problems.request_reports()
 
 
 REPORT_BATCH = 200  # problems raised per job; the relay asks again while any are left
@@ -662,6 +678,7 @@ WRITE_BACK_JOB_ID = "pti-sync-write-back-owed"  # one such job queued at a time
 # delivery's write-back thread, a push's write-back), so only a job that died, or a Storeganise that refused, leaves
 # it longer. Before then the relay would only write it twice.
 OVERLOCK_OWED_GRACE_S = 60
+OVERLOCK_CAUSE = "overlock:"  # the problem register's causes of refused pti_overlocked values: overlock:<rental>:<why>
 
 
 @dataclass
@@ -733,11 +750,14 @@ def write_owed_overlocks(client: StoreganiseClient, rental_ids: list[int]) -> in
 
     A push's write-back writes them too: this runs after those, so it finds only the rentals no push carried (not in
     sync, or their account not pushed). Storeganise unreachable stops it with the error and what is left stays owed;
-    a rental Storeganise refuses (gone there) is logged and no longer owed: nothing can write it."""
+    a rental Storeganise refuses is no longer owed, since writing it again would be refused again: one deleted there
+    is only logged (its deletion ends it here too), any other refusal (a field it will not take) stands as a problem
+    for staff on the rental's page until a PUT of its value is accepted."""
     owed = dict(db.session.execute(select(Rental.sg_id, Rental.overlocked).where(
         Rental.id.in_(rental_ids), Rental.overlock_owed_at.is_not(None)).order_by(Rental.id)).all())
     db.session.commit()  # no transaction held open across the PUTs
     written, landed, settled, fresh = 0, [], [], Fresh(owed, read=True)
+    refusals: dict[str, tuple[bool, StoreganiseError]] = {}
     try:
         for rental_sg_id, overlocked in owed.items():
             try:
@@ -745,11 +765,32 @@ def write_owed_overlocks(client: StoreganiseClient, rental_ids: list[int]) -> in
             except StoreganiseError as exc:
                 if exc.retryable:
                     raise
-                log.warning("Storeganise refused pti_overlocked %s of rental %s (%s): no longer owed, nothing can "
-                            "write it", overlocked, rental_sg_id, exc.message)
+                gone = exc.reason == REASON_NOT_FOUND  # deleted there: its deletion ends the rental here too
+                log.warning("Storeganise refused pti_overlocked %s of rental %s (%s): no longer owed%s", overlocked,
+                            rental_sg_id, exc.message, "" if gone else ", a problem for staff")
                 settled.append(_accepted(rental_sg_id, overlocked, utcnow()))
+                if not gone:
+                    refusals[rental_sg_id] = (overlocked, exc)
     finally:
-        _record_overlocks(landed, settled)
+        _record_overlocks(landed, settled, refused=refusals)
     if written:
         log.info("wrote %s pti_overlocked values Storeganise was still owed", written)
     return written
+
+
+def _overlock_refused(rental_sg_id: str, overlocked: bool, exc: StoreganiseError) -> bool:
+    """Stand the refusal on the rental's page, raised in Storeganise on its unit: Storeganise's lockout flag no
+    longer says what the gate does, and nothing will write it until a later PUT of it is accepted (which closes
+    this). True when the problem is new."""
+    rental = db.session.scalar(select(Rental).where(Rental.sg_id == rental_sg_id)
+                               .options(joinedload(Rental.unit), joinedload(Rental.site)))
+    if rental is None:
+        return False  # gone from the mirror too: nobody will look for it
+    gate = "locked out (overlocked)" if overlocked else "open to the customer"
+    return problems.open_problem(problems.Found(
+        f"{OVERLOCK_CAUSE}{rental_sg_id}:{exc.reason}", exc.reason, "rental", rental_sg_id, "unit", rental.unit.sg_id,
+        f"rental of unit {rental.unit.name} at {rental.site.title}",
+        f"Storeganise refused the rental's pti_overlocked = {str(overlocked).lower()} ({str(exc).rstrip('.')}): "
+        f"the unit is {gate} at the gate, and Storeganise's field says otherwise until it is written again: "
+        "once the field is fixed, press Resync on the rental.",
+        site_id=rental.site_id))

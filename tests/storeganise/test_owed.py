@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 from dashboard.engine import writeback
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
+from dashboard.jobqueue import REPORT_PROBLEMS
 from dashboard.mirror.importer import import_business
-from dashboard.models import Customer, PtiAccount, Rental, Site, utcnow
+from dashboard.models import Customer, OpenProblem, PtiAccount, Rental, Site, utcnow
 from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from jobs.writeback import write_back_account, write_back_owed
 from tests.conftest import flush_redis, sql_statements
@@ -431,6 +432,43 @@ def test_a_rental_storeganise_refuses_for_good_is_owed_no_more_and_the_others_ar
     assert f"refused pti_overlocked True of rental {gone['id']}" in caplog.text
     assert sim.rentals[other["id"]]["customFields"]["pti_overlocked"] is True
     assert rental_row(other["id"]).overlock_owed_at is None
+    assert overlock_problems() == []  # deleted there: nothing for staff to do (its deletion ends it here)
+
+
+def overlock_problems() -> list[OpenProblem]:
+    return list(db.session.scalars(select(OpenProblem).where(OpenProblem.entity == "rental",
+                                                             OpenProblem.cause.like("overlock:%"))))
+
+
+def test_a_pti_overlocked_storeganise_refuses_stands_as_a_problem_until_a_write_of_it_is_accepted(
+        business, sim, hooks, monkeypatch, redis_url):
+    """Storeganise refuses the lockout's flag (a field it will not take): writing it again would be refused again,
+    so it is no longer owed, and staff must hear that Storeganise's field no longer says what the gate does."""
+    from dashboard.actions import resync_rental
+    from dashboard.engine.problems import problems_of
+
+    target = lockout_killed_before_its_write(sim, hooks, monkeypatch, redis_url)
+    past_the_grace(target["id"])
+    sim.configure(faults={"error_rate": 1.0, "error_status": 422})
+    write_back_owed()
+    sim.configure(faults={"error_rate": 0.0})
+    row = rental_row(target["id"])
+    assert row.overlock_owed_at is None and sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is False
+    [standing] = problems_of("rental", target["id"])  # what the rental's page shows
+    assert (standing.reason, standing.target_type, standing.target_id) == ("storeganise_rejected", "unit",
+                                                                          row.unit.sg_id)
+    assert "pti_overlocked = true" in standing.detail and "locked out" in standing.detail
+    assert queued_jobs(REPORT_PROBLEMS), "the problem is to be raised in Storeganise as a task"
+
+    resync_rental(row, "support@demo.test")  # staff fixed the field in Storeganise, and resync the rental
+    assert rental_row(target["id"]).overlock_owed_at is not None  # owed again: the push's write-back sends it
+    account = db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == row.customer_id,
+                                                         PtiAccount.site_id == row.site_id))
+    assert reconcile(account.id, "test").outcome in ("ok", "noop")
+    write_back_account(account.id)
+    assert sim.rentals[target["id"]]["customFields"]["pti_overlocked"] is True
+    assert rental_row(target["id"]).overlock_owed_at is None
+    assert overlock_problems() == []  # accepted: Storeganise says what the gate does again
 
 
 def test_a_lock_written_after_the_payment_landed_is_undone_by_the_relay(business, sim, sg, hooks, monkeypatch):
