@@ -8,9 +8,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from rq import Queue
+from sqlalchemy import select
 
 from dashboard.clients import TRANSPORT_EXTENSION
+from dashboard.extensions import db
 from dashboard.jobqueue import QUEUE_NAMES, RECONCILE, get_redis
+from dashboard.models import Rental
 from dashboard.storeganise import StoreganiseClient, compact_json, sign
 from jobs.pull import import_all
 from sim.server import serve_in_thread
@@ -251,3 +254,19 @@ def live_with_pti(app, redis_url):
             yield sim, control, pti
     finally:
         pti_server.stop()
+
+
+def rental(sg_id: str) -> Rental:
+    """The mirror's rental as the database holds it now."""
+    db.session.expire_all()
+    return db.session.scalar(select(Rental).where(Rental.sg_id == sg_id))
+
+
+def sole_rental(sim, overdue: bool = False) -> dict:
+    """An active rental whose customer rents nothing else."""
+    counts = {}
+    for r in sim.rentals.values():
+        counts[r["ownerId"]] = counts.get(r["ownerId"], 0) + (r["state"] == "occupied")
+    return next(r for r in sim.rentals.values()
+                if r["state"] == "occupied" and counts[r["ownerId"]] == 1 and r["overdue"] == overdue
+                and sim.units[r["unitId"]]["customFields"].get("pti_id"))

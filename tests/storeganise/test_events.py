@@ -17,7 +17,7 @@ from dashboard.storeganise import StoreganiseError, compact_json, sign
 from jobs.events import handle_delivery
 from tests.conftest import flush_redis, sql_statements
 
-from .conftest import reconcile_requests
+from .conftest import reconcile_requests, rental, sole_rental
 
 
 @pytest.fixture
@@ -44,11 +44,6 @@ def forget_requests(redis_url) -> None:
     flush_redis(redis_url)
 
 
-def rental(sg_id: str) -> Rental:
-    db.session.expire_all()
-    return db.session.scalar(select(Rental).where(Rental.sg_id == sg_id))
-
-
 def account_of(rental_row: Rental) -> PtiAccount:
     return db.session.scalar(select(PtiAccount).where(PtiAccount.customer_id == rental_row.customer_id,
                                                       PtiAccount.site_id == rental_row.site_id))
@@ -61,16 +56,6 @@ def generation(rental_row: Rental) -> int:
 
 def free_unit(sim) -> dict:
     return next(u for u in sim.units.values() if u["state"] == "available" and u["customFields"].get("pti_id"))
-
-
-def sole_rental(sim, overdue: bool = False) -> dict:
-    """An active rental whose customer rents nothing else."""
-    counts = {}
-    for r in sim.rentals.values():
-        counts[r["ownerId"]] = counts.get(r["ownerId"], 0) + (r["state"] == "occupied")
-    return next(r for r in sim.rentals.values()
-                if r["state"] == "occupied" and counts[r["ownerId"]] == 1 and r["overdue"] == overdue
-                and sim.units[r["unitId"]]["customFields"].get("pti_id"))
 
 
 def test_move_in_lands_the_rental_and_the_new_customer_and_asks_for_a_push(business, sim, hooks):

@@ -16,7 +16,7 @@ from jobs.events import handle_delivery
 from sim.storeganise import DEMO_API_KEY
 from tests.conftest import flush_redis
 
-from .test_events import sole_rental
+from .conftest import sole_rental
 
 
 class KeepAlive(ThreadingHTTPServer):

@@ -20,9 +20,8 @@ from jobs.writeback import write_back_account, write_back_owed
 from tests.conftest import flush_redis, sql_statements
 from tests.engine.conftest import pti, pti_server  # noqa: F401 - the live PTI simulator, as the engine tests use it
 
-from .conftest import queued_jobs
-from .test_events import rental as rental_row
-from .test_events import sole_rental
+from .conftest import queued_jobs, sole_rental
+from .conftest import rental as rental_row
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from jobs.events import handle_delivery
 from jobs.rehearsal import rehearse
 from tests.conftest import flush_redis
 
-from .test_events import sole_rental
+from .conftest import sole_rental
 
 
 def on_postgresql() -> None:
