@@ -236,7 +236,9 @@ class BatchReads:
             return []
         try:
             return [int(stamp or 0) for stamp in get_redis().mget([touched_key(a) for a in account_ids])]
-        except redis.RedisError:
+        except redis.RedisError as exc:
+            log.info("the batch's accounts' push stamps could not be read (%s): it reads its site itself",
+                     exc.__class__.__name__)
             return None
 
     def _speaks_for_batch(self, read_at: int) -> bool:
@@ -283,6 +285,9 @@ class SharedListings:
             def once(read_at: int) -> bool:
                 if read_at not in judged:
                     judged[read_at] = usable(read_at)
+                    if not judged[read_at]:
+                        log.info("site %s: the shared PTI listing does not speak for this batch (its accounts were "
+                                 "pushed since it was read): it reads PTI", self.site_id)
                 return judged[read_at]
 
             while True:
@@ -336,6 +341,9 @@ class SharedListings:
         read_at, _, sealed = stored.partition(b":")
         read_at = int(read_at)
         age_s = (int(now) - read_at) / 1_000_000
+        if age_s < 0:  # Redis's clock went back since it was read: it cannot say how old the listing is
+            log.info("site %s: the shared PTI listing was read %.3f s from now by Redis's clock", self.site_id,
+                     -age_s)
         if not 0 <= age_s < LISTING_MAX_AGE_S or not usable(read_at):
             return None
         data = json.loads(zlib.decompress(unseal_bytes(current_app.config["ENCRYPTION_KEYS"], sealed)))
