@@ -20,6 +20,7 @@ job's lock lapses within seconds.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -48,6 +49,7 @@ from dashboard.models import (
     utcnow,
 )
 from dashboard.storeganise import format_timestamp
+from sim.pti import OK as PTI_OK
 from tests.engine.test_stateful import mismatches, site_invariant_problems
 
 TWO_RELAY_PERIODS_S = 2 * RELAY_EVERY_S
@@ -212,22 +214,30 @@ def assert_pti_matches_the_mirror(stack: Stack) -> None:
     assert not problems, f"PTI does not match the mirror ({len(problems)}):\n" + "\n".join(problems[:30])
 
 
-def created_users(stack: Stack) -> dict[str, int]:
-    """PTI users the product created that PTI applied, per PTI site code (from the simulator's call log)."""
+def created_users(stack: Stack) -> tuple[dict[str, int], Counter]:
+    """PTI users the product's creates made, per PTI site code (from the simulator's call log), and the creates PTI
+    answered with a refusal, by site and result. The simulator marks a call `applied` once it reached the site,
+    refusals too: a create sent again after an uncertain answer, refused with -5 because the first had been applied
+    (reconcile.create_user), or one refused for a session token, made no user and is not counted."""
     counts: dict[str, int] = {}
+    refused: Counter = Counter()
     for call in stack.http.get(f"{stack.pti_url}/_sim/calls").json()["calls"]:
         if call["operation"] == "create_user" and call.get("applied"):
-            counts[call["site"]] = counts.get(call["site"], 0) + 1
-    return counts
+            if call.get("result") == PTI_OK:
+                counts[call["site"]] = counts.get(call["site"], 0) + 1
+            else:
+                refused[(call["site"], call.get("result"))] += 1
+    return counts, refused
 
 
 def assert_no_user_created_twice(stack: Stack) -> None:
-    """Each PTI user applied by a create is still there: none was created twice for one customer (for scenarios
-    without move-outs, where no user is removed)."""
+    """Each PTI user a create made is still there: none was created twice for one customer and the spare removed
+    (for scenarios without move-outs, where no user is removed). Two users for one customer both still there are
+    `assert_pti_matches_the_mirror`'s to find."""
     users = {code: len(site["users"]) for code, site in stack.pti_state()["sites"].items()}
-    created = created_users(stack)
+    created, refused = created_users(stack)
     assert all(created.get(code, 0) == n for code, n in users.items()), \
-        f"PTI users created {created} but PTI holds {users}"
+        f"PTI users created {created} but PTI holds {users} (creates refused, by site and result: {dict(refused)})"
 
 
 # --- write-backs reached Storeganise -----------------------------------------------------------------------------
