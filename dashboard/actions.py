@@ -12,13 +12,12 @@ import redis
 from sqlalchemy import and_, or_, select, true, update
 
 from .audit import record
-from .engine import drift_fix, pti_lists
+from .engine import drift_fix, problems, pti_lists
 from .engine.intent import mark_dirty, push_site, request_reconcile
 from .engine.reconcile import choose_code, codes_held
-from .engine.writeback import OVERLOCK_CAUSE
 from .extensions import db
 from .jobqueue import FIX_DRIFT, WRITE_BACK_OVERRIDES, enqueue, hint
-from .models import ACTIVE_RENTAL_STATES, Customer, OpenProblem, PtiAccount, Rental, Site, StaffUser, SyncState, utcnow
+from .models import ACTIVE_RENTAL_STATES, Customer, PtiAccount, Rental, Site, StaffUser, SyncState, utcnow
 from .sync import NoFreeCode
 
 
@@ -58,9 +57,8 @@ def _owe_refused_overlocks(which) -> None:
     """Staff fixed what made Storeganise refuse a rental's pti_overlocked (a problem standing on the rental) and
     resync: the value is owed again, so the push's write-back sends it, and Storeganise's acceptance closes the
     problem (writeback._settle)."""
-    refused = select(OpenProblem.record_sg_id).where(OpenProblem.entity == "rental",
-                                                     OpenProblem.cause.like(f"{OVERLOCK_CAUSE}%"))
-    db.session.execute(update(Rental).where(which, Rental.sg_id.in_(refused), Rental.overlock_owed_at.is_(None))
+    db.session.execute(update(Rental).where(which, Rental.sg_id.in_(problems.refused_overlocks()),
+                                            Rental.overlock_owed_at.is_(None))
                        .values(overlock_owed_at=utcnow()).execution_options(synchronize_session=False))
 
 

@@ -67,6 +67,25 @@ def account_problem(account: PtiAccount, reason: str, detail: str | None = None)
                  site_id=site.id, account_id=account.id)
 
 
+# A rental's pti_overlocked Storeganise refused (writeback.write_owed_overlocks): overlock:<rental>:<reason>.
+OVERLOCK_CAUSE = "overlock:"
+
+
+def refused_overlocks():
+    """The Storeganise ids of the rentals whose pti_overlocked stands refused, as a subquery."""
+    return select(OpenProblem.record_sg_id).where(OpenProblem.entity == "rental",
+                                                  OpenProblem.cause.like(f"{OVERLOCK_CAUSE}%"))
+
+
+def close_refused_overlocks(rental_sg_ids: list[str]) -> None:
+    """Storeganise accepted these rentals' pti_overlocked: a refusal standing on them is over. One statement by the
+    indexed record id, cheap when none stands."""
+    if rental_sg_ids:
+        db.session.execute(delete(OpenProblem).where(
+            OpenProblem.record_sg_id.in_(rental_sg_ids), OpenProblem.entity == "rental",
+            OpenProblem.cause.like(f"{OVERLOCK_CAUSE}%")).execution_options(synchronize_session=False))
+
+
 def open_problem(found: Found) -> bool:
     """Record the problem in the caller's transaction, unless it stands already (then its detail is refreshed).
     True when it is new, so owed to Storeganise."""

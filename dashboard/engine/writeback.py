@@ -24,7 +24,7 @@ from functools import cache
 
 import redis
 from flask import current_app
-from sqlalchemy import and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -380,10 +380,7 @@ def _settle(accepted: list[dict], refused: Iterable[str] = ()) -> None:
                                              rentals.c.overlock_owed_at <= bindparam("sent_at"))
                        .values(overlock_owed_at=None), accepted)
     refused = set(refused)
-    if held := [row["key"] for row in accepted if row["key"] not in refused]:
-        db.session.execute(delete(OpenProblem).where(  # by the indexed record id: cheap when none stands
-            OpenProblem.record_sg_id.in_(held), OpenProblem.entity == "rental",
-            OpenProblem.cause.like(f"{OVERLOCK_CAUSE}%")).execution_options(synchronize_session=False))
+    problems.close_refused_overlocks([row["key"] for row in accepted if row["key"] not in refused])
 
 
 def _time(value) -> datetime | None:
@@ -678,7 +675,6 @@ WRITE_BACK_JOB_ID = "pti-sync-write-back-owed"  # one such job queued at a time
 # delivery's write-back thread, a push's write-back), so only a job that died, or a Storeganise that refused, leaves
 # it longer. Before then the relay would only write it twice.
 OVERLOCK_OWED_GRACE_S = 60
-OVERLOCK_CAUSE = "overlock:"  # the problem register's causes of refused pti_overlocked values: overlock:<rental>:<why>
 
 
 @dataclass
@@ -788,7 +784,8 @@ def _overlock_refused(rental_sg_id: str, overlocked: bool, exc: StoreganiseError
         return False  # gone from the mirror too: nobody will look for it
     gate = "locked out (overlocked)" if overlocked else "open to the customer"
     return problems.open_problem(problems.Found(
-        f"{OVERLOCK_CAUSE}{rental_sg_id}:{exc.reason}", exc.reason, "rental", rental_sg_id, "unit", rental.unit.sg_id,
+        f"{problems.OVERLOCK_CAUSE}{rental_sg_id}:{exc.reason}", exc.reason, "rental", rental_sg_id, "unit",
+        rental.unit.sg_id,
         f"rental of unit {rental.unit.name} at {rental.site.title}",
         f"Storeganise refused the rental's pti_overlocked = {str(overlocked).lower()} ({str(exc).rstrip('.')}): "
         f"the unit is {gate} at the gate, and Storeganise's field says otherwise until it is written again: "

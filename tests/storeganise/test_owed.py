@@ -10,11 +10,12 @@ import redis as redis_lib
 from sqlalchemy import select, update
 
 from dashboard.engine import writeback
+from dashboard.engine.problems import refused_overlocks
 from dashboard.engine.reconcile import reconcile
 from dashboard.extensions import db
 from dashboard.jobqueue import REPORT_PROBLEMS
 from dashboard.mirror.importer import import_business
-from dashboard.models import Customer, OpenProblem, PtiAccount, Rental, Site, utcnow
+from dashboard.models import Customer, PtiAccount, Rental, Site, utcnow
 from dashboard.storeganise import StoreganiseClient, StoreganiseError
 from jobs.writeback import write_back_account, write_back_owed
 from tests.conftest import flush_redis, sql_statements
@@ -434,9 +435,9 @@ def test_a_rental_storeganise_refuses_for_good_is_owed_no_more_and_the_others_ar
     assert overlock_problems() == []  # deleted there: nothing for staff to do (its deletion ends it here)
 
 
-def overlock_problems() -> list[OpenProblem]:
-    return list(db.session.scalars(select(OpenProblem).where(OpenProblem.entity == "rental",
-                                                             OpenProblem.cause.like("overlock:%"))))
+def overlock_problems() -> list[str]:
+    """The rentals whose pti_overlocked stands refused, as the problem register holds them."""
+    return list(db.session.scalars(refused_overlocks()))
 
 
 def test_a_pti_overlocked_storeganise_refuses_stands_as_a_problem_until_a_write_of_it_is_accepted(
